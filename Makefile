@@ -1,0 +1,51 @@
+# netman: the front door. `make demo` runs the whole system locally, `make test` runs the tests.
+SHELL := /bin/bash
+.DEFAULT_GOAL := build
+
+GO          ?= go
+BIN         := $(CURDIR)/bin
+# CNI plugin binaries used as real delegates by the tests and the demo.
+CNI_BIN     ?= $(CURDIR)/.cache/cni/bin
+BINARIES    := $(notdir $(wildcard cmd/*))
+TEST_FLAGS  ?= -count=1 -timeout 20m
+BENCH_FLAGS ?=
+
+export CNI_PATH := $(CNI_BIN)
+
+.PHONY: build test unit bench lint fmt deps demo clean
+
+## build: compile every binary under cmd/ into bin/
+build:
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/ $(addprefix ./cmd/,$(BINARIES))
+
+## deps: install what tests and the demo need (Debian packages, CNI plugins)
+deps:
+	scripts/install-deps
+
+## test: the whole suite against a throwaway Postgres (or $$DATABASE_URL), as root
+test: deps build
+	scripts/with-postgres $(GO) test $(TEST_FLAGS) ./...
+
+## unit: the tests that need neither root nor a database (they skip outside CI)
+unit:
+	$(GO) test -count=1 -short ./...
+
+## bench: Go benchmarks plus the policy-server load tool at 100k policies
+bench: deps build
+	scripts/with-postgres scripts/bench $(BENCH_FLAGS)
+
+## lint: formatting and vet
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+## demo: the whole system on this machine (policy server, wrapper, agent)
+demo: deps build
+	scripts/demo
+
+clean:
+	rm -rf $(BIN) .cache
