@@ -3,16 +3,23 @@
 //
 //	netprobe listen -proto tcp -port 8080       # answers every connection or datagram with "ok"
 //	netprobe dial -proto tcp -addr 10.0.0.3:8080 # exit 0 when the answer came back
+//	netprobe forward -netns /run/netns/cell -listen 127.0.0.1:4003 -to 127.0.0.1:4003
+//
+// forward listens inside another network namespace and connects out from this one, so a
+// process in a throwaway "cell" namespace can reach a server on the host's loopback.
 package main
 
 import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strconv"
 	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
 )
 
 func main() {
@@ -26,6 +33,8 @@ func main() {
 		err = listen(os.Args[2:])
 	case "dial":
 		err = dial(os.Args[2:])
+	case "forward":
+		err = forward(os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown command %q (want listen or dial)", os.Args[1])
 	}
@@ -105,4 +114,43 @@ func dial(args []string) error {
 		return errors.New("unexpected answer")
 	}
 	return nil
+}
+
+func forward(args []string) error {
+	fs := flag.NewFlagSet("forward", flag.ContinueOnError)
+	netnsPath := fs.String("netns", "", "network namespace to listen in (path)")
+	listenAddr := fs.String("listen", "127.0.0.1:4003", "address to listen on inside -netns")
+	to := fs.String("to", "127.0.0.1:4003", "address to connect to from this namespace")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	target, err := ns.GetNS(*netnsPath)
+	if err != nil {
+		return err
+	}
+	var l net.Listener
+	// A socket stays in the namespace it was created in, whatever thread uses it later.
+	if err := target.Do(func(ns.NetNS) error {
+		var err error
+		l, err = net.Listen("tcp", *listenAddr)
+		return err
+	}); err != nil {
+		return fmt.Errorf("listening in %s: %w", *netnsPath, err)
+	}
+	for {
+		in, err := l.Accept()
+		if err != nil {
+			return err
+		}
+		go func() {
+			defer in.Close()
+			out, err := net.DialTimeout("tcp", *to, 5*time.Second)
+			if err != nil {
+				return
+			}
+			defer out.Close()
+			go io.Copy(out, in)
+			io.Copy(in, out)
+		}()
+	}
 }
