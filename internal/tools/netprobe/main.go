@@ -149,7 +149,10 @@ func forward(args []string) error {
 				return
 			}
 			defer out.Close()
-			go io.Copy(out, in)
+			go func() {
+				io.Copy(out, in)
+				out.Close() // the client is done: let the server see it
+			}()
 			io.Copy(in, out)
 		}()
 	}
