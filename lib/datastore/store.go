@@ -1,0 +1,230 @@
+package datastore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+
+	"golang.org/x/sys/unix"
+)
+
+// Options are the optional settings of a Store.
+type Options struct {
+	// Owner and Group, user and group names or numeric IDs, are given to the datastore,
+	// version and lock files so that an agent running as that user can read them.
+	// Empty leaves the files owned by the writer.
+	Owner string
+	Group string
+}
+
+// Store changes the datastore at one path. Every change is a locked read-modify-write,
+// so any number of processes can use their own Store on the same path at once.
+type Store struct {
+	path     string
+	uid, gid int // -1: leave as is
+}
+
+// New returns a Store for the datastore at path. It resolves the owner and group but
+// touches no file: the first write creates them.
+func New(path string, opts Options) (*Store, error) {
+	if path == "" {
+		return nil, errors.New("datastore path is empty")
+	}
+	s := &Store{path: path, uid: -1, gid: -1}
+	var err error
+	if opts.Owner != "" {
+		if s.uid, err = lookupID(opts.Owner, user.Lookup, func(u *user.User) string { return u.Uid }); err != nil {
+			return nil, fmt.Errorf("datastore file owner %q: %w", opts.Owner, err)
+		}
+	}
+	if opts.Group != "" {
+		if s.gid, err = lookupID(opts.Group, user.LookupGroup, func(g *user.Group) string { return g.Gid }); err != nil {
+			return nil, fmt.Errorf("datastore file group %q: %w", opts.Group, err)
+		}
+	}
+	return s, nil
+}
+
+func lookupID[T any](name string, lookup func(string) (T, error), id func(T) string) (int, error) {
+	if n, err := strconv.Atoi(name); err == nil && n >= 0 {
+		return n, nil
+	}
+	v, err := lookup(name)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(id(v))
+}
+
+// Path is the datastore file this Store writes.
+func (s *Store) Path() string { return s.path }
+
+// Add records c, replacing an earlier record with the same handle.
+func (s *Store) Add(ctx context.Context, c Container) error {
+	if c.Handle == "" {
+		return errors.New("adding datastore record: empty handle")
+	}
+	return s.Update(ctx, func(records map[string]Container) (bool, error) {
+		records[c.Handle] = c
+		return true, nil
+	})
+}
+
+// Remove deletes the record of handle and reports whether there was one. Removing a
+// record that is not there changes nothing and writes nothing.
+func (s *Store) Remove(ctx context.Context, handle string) (bool, error) {
+	var found bool
+	err := s.Update(ctx, func(records map[string]Container) (bool, error) {
+		_, found = records[handle]
+		delete(records, handle)
+		return found, nil
+	})
+	return found, err
+}
+
+// Retain keeps only the records for which keep returns true and returns the handles it
+// removed.
+func (s *Store) Retain(ctx context.Context, keep func(Container) bool) ([]string, error) {
+	var removed []string
+	err := s.Update(ctx, func(records map[string]Container) (bool, error) {
+		for h, c := range records {
+			if !keep(c) {
+				removed = append(removed, h)
+				delete(records, h)
+			}
+		}
+		return len(removed) > 0, nil
+	})
+	return removed, err
+}
+
+// Get returns the record of handle. Like Read it takes no lock.
+func (s *Store) Get(handle string) (Container, bool, error) {
+	records, err := Read(s.path)
+	if err != nil {
+		return Container{}, false, err
+	}
+	c, ok := records[handle]
+	return c, ok, nil
+}
+
+// Update runs change on the current records while holding the datastore lock and
+// writes the result when change reports a modification. An error from change, or a
+// corrupt datastore, leaves every file as it was.
+func (s *Store) Update(ctx context.Context, change func(map[string]Container) (bool, error)) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	unlock, err := s.lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+
+	records, err := Read(s.path)
+	if err != nil {
+		return err
+	}
+	changed, err := change(records)
+	if err != nil || !changed {
+		return err
+	}
+	b, err := Encode(records)
+	if err != nil {
+		return err
+	}
+	version, err := Version(s.path)
+	if err != nil {
+		return err
+	}
+	if err := s.replace(s.path, b); err != nil {
+		return fmt.Errorf("writing datastore: %w", err)
+	}
+	if err := s.replace(s.path+VersionSuffix, []byte(strconv.FormatUint(version+1, 10)+"\n")); err != nil {
+		return fmt.Errorf("writing datastore version: %w", err)
+	}
+	// One directory fsync makes both renames durable.
+	return syncDir(filepath.Dir(s.path))
+}
+
+// lock takes the exclusive flock on the lock file, creating the file (and the
+// directory) the first time. A process that dies holding it releases it with its
+// file descriptors.
+func (s *Store) lock() (func(), error) {
+	if err := os.MkdirAll(filepath.Dir(s.path), 0o755); err != nil {
+		return nil, fmt.Errorf("creating datastore directory: %w", err)
+	}
+	f, err := os.OpenFile(s.path+LockSuffix, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("opening datastore lock: %w", err)
+	}
+	if err := s.chown(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	for {
+		err = unix.Flock(int(f.Fd()), unix.LOCK_EX)
+		if !errors.Is(err, unix.EINTR) {
+			break
+		}
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("locking datastore: %w", err)
+	}
+	// Closing the descriptor releases the lock.
+	return func() { f.Close() }, nil
+}
+
+// replace atomically puts content at path: the staging file is only ever written by
+// the lock holder, so a fixed name is safe, and a writer killed halfway leaves it to be
+// truncated by the next one instead of littering the directory.
+func (s *Store) replace(path string, content []byte) error {
+	tmp := path + tmpSuffix
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(content); err != nil {
+		f.Close()
+		return err
+	}
+	if err := s.chown(f); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+func (s *Store) chown(f *os.File) error {
+	if s.uid < 0 && s.gid < 0 {
+		return nil
+	}
+	if err := f.Chown(s.uid, s.gid); err != nil {
+		return fmt.Errorf("setting owner of %s: %w", f.Name(), err)
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("syncing datastore directory: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("syncing datastore directory: %w", err)
+	}
+	return nil
+}
