@@ -1,0 +1,111 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"math/rand/v2"
+
+	"github.com/lib/pq"
+)
+
+// seedMaxGroups keeps seeded data within the default tag_length (2 bytes).
+const seedMaxGroups = 1<<16 - 1
+
+// Seed adds n policies of the shape a real foundation has, for load tests and benchmarks
+// only (it is not part of the server's write path): about n/2 apps with random GUIDs
+// (at most 65,535 groups, so the default tag_length fits), each allowed to reach 1-3
+// other apps on tcp 8080. It writes through set-based INSERTs from array parameters in
+// one transaction holding the write lock, so counters, version and tag bookkeeping stay
+// right, then ANALYZEs the tables. It returns the ids of the apps it created; rng makes
+// runs repeatable.
+func Seed(ctx context.Context, db *sql.DB, n int, rng *rand.Rand) (groupIDs []string, err error) {
+	if n <= 0 {
+		return []string{}, nil
+	}
+	apps := min((n+1)/2, seedMaxGroups)
+	if int64(apps)*int64(apps) < int64(n) {
+		apps = min(n, seedMaxGroups)
+	}
+	ids := make([]string, apps)
+	for i := range ids {
+		ids[i] = randomGUID(rng)
+	}
+
+	type pair struct{ src, dst int32 }
+	seen := make(map[pair]struct{}, n)
+	srcs := make([]string, 0, n)
+	dsts := make([]string, 0, n)
+	for i := 0; len(srcs) < n; i++ {
+		src := int32(i % apps)
+		for range 1 + rng.IntN(3) {
+			p := pair{src, int32(rng.IntN(apps))}
+			if _, dup := seen[p]; dup || len(srcs) == n {
+				continue
+			}
+			seen[p] = struct{}{}
+			srcs = append(srcs, ids[p.src])
+			dsts = append(dsts, ids[p.dst])
+		}
+	}
+
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("seeding: %w", err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, writeLockKey); err != nil {
+		return nil, fmt.Errorf("seeding: taking the write lock: %w", err)
+	}
+	var highWater int
+	if err := tx.QueryRowContext(ctx, `SELECT tag_high_water FROM store_meta`).Scan(&highWater); err != nil {
+		return nil, fmt.Errorf("seeding: %w", err)
+	}
+	if highWater+apps > seedMaxGroups {
+		return nil, fmt.Errorf("seeding: %d new groups would not fit 2-byte tags (%d issued already)", apps, highWater)
+	}
+	steps := []struct {
+		what  string
+		query string
+		args  []any
+	}{
+		{"groups", `INSERT INTO groups (id, tag)
+			SELECT id, $2 + ord FROM unnest($1::text[]) WITH ORDINALITY AS u(id, ord)`,
+			[]any{pq.Array(ids), highWater}},
+		{"the tag high-water mark", `UPDATE store_meta SET tag_high_water = $1`, []any{highWater + apps}},
+		{"destinations", `INSERT INTO destinations (group_id, protocol, start_port, end_port)
+			SELECT DISTINCT dst, 'tcp', 8080, 8080 FROM unnest($1::text[]) AS u(dst)`,
+			[]any{pq.Array(dsts)}},
+		{"policies", `INSERT INTO policies (source_id, destination_id)
+			SELECT u.src, d.id FROM unnest($1::text[], $2::text[]) AS u(src, dst)
+			JOIN destinations d ON d.group_id = u.dst AND d.protocol = 'tcp' AND d.start_port = 8080 AND d.end_port = 8080`,
+			[]any{pq.Array(srcs), pq.Array(dsts)}},
+	}
+	for _, st := range steps {
+		if _, err := tx.ExecContext(ctx, st.query, st.args...); err != nil {
+			return nil, fmt.Errorf("seeding %s: %w", st.what, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("seeding: committing: %w", err)
+	}
+	// Fresh statistics, so the planner picks the plans the server relies on right away.
+	if _, err := db.ExecContext(ctx, `ANALYZE groups, destinations, policies`); err != nil {
+		return nil, fmt.Errorf("seeding: analyzing: %w", err)
+	}
+	return ids, nil
+}
+
+// randomGUID returns a version-4 UUID drawn from rng.
+func randomGUID(rng *rand.Rand) string {
+	var b [16]byte
+	for i := 0; i < 16; i += 8 {
+		v := rng.Uint64()
+		for j := range 8 {
+			b[i+j] = byte(v >> (8 * j))
+		}
+	}
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}
