@@ -1,0 +1,281 @@
+// Package wrapper is the netman CNI plugin: it delegates interface setup to another
+// plugin (bridge, flannel, ...), hands it the right MTU, and records each container's IP
+// and metadata in the datastore that policy agents read.
+package wrapper
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+
+	"github.com/containernetworking/cni/pkg/invoke"
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
+
+	"netman/lib/datastore"
+	"netman/lib/mtu"
+)
+
+// Plugin implements the CNI commands. The zero value is not ready; use New.
+type Plugin struct {
+	// Exec runs delegate plugins; nil runs the binaries in CNI_PATH.
+	Exec invoke.Exec
+	// HostMTU detects the underlay MTU.
+	HostMTU func(mtu.Underlay) (int, error)
+	// Stdout receives ADD results.
+	Stdout io.Writer
+	Logger *slog.Logger
+}
+
+// New returns a Plugin that runs real delegates and logs JSON to stderr (the runtime
+// keeps a plugin's stderr; stdout is reserved for the result).
+func New() *Plugin {
+	return &Plugin{
+		HostMTU: mtu.HostMTU,
+		Stdout:  os.Stdout,
+		Logger:  slog.New(slog.NewJSONHandler(os.Stderr, nil)).With("plugin", "wrapper"),
+	}
+}
+
+// Funcs are the plugin's commands for skel.
+func (p *Plugin) Funcs() skel.CNIFuncs {
+	return skel.CNIFuncs{Add: p.Add, Del: p.Del, Check: p.Check, GC: p.GC, Status: p.Status}
+}
+
+// VersionInfo lists every CNI version the wrapper accepts; results are converted to the
+// version the runtime asked for.
+var VersionInfo = version.All
+
+func load(args *skel.CmdArgs) (*Config, *datastore.Store, error) {
+	cfg, err := LoadConfig(args.StdinData)
+	if err != nil {
+		return nil, nil, err
+	}
+	store, err := datastore.New(cfg.Datastore, datastore.Options{Owner: cfg.DatastoreFileOwner, Group: cfg.DatastoreFileGroup})
+	if err != nil {
+		return nil, nil, types.NewError(types.ErrInvalidNetworkConfig, "invalid wrapper network config", err.Error())
+	}
+	return cfg, store, nil
+}
+
+// Add runs the delegate's ADD, records the container and prints the delegate's result.
+// When the record cannot be written the delegate's DEL undoes the ADD, so no IP or
+// interface is left behind for a container the runtime will consider failed.
+func (p *Plugin) Add(args *skel.CmdArgs) error {
+	ctx := context.Background()
+	cfg, store, err := load(args)
+	if err != nil {
+		return err
+	}
+	conf, err := cfg.delegateConf(delegateOptions{mtu: true}, p.HostMTU)
+	if err != nil {
+		return err
+	}
+	result, err := invoke.DelegateAdd(ctx, cfg.DelegateType(), conf, p.Exec)
+	if err != nil {
+		return delegateError(cfg.DelegateType(), "ADD", err)
+	}
+	ip, err := resultIP(result)
+	if err != nil {
+		return p.undoAdd(ctx, cfg, conf, types.NewError(ErrNoIP, "delegate result has no IP to record", err.Error()))
+	}
+	metadata := cfg.Metadata
+	if metadata == nil {
+		metadata = map[string]any{}
+	}
+	rec := datastore.Container{Handle: args.ContainerID, IP: ip.String(), Metadata: metadata}
+	if err := store.Add(ctx, rec); err != nil {
+		return p.undoAdd(ctx, cfg, conf, datastoreError("recording container", err))
+	}
+	out, err := result.GetAsVersion(cfg.CNIVersion)
+	if err != nil {
+		return types.NewError(types.ErrIncompatibleCNIVersion, "converting delegate result", err.Error())
+	}
+	return out.PrintTo(p.Stdout)
+}
+
+func (p *Plugin) undoAdd(ctx context.Context, cfg *Config, conf []byte, cause *types.Error) error {
+	if err := invoke.DelegateDel(ctx, cfg.DelegateType(), conf, p.Exec); err != nil {
+		p.Logger.Error("undoing delegate ADD", "delegate", cfg.DelegateType(), "cause", cause.Msg, "error", err)
+		cause.Details = fmt.Sprintf("%s; undoing the delegate ADD also failed: %v", cause.Details, err)
+	}
+	return cause
+}
+
+// resultIP picks the address to record: the first IPv4 address, else the first one.
+func resultIP(r types.Result) (net.IP, error) {
+	res, err := current.NewResultFromResult(r)
+	if err != nil {
+		return nil, err
+	}
+	if len(res.IPs) == 0 {
+		return nil, errors.New("no ips in result")
+	}
+	for _, ipc := range res.IPs {
+		if v4 := ipc.Address.IP.To4(); v4 != nil {
+			return v4, nil
+		}
+	}
+	return res.IPs[0].Address.IP, nil
+}
+
+// Del removes the record and then runs the delegate's DEL. Both tolerate a container
+// that is already gone, so DEL can be repeated. If the record cannot be removed the
+// delegate is not called: releasing the IP while a record still names it could hand
+// its policies to the next container that gets the IP. The runtime retries DEL.
+func (p *Plugin) Del(args *skel.CmdArgs) error {
+	ctx := context.Background()
+	cfg, store, err := load(args)
+	if err != nil {
+		return err
+	}
+	if _, err := store.Remove(ctx, args.ContainerID); err != nil {
+		return datastoreError("removing container record", err)
+	}
+	conf, err := cfg.delegateConf(delegateOptions{}, p.HostMTU)
+	if err != nil {
+		return err
+	}
+	if err := invoke.DelegateDel(ctx, cfg.DelegateType(), conf, p.Exec); err != nil {
+		return delegateError(cfg.DelegateType(), "DEL", err)
+	}
+	return nil
+}
+
+// Check verifies that the container has a record with an IP of the runtime's prevResult,
+// then runs the delegate's CHECK.
+func (p *Plugin) Check(args *skel.CmdArgs) error {
+	ctx := context.Background()
+	cfg, store, err := load(args)
+	if err != nil {
+		return err
+	}
+	rec, ok, err := store.Get(args.ContainerID)
+	if err != nil {
+		return datastoreError("reading container record", err)
+	}
+	if !ok {
+		return types.NewError(ErrNoRecord, "no datastore record for container", args.ContainerID)
+	}
+	if len(cfg.PrevResult) > 0 {
+		if err := recordMatches(cfg, rec); err != nil {
+			return err
+		}
+	}
+	conf, err := cfg.delegateConf(delegateOptions{mtu: true, prevResult: true}, p.HostMTU)
+	if err != nil {
+		return err
+	}
+	if err := invoke.DelegateCheck(ctx, cfg.DelegateType(), conf, p.Exec); err != nil {
+		return delegateError(cfg.DelegateType(), "CHECK", err)
+	}
+	return nil
+}
+
+func recordMatches(cfg *Config, rec datastore.Container) error {
+	prev, err := version.NewResult(cfg.CNIVersion, cfg.PrevResult)
+	if err != nil {
+		return types.NewError(types.ErrDecodingFailure, "decoding prevResult", err.Error())
+	}
+	res, err := current.NewResultFromResult(prev)
+	if err != nil {
+		return types.NewError(types.ErrDecodingFailure, "decoding prevResult", err.Error())
+	}
+	recIP := net.ParseIP(rec.IP)
+	for _, ipc := range res.IPs {
+		if ipc.Address.IP.Equal(recIP) {
+			return nil
+		}
+	}
+	return types.NewError(ErrNoRecord, "datastore record has another IP than prevResult",
+		fmt.Sprintf("container %s recorded with %s", rec.Handle, rec.IP))
+}
+
+// GC drops the records of containers that are not among the runtime's valid attachments,
+// then passes GC on to a delegate that speaks the version the runtime used.
+func (p *Plugin) GC(args *skel.CmdArgs) error {
+	ctx := context.Background()
+	cfg, store, err := load(args)
+	if err != nil {
+		return err
+	}
+	if cfg.ValidAttachments == nil {
+		// Without the list every record would look stale.
+		return types.NewError(types.ErrInvalidNetworkConfig, "GC without cni.dev/valid-attachments", "")
+	}
+	valid := make(map[string]bool, len(*cfg.ValidAttachments))
+	for _, a := range *cfg.ValidAttachments {
+		valid[a.ContainerID] = true
+	}
+	removed, err := store.Retain(ctx, func(c datastore.Container) bool { return valid[c.Handle] })
+	if err != nil {
+		return datastoreError("removing stale records", err)
+	}
+	if len(removed) > 0 {
+		p.Logger.Info("removed stale container records", "count", len(removed))
+	}
+	ok, err := p.delegateSpeaks(ctx, cfg)
+	if err != nil || !ok {
+		return err
+	}
+	conf, err := cfg.delegateConf(delegateOptions{validAttachments: true}, p.HostMTU)
+	if err != nil {
+		return err
+	}
+	if err := invoke.DelegateGC(ctx, cfg.DelegateType(), conf, p.Exec); err != nil {
+		return delegateError(cfg.DelegateType(), "GC", err)
+	}
+	return nil
+}
+
+// Status reports whether an ADD could succeed now: the datastore must be readable and a
+// delegate that knows STATUS must report itself ready.
+func (p *Plugin) Status(args *skel.CmdArgs) error {
+	ctx := context.Background()
+	cfg, _, err := load(args)
+	if err != nil {
+		return err
+	}
+	if _, err := datastore.Read(cfg.Datastore); err != nil {
+		return types.NewError(types.ErrPluginNotAvailable, "datastore unusable", err.Error())
+	}
+	ok, err := p.delegateSpeaks(ctx, cfg)
+	if err != nil || !ok {
+		return err
+	}
+	conf, err := cfg.delegateConf(delegateOptions{}, p.HostMTU)
+	if err != nil {
+		return err
+	}
+	if err := invoke.DelegateStatus(ctx, cfg.DelegateType(), conf, p.Exec); err != nil {
+		return delegateError(cfg.DelegateType(), "STATUS", err)
+	}
+	return nil
+}
+
+// delegateSpeaks asks the delegate (CNI VERSION) whether it supports the runtime's
+// version. GC and STATUS only exist from 1.1.0 on; an older delegate such as flannel
+// would reject them, and has nothing to collect or report anyway.
+func (p *Plugin) delegateSpeaks(ctx context.Context, cfg *Config) (bool, error) {
+	exec := p.Exec
+	if exec == nil {
+		exec = &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}}
+	}
+	path, err := exec.FindInPath(cfg.DelegateType(), filepath.SplitList(os.Getenv("CNI_PATH")))
+	if err != nil {
+		return false, types.NewError(ErrDelegate, "finding delegate "+cfg.DelegateType(), err.Error())
+	}
+	info, err := invoke.GetVersionInfo(ctx, path, exec)
+	if err != nil {
+		return false, delegateError(cfg.DelegateType(), "VERSION", err)
+	}
+	return slices.Contains(info.SupportedVersions(), cfg.CNIVersion), nil
+}
