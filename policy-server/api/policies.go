@@ -1,0 +1,165 @@
+// Package api holds the policy server's HTTP handlers, the middleware every request
+// goes through (request id, logs, metrics, deadline) and the wire types of the
+// internal API.
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"netman/policy-server/policycache"
+)
+
+// PoliciesPath is where the v0 internal API lists policies.
+const PoliciesPath = "/networking/v0/internal/policies"
+
+// PolicySource answers the internal API's two questions.
+type PolicySource interface {
+	All(ctx context.Context) ([]policycache.Policy, *policycache.Snapshot, error)
+	ByGroupIDs(ctx context.Context, ids []string) ([]*policycache.Policy, error)
+}
+
+// InternalPolicies serves GET /networking/v0/internal/policies[?id=a,b].
+type InternalPolicies struct {
+	source PolicySource
+	maxIDs int
+	bufs   sync.Pool
+	full   atomic.Pointer[encodedSnapshot]
+	fullMu sync.Mutex
+}
+
+// encodedSnapshot is the full-list body of one snapshot, encoded once and served to
+// every agent that asks for all policies until the snapshot changes.
+type encodedSnapshot struct {
+	snap *policycache.Snapshot
+	body []byte
+}
+
+// NewInternalPolicies returns the handler. A request naming more than maxIDs distinct
+// ids is refused with 400.
+func NewInternalPolicies(source PolicySource, maxIDs int) *InternalPolicies {
+	return &InternalPolicies{source: source, maxIDs: maxIDs}
+}
+
+func (h *InternalPolicies) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ids, all, err := ParseIDs(r.URL.RawQuery, h.maxIDs)
+	if err != nil {
+		WriteError(w, r, http.StatusBadRequest, err.Error())
+		return
+	}
+	if all {
+		h.serveAll(w, r)
+		return
+	}
+	ps, err := h.source.ByGroupIDs(r.Context(), ids)
+	if err != nil {
+		storeError(w, r, err)
+		return
+	}
+	bp, _ := h.bufs.Get().(*[]byte)
+	if bp == nil {
+		bp = new([]byte)
+	}
+	body := appendPolicies((*bp)[:0], len(ps), func(i int) *policycache.Policy { return ps[i] })
+	writeJSON(w, http.StatusOK, body)
+	// Keep buffers of ordinary polls for reuse, not the rare huge ones.
+	if cap(body) <= 1<<20 {
+		*bp = body
+		h.bufs.Put(bp)
+	}
+}
+
+func (h *InternalPolicies) serveAll(w http.ResponseWriter, r *http.Request) {
+	ps, snap, err := h.source.All(r.Context())
+	if err != nil {
+		storeError(w, r, err)
+		return
+	}
+	if snap == nil {
+		writeJSON(w, http.StatusOK, appendPolicies(nil, len(ps), func(i int) *policycache.Policy { return &ps[i] }))
+		return
+	}
+	if e := h.full.Load(); e != nil && e.snap == snap {
+		writeJSON(w, http.StatusOK, e.body)
+		return
+	}
+	// One request encodes a new snapshot; the others wait for it rather than each
+	// building its own copy of a many-megabyte body.
+	h.fullMu.Lock()
+	e := h.full.Load()
+	if e == nil || e.snap != snap {
+		e = &encodedSnapshot{snap: snap, body: appendPolicies(nil, len(ps), func(i int) *policycache.Policy { return &ps[i] })}
+		h.full.Store(e)
+	}
+	h.fullMu.Unlock()
+	writeJSON(w, http.StatusOK, e.body)
+}
+
+// ParseIDs reads the id parameters of a query string. all is true when there is no
+// id parameter. Every id parameter's value is split on commas; ids are trimmed, empty
+// ones dropped and duplicates removed, keeping the first occurrence's order. More than
+// max distinct ids is an error.
+func ParseIDs(rawQuery string, max int) (ids []string, all bool, err error) {
+	q, err := url.ParseQuery(rawQuery)
+	if err != nil {
+		// Query() would drop the bad part silently, which could turn a filtered poll
+		// into a list of everything.
+		return nil, false, fmt.Errorf("invalid query string: %v", err)
+	}
+	values, ok := q["id"]
+	if !ok {
+		return nil, true, nil
+	}
+	seen := make(map[string]struct{})
+	for _, v := range values {
+		for id := range strings.SplitSeq(v, ",") {
+			id = strings.TrimSpace(id)
+			if id == "" {
+				continue
+			}
+			if _, dup := seen[id]; dup {
+				continue
+			}
+			if len(seen) == max {
+				return nil, false, fmt.Errorf("too many ids: at most %d may be requested at once", max)
+			}
+			seen[id] = struct{}{}
+			ids = append(ids, id)
+		}
+	}
+	return ids, false, nil
+}
+
+func storeError(w http.ResponseWriter, r *http.Request, err error) {
+	status, msg := http.StatusInternalServerError, "reading policies failed"
+	if errors.Is(err, context.DeadlineExceeded) {
+		status, msg = http.StatusServiceUnavailable, "reading policies timed out"
+	}
+	Logger(r.Context()).Error("reading policies", "error", err)
+	WriteError(w, r, status, msg)
+}
+
+func writeJSON(w http.ResponseWriter, status int, body []byte) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(status)
+	w.Write(body)
+}
+
+// WriteError writes {"error": msg} with status.
+func WriteError(w http.ResponseWriter, r *http.Request, status int, msg string) {
+	b := append([]byte(`{"error":`), appendString(nil, msg)...)
+	b = append(b, '}')
+	if status >= 500 {
+		Logger(r.Context()).Warn("request failed", "status", status, "error", msg)
+	}
+	writeJSON(w, status, b)
+}

@@ -1,0 +1,307 @@
+// Package policycache keeps an in-memory, immutable snapshot of every policy so the
+// internal API can answer agents' polls without a database round trip.
+//
+// Freshness rule: a snapshot is only served while the database's policy version was
+// last confirmed equal to the snapshot's version less than MaxAge ago (measured from
+// the start of the confirming query). A change committed at time C therefore cannot
+// be hidden from a request served after C+MaxAge: either the snapshot was confirmed
+// after C, so it contains the change, or it is too old and the request is answered
+// from the database instead. Store.Watch (LISTEN/NOTIFY) only makes rebuilds start
+// sooner; correctness does not depend on it.
+package policycache
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"netman/lib/models"
+)
+
+// Store is what the cache reads from.
+type Store interface {
+	All(ctx context.Context) ([]models.Policy, error)
+	ByGroupIDs(ctx context.Context, ids []string) ([]models.Policy, error)
+	LastUpdated(ctx context.Context) (int64, error)
+}
+
+// Group is a policy group as a snapshot keeps it: one value per id, shared by every
+// policy that names the group.
+type Group struct {
+	ID  string
+	Tag string
+}
+
+// Policy is the compact form of models.Policy.
+type Policy struct {
+	Source      *Group
+	Destination *Group
+	Protocol    string
+	Start, End  int32
+}
+
+// Snapshot is every policy at one database version, in the stable order (source id,
+// destination id, protocol, ports), indexed by group id. It is never modified.
+type Snapshot struct {
+	Version  int64
+	Policies []Policy
+	byGroup  map[string][]int32
+}
+
+// Options tune a Cache.
+type Options struct {
+	// MaxAge is how long a confirmed snapshot may be served (default 900ms, keeping
+	// the promise that a committed change is served everywhere within a second).
+	MaxAge time.Duration
+	// CheckInterval is how often the database version is confirmed (default 200ms).
+	CheckInterval time.Duration
+	// QueryTimeout bounds each database call the cache makes (default 5s).
+	QueryTimeout time.Duration
+	Logger       *slog.Logger
+	// Observe, when set, is told about rebuilds and database fallbacks (metrics).
+	Observe Observer
+}
+
+// Observer receives the cache's events.
+type Observer interface {
+	Rebuilt(version int64, policies int, took time.Duration)
+	Fallback()
+}
+
+// Cache serves policies from a snapshot while it is fresh and from the store otherwise.
+type Cache struct {
+	store Store
+	opts  Options
+	kick  chan struct{}
+	state atomic.Pointer[state]
+}
+
+type state struct {
+	snap      *Snapshot
+	confirmed time.Time // when the query that confirmed snap.Version started
+}
+
+// New returns a Cache with no snapshot; Run loads one and keeps it current.
+func New(store Store, opts Options) *Cache {
+	if opts.MaxAge <= 0 {
+		opts.MaxAge = 900 * time.Millisecond
+	}
+	if opts.CheckInterval <= 0 {
+		opts.CheckInterval = 200 * time.Millisecond
+	}
+	if opts.QueryTimeout <= 0 {
+		opts.QueryTimeout = 5 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Cache{store: store, opts: opts, kick: make(chan struct{}, 1)}
+}
+
+// Changed asks for an immediate version check; pass it to Store.Watch.
+func (c *Cache) Changed(int64) {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Refresh confirms the snapshot against the database version, rebuilding it when the
+// version moved. Run calls it in a loop; tests call it directly.
+func (c *Cache) Refresh(ctx context.Context) error {
+	started := time.Now()
+	qctx, cancel := context.WithTimeout(ctx, c.opts.QueryTimeout)
+	version, err := c.store.LastUpdated(qctx)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("reading policy version: %w", err)
+	}
+	if cur := c.state.Load(); cur != nil && cur.snap.Version == version {
+		c.state.Store(&state{snap: cur.snap, confirmed: started})
+		return nil
+	}
+	// The version was read before the policies, so the snapshot holds at least
+	// everything up to version; a newer change bumps the version again and the next
+	// check rebuilds.
+	qctx, cancel = context.WithTimeout(ctx, c.opts.QueryTimeout)
+	all, err := c.store.All(qctx)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("loading policies: %w", err)
+	}
+	snap := build(version, all)
+	c.state.Store(&state{snap: snap, confirmed: started})
+	took := time.Since(started)
+	if c.opts.Observe != nil {
+		c.opts.Observe.Rebuilt(version, len(snap.Policies), took)
+	}
+	c.opts.Logger.Info("policy snapshot rebuilt", "version", version, "policies", len(snap.Policies), "took_ms", took.Milliseconds())
+	return nil
+}
+
+// Run keeps the snapshot current until ctx ends.
+func (c *Cache) Run(ctx context.Context) error {
+	t := time.NewTicker(c.opts.CheckInterval)
+	defer t.Stop()
+	failing := false
+	for {
+		if err := c.Refresh(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if !failing {
+				c.opts.Logger.Error("policy snapshot check failed; answering from the database", "error", err)
+			}
+			failing = true
+		} else if failing {
+			c.opts.Logger.Info("policy snapshot checks recovered")
+			failing = false
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		case <-c.kick:
+		}
+	}
+}
+
+// Fresh returns the snapshot if it may be served now, or nil.
+func (c *Cache) Fresh() *Snapshot {
+	st := c.state.Load()
+	if st == nil || time.Since(st.confirmed) > c.opts.MaxAge {
+		return nil
+	}
+	return st.snap
+}
+
+// All returns every policy. snap is the snapshot they came from, or nil when they were
+// read from the database because no fresh snapshot exists.
+func (c *Cache) All(ctx context.Context) (policies []Policy, snap *Snapshot, err error) {
+	if s := c.Fresh(); s != nil {
+		return s.Policies, s, nil
+	}
+	c.fallback()
+	all, err := c.store.All(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	return compact(all), nil, nil
+}
+
+// ByGroupIDs returns the policies whose source or destination is one of ids (which
+// must hold no duplicates), in the stable order.
+func (c *Cache) ByGroupIDs(ctx context.Context, ids []string) ([]*Policy, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	if s := c.Fresh(); s != nil {
+		return s.Lookup(ids), nil
+	}
+	c.fallback()
+	found, err := c.store.ByGroupIDs(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	ps := compact(found)
+	out := make([]*Policy, len(ps))
+	for i := range ps {
+		out[i] = &ps[i]
+	}
+	return out, nil
+}
+
+func (c *Cache) fallback() {
+	if c.opts.Observe != nil {
+		c.opts.Observe.Fallback()
+	}
+}
+
+// Lookup returns the snapshot's policies that name one of ids, in snapshot order.
+func (s *Snapshot) Lookup(ids []string) []*Policy {
+	var idx []int32
+	for _, id := range ids {
+		idx = append(idx, s.byGroup[id]...)
+	}
+	slices.Sort(idx)
+	idx = slices.Compact(idx) // a policy between two requested groups is listed under both
+	out := make([]*Policy, len(idx))
+	for i, n := range idx {
+		out[i] = &s.Policies[n]
+	}
+	return out
+}
+
+func build(version int64, all []models.Policy) *Snapshot {
+	ps := compact(all)
+	byGroup := make(map[string][]int32)
+	for i := range ps {
+		p := &ps[i]
+		byGroup[p.Source.ID] = append(byGroup[p.Source.ID], int32(i))
+		if p.Destination != p.Source {
+			byGroup[p.Destination.ID] = append(byGroup[p.Destination.ID], int32(i))
+		}
+	}
+	// Trim the slack append left, so the index is no larger than it needs to be.
+	for id, l := range byGroup {
+		if cap(l) != len(l) {
+			byGroup[id] = slices.Clip(slices.Clone(l))
+		}
+	}
+	return &Snapshot{Version: version, Policies: ps, byGroup: byGroup}
+}
+
+// compact converts and sorts policies, sharing one Group (and its strings) between all
+// the policies that name it.
+func compact(all []models.Policy) []Policy {
+	groups := make(map[string]*Group)
+	group := func(id, tag string) *Group {
+		if g, ok := groups[id]; ok {
+			return g
+		}
+		g := &Group{ID: id, Tag: tag}
+		groups[id] = g
+		return g
+	}
+	ps := make([]Policy, len(all))
+	for i, p := range all {
+		ps[i] = Policy{
+			Source:      group(p.Source.ID, p.Source.Tag),
+			Destination: group(p.Destination.ID, p.Destination.Tag),
+			Protocol:    protocol(p.Destination.Protocol),
+			Start:       int32(p.Destination.Ports.Start),
+			End:         int32(p.Destination.Ports.End),
+		}
+	}
+	// The store returns this order already; sorting again keeps the promise even for
+	// a store that does not, and costs little on sorted input.
+	slices.SortStableFunc(ps, Compare)
+	return ps
+}
+
+// Compare orders policies by source id, destination id, protocol, then ports.
+func Compare(a, b Policy) int {
+	return cmp.Or(
+		cmp.Compare(a.Source.ID, b.Source.ID),
+		cmp.Compare(a.Destination.ID, b.Destination.ID),
+		cmp.Compare(a.Protocol, b.Protocol),
+		cmp.Compare(a.Start, b.Start),
+		cmp.Compare(a.End, b.End),
+	)
+}
+
+// protocol returns a shared copy of the common protocol names, so a snapshot does not
+// hold one string per policy.
+func protocol(p string) string {
+	switch p {
+	case models.ProtocolTCP:
+		return models.ProtocolTCP
+	case models.ProtocolUDP:
+		return models.ProtocolUDP
+	}
+	return p
+}

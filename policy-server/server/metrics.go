@@ -1,0 +1,79 @@
+package server
+
+import (
+	"context"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// countsCollector reports the number of policies and tags at scrape time. The store
+// answers from cheap counts, not full scans.
+type countsCollector struct {
+	store    Store
+	policies *prometheus.Desc
+	tags     *prometheus.Desc
+}
+
+func newCountsCollector(store Store) *countsCollector {
+	return &countsCollector{
+		store:    store,
+		policies: prometheus.NewDesc("policy_server_policies", "Policies in the database.", nil, nil),
+		tags:     prometheus.NewDesc("policy_server_tags", "Policy groups holding a tag in the database.", nil, nil),
+	}
+}
+
+func (c *countsCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.policies
+	ch <- c.tags
+}
+
+func (c *countsCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	policies, groups, err := c.store.Counts(ctx)
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(c.policies, err)
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(c.policies, prometheus.GaugeValue, float64(policies))
+	ch <- prometheus.MustNewConstMetric(c.tags, prometheus.GaugeValue, float64(groups))
+}
+
+// cacheMetrics observes the policy cache.
+type cacheMetrics struct {
+	version   prometheus.Gauge
+	size      prometheus.Gauge
+	rebuild   prometheus.Histogram
+	fallbacks prometheus.Counter
+}
+
+func newCacheMetrics(reg prometheus.Registerer) *cacheMetrics {
+	m := &cacheMetrics{
+		version: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "policy_server_cache_version", Help: "Database policy version of the served snapshot.",
+		}),
+		size: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "policy_server_cache_policies", Help: "Policies in the served snapshot.",
+		}),
+		rebuild: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "policy_server_cache_rebuild_seconds",
+			Help:    "Time to load and index a new snapshot after a change.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 12),
+		}),
+		fallbacks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "policy_server_cache_fallbacks_total",
+			Help: "Requests answered from the database because no snapshot was fresh enough.",
+		}),
+	}
+	reg.MustRegister(m.version, m.size, m.rebuild, m.fallbacks)
+	return m
+}
+
+func (m *cacheMetrics) Rebuilt(version int64, policies int, took time.Duration) {
+	m.version.Set(float64(version))
+	m.size.Set(float64(policies))
+	m.rebuild.Observe(took.Seconds())
+}
+
+func (m *cacheMetrics) Fallback() { m.fallbacks.Inc() }

@@ -1,0 +1,216 @@
+// Package server assembles the policy server's processes (the internal mutual-TLS API,
+// the health and debug servers, the policy cache and its change watcher) as ifrit
+// members, so cmd/policy-server only loads configuration and runs them.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/tedsuo/ifrit"
+	"github.com/tedsuo/ifrit/grouper"
+
+	"netman/policy-server/api"
+	"netman/policy-server/config"
+	"netman/policy-server/policycache"
+)
+
+// Store is what the server needs from the policy store.
+type Store interface {
+	policycache.Store
+	Counts(ctx context.Context) (policies, groups int64, err error)
+	Watch(ctx context.Context, dsn string, pollInterval time.Duration, onChange func(version int64)) error
+}
+
+// Deps are the parts the members are built from.
+type Deps struct {
+	Config   *config.Config
+	TLS      *tls.Config // server side of mutual TLS for the internal API
+	DB       *sql.DB
+	Store    Store
+	DSN      string // for the store's LISTEN connection; never logged
+	Logger   *slog.Logger
+	Registry *prometheus.Registry
+	// InternalRoutes, when set, are served on the internal server in addition to
+	// the v0 policies route (later API versions add theirs here).
+	InternalRoutes []api.Route
+}
+
+// Members returns the ifrit members in start order: debug, health, policy cache,
+// change watcher, internal API. An ordered group stops them in reverse, so the API
+// drains before the cache and the database go away.
+func Members(d Deps) (grouper.Members, error) {
+	c := d.Config
+	if d.Registry == nil {
+		d.Registry = prometheus.NewRegistry()
+	}
+	reg := d.Registry
+	for _, col := range []prometheus.Collector{
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		collectors.NewDBStatsCollector(d.DB, "policy_server"),
+		newCountsCollector(d.Store),
+	} {
+		if err := reg.Register(col); err != nil {
+			return nil, fmt.Errorf("registering metrics: %w", err)
+		}
+	}
+	httpMetrics := api.NewMetrics(reg)
+	cacheMetrics := newCacheMetrics(reg)
+
+	cache := policycache.New(d.Store, policycache.Options{
+		QueryTimeout: c.RequestTimeout(),
+		Logger:       d.Logger.With("component", "policy-cache"),
+		Observe:      cacheMetrics,
+	})
+
+	internalMW := api.Middleware{Server: "internal", Logger: d.Logger, Metrics: httpMetrics, Timeout: c.RequestTimeout()}
+	routes := append(api.InternalRoutes(api.NewInternalPolicies(cache, c.MaxPolicyGroupIDs)), d.InternalRoutes...)
+	internal := &http.Server{
+		Addr:      net.JoinHostPort(c.ListenHost, strconv.Itoa(c.InternalListenPort)),
+		Handler:   api.NewMux(internalMW, routes),
+		TLSConfig: d.TLS,
+		// A poll may name up to max_policy_group_ids ids in its URL.
+		MaxHeaderBytes: max(1<<20, c.MaxPolicyGroupIDs*48+64<<10),
+	}
+	healthMW := api.Middleware{Server: "health", Logger: d.Logger, Metrics: httpMetrics, Timeout: c.RequestTimeout()}
+	health := &http.Server{
+		Addr:    net.JoinHostPort("127.0.0.1", strconv.Itoa(c.HealthCheckPort)),
+		Handler: api.NewMux(healthMW, api.HealthRoutes(api.SelectOne(d.DB))),
+	}
+	debug := &http.Server{
+		Addr:    net.JoinHostPort("127.0.0.1", strconv.Itoa(c.DebugServerPort)),
+		Handler: api.DebugHandler(reg),
+	}
+	for _, s := range []*http.Server{internal, health, debug} {
+		SetTimeouts(s, c.RequestTimeout())
+		s.ErrorLog = slog.NewLogLogger(d.Logger.Handler(), slog.LevelWarn)
+	}
+	// The profile endpoint streams for as long as asked (30s by default).
+	debug.WriteTimeout = 0
+	drain := c.RequestTimeout() + 5*time.Second
+
+	return grouper.Members{
+		{Name: "debug-server", Runner: &HTTPServer{Server: debug, Drain: drain, Logger: d.Logger}},
+		{Name: "health-server", Runner: &HTTPServer{Server: health, Drain: drain, Logger: d.Logger}},
+		{Name: "policy-cache", Runner: cacheRunner(cache, d.Logger)},
+		{Name: "policy-watch", Runner: watchRunner(d.Store, d.DSN, cache, d.Logger)},
+		{Name: "internal-server", Runner: &HTTPServer{Server: internal, Drain: drain, Logger: d.Logger}},
+	}, nil
+}
+
+// SetTimeouts bounds every phase of a connection so a slow or stalled client cannot
+// hold one open forever. Writes get the request timeout plus time to send a large
+// body (the full policy list is megabytes).
+func SetTimeouts(s *http.Server, requestTimeout time.Duration) {
+	s.ReadHeaderTimeout = 10 * time.Second
+	s.ReadTimeout = 30 * time.Second
+	s.WriteTimeout = requestTimeout + 30*time.Second
+	s.IdleTimeout = 120 * time.Second
+}
+
+// HTTPServer runs an http.Server as an ifrit member. On a signal it stops accepting
+// connections and lets in-flight requests finish (up to Drain).
+type HTTPServer struct {
+	Server *http.Server
+	Drain  time.Duration
+	Logger *slog.Logger
+}
+
+func (h *HTTPServer) Run(signals <-chan os.Signal, ready chan<- struct{}) error {
+	ln, err := net.Listen("tcp", h.Server.Addr)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", h.Server.Addr, err)
+	}
+	errs := make(chan error, 1)
+	go func() {
+		if h.Server.TLSConfig != nil {
+			errs <- h.Server.ServeTLS(ln, "", "")
+		} else {
+			errs <- h.Server.Serve(ln)
+		}
+	}()
+	h.Logger.Info("listening", "addr", ln.Addr().String(), "tls", h.Server.TLSConfig != nil)
+	close(ready)
+	select {
+	case err := <-errs:
+		return fmt.Errorf("serving %s: %w", h.Server.Addr, err)
+	case <-signals:
+		ctx, cancel := context.WithTimeout(context.Background(), h.Drain)
+		defer cancel()
+		if err := h.Server.Shutdown(ctx); err != nil {
+			h.Server.Close()
+			return fmt.Errorf("draining %s: %w", h.Server.Addr, err)
+		}
+		return nil
+	}
+}
+
+// cacheRunner loads the first snapshot before reporting ready, so the internal API
+// starts on the snapshot rather than on database fallbacks.
+func cacheRunner(cache *policycache.Cache, logger *slog.Logger) ifrit.Runner {
+	return ifrit.RunFunc(func(signals <-chan os.Signal, ready chan<- struct{}) error {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		if err := cache.Refresh(ctx); err != nil {
+			logger.Error("loading the first policy snapshot; answering from the database until it loads", "error", err)
+		}
+		close(ready)
+		done := make(chan error, 1)
+		go func() { done <- cache.Run(ctx) }()
+		select {
+		case <-signals:
+			cancel()
+			return <-done
+		case err := <-done:
+			return err
+		}
+	})
+}
+
+// watchRunner keeps the store's change feed running, reconnecting after failures.
+// The cache polls too, so a broken feed delays nothing beyond the cache's check
+// interval.
+func watchRunner(store Store, dsn string, cache *policycache.Cache, logger *slog.Logger) ifrit.Runner {
+	return ifrit.RunFunc(func(signals <-chan os.Signal, ready chan<- struct{}) error {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			backoff := 100 * time.Millisecond
+			for ctx.Err() == nil {
+				err := store.Watch(ctx, dsn, time.Second, cache.Changed)
+				if ctx.Err() != nil {
+					return
+				}
+				if err == nil {
+					err = errors.New("watch ended")
+				}
+				logger.Warn("policy change feed interrupted; retrying", "error", err, "retry_in", backoff.String())
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(backoff):
+				}
+				backoff = min(2*backoff, 10*time.Second)
+			}
+		}()
+		close(ready)
+		<-signals
+		cancel()
+		<-done
+		return nil
+	})
+}
