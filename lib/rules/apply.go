@@ -1,0 +1,263 @@
+package rules
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/coreos/go-iptables/iptables"
+)
+
+// Enforcer applies Rulesets to the filter table of the network namespace it runs in. It
+// remembers what it applied so that each change rewrites only the chains that differ.
+// An Enforcer is not safe for concurrent use; the agent has one loop that owns it.
+type Enforcer struct {
+	ipt      *iptables.IPTables
+	restore  string
+	lockFile string
+
+	// synced is false until the kernel's state has been read (at start and after a
+	// failed restore); applied and jump are only trusted while it is true.
+	synced  bool
+	applied map[string][]string
+	jump    bool
+}
+
+// Result says what one Apply did.
+type Result struct {
+	Rules        int  // rules in the applied set
+	RulesWritten int  // rules sent to iptables-restore (those of the chains that changed)
+	RulesChanged int  // rules added or removed compared with the previous set
+	ChainsStale  int  // netman chains deleted because nothing refers to them any more
+	Restored     bool // false when the kernel already had exactly this set
+}
+
+// NewEnforcer finds iptables and iptables-restore (the same backend, nf_tables or legacy,
+// that the cell's other components use through the alternatives system) and prepares to
+// hold lockFile, the flock shared with the cell's other iptables writers, around each change.
+func NewEnforcer(lockFile string) (*Enforcer, error) {
+	if lockFile == "" {
+		return nil, errors.New("iptables lock file: no path given")
+	}
+	ipt, err := iptables.New(iptables.Timeout(10))
+	if err != nil {
+		return nil, fmt.Errorf("finding iptables: %w", err)
+	}
+	restore, err := exec.LookPath("iptables-restore")
+	if err != nil {
+		return nil, fmt.Errorf("finding iptables-restore: %w", err)
+	}
+	return &Enforcer{ipt: ipt, restore: restore, lockFile: lockFile}, nil
+}
+
+// Apply makes netman's chains hold exactly rs, in one iptables-restore transaction.
+func (e *Enforcer) Apply(ctx context.Context, rs Ruleset) (Result, error) {
+	unlock, err := lock(ctx, e.lockFile)
+	if err != nil {
+		return Result{}, err
+	}
+	defer unlock()
+
+	if !e.synced {
+		if err := e.sync(); err != nil {
+			return Result{}, err
+		}
+	}
+	input, res := e.plan(rs)
+	res.Rules = rs.RuleCount()
+	if input == nil {
+		return res, nil
+	}
+	if err := e.run(ctx, input); err != nil {
+		// The transaction was refused as a whole, but what the kernel now holds is not
+		// ours to assume: read it again next time.
+		e.synced = false
+		return res, err
+	}
+	e.applied = copyChains(rs.Chains)
+	e.jump = true
+	res.Restored = true
+	return res, nil
+}
+
+// sync learns which netman chains exist and whether FORWARD jumps to netman-forward. It
+// runs at start and after a failure only: listing a table with thousands of rules costs more
+// than a whole no-change cycle may.
+func (e *Enforcer) sync() error {
+	names, err := e.ipt.ListChains(table)
+	if err != nil {
+		return fmt.Errorf("listing chains of the %s table: %w", table, err)
+	}
+	e.applied = map[string][]string{}
+	for _, n := range names {
+		if strings.HasPrefix(n, Prefix) {
+			// Content unknown: nil never equals a wanted chain, so it is rewritten.
+			e.applied[n] = nil
+		}
+	}
+	e.jump = false
+	if _, ok := e.applied[ForwardChain]; ok {
+		if e.jump, err = e.ipt.Exists(table, "FORWARD", "-j", ForwardChain); err != nil {
+			return fmt.Errorf("looking for the FORWARD jump: %w", err)
+		}
+	}
+	e.synced = true
+	return nil
+}
+
+// plan writes the iptables-restore input that turns what is applied into rs, or nil when
+// nothing differs.
+func (e *Enforcer) plan(rs Ruleset) ([]byte, Result) {
+	var res Result
+	var changed, stale []string
+	for name, rules := range rs.Chains {
+		old, ok := e.applied[name]
+		if ok && old != nil && slices.Equal(old, rules) {
+			continue
+		}
+		changed = append(changed, name)
+		res.RulesWritten += len(rules)
+		res.RulesChanged += diffCount(old, rules)
+	}
+	for name, old := range e.applied {
+		if _, ok := rs.Chains[name]; !ok {
+			stale = append(stale, name)
+			res.RulesChanged += len(old)
+		}
+	}
+	res.ChainsStale = len(stale)
+	if len(changed) == 0 && len(stale) == 0 && e.jump {
+		return nil, res
+	}
+	slices.Sort(changed)
+	slices.Sort(stale)
+
+	var b bytes.Buffer
+	b.WriteString("*filter\n")
+	// Declaring a chain creates it or, with --noflush, empties it: all of them come before
+	// the first rule so that any rule may jump to any chain.
+	for _, name := range changed {
+		fmt.Fprintf(&b, ":%s - [0:0]\n", name)
+	}
+	for _, name := range changed {
+		for _, r := range rs.Chains[name] {
+			fmt.Fprintf(&b, "-A %s %s\n", name, r)
+		}
+	}
+	// A chain must be empty to be deleted; the chains that referred to it were emptied and
+	// refilled above, in the same transaction.
+	for _, name := range stale {
+		fmt.Fprintf(&b, "-F %s\n-X %s\n", name, name)
+	}
+	if !e.jump {
+		fmt.Fprintf(&b, "-I FORWARD 1 -j %s\n", ForwardChain)
+	}
+	b.WriteString("COMMIT\n")
+	return b.Bytes(), res
+}
+
+func (e *Enforcer) run(ctx context.Context, input []byte) error {
+	cmd := exec.CommandContext(ctx, e.restore, "-w", "10", "--noflush")
+	cmd.Stdin = bytes.NewReader(input)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("iptables-restore: %w: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	return nil
+}
+
+// Cleanup removes the FORWARD jump and every netman chain from the filter table: for
+// uninstalling, and for tests. Running enforcement never calls it: an agent that stops
+// leaves the last rules in place.
+func (e *Enforcer) Cleanup(ctx context.Context) error {
+	unlock, err := lock(ctx, e.lockFile)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	e.synced = false
+	if err := e.ipt.DeleteIfExists(table, "FORWARD", "-j", ForwardChain); err != nil {
+		return fmt.Errorf("removing the FORWARD jump: %w", err)
+	}
+	names, err := e.ipt.ListChains(table)
+	if err != nil {
+		return fmt.Errorf("listing chains of the %s table: %w", table, err)
+	}
+	var owned []string
+	for _, n := range names {
+		if strings.HasPrefix(n, Prefix) {
+			owned = append(owned, n)
+			// Chains refer to each other, so all are emptied before any is deleted.
+			if err := e.ipt.ClearChain(table, n); err != nil {
+				return fmt.Errorf("emptying %s: %w", n, err)
+			}
+		}
+	}
+	for _, n := range owned {
+		if err := e.ipt.DeleteChain(table, n); err != nil {
+			return fmt.Errorf("deleting %s: %w", n, err)
+		}
+	}
+	return nil
+}
+
+// lock takes an exclusive flock on path, waiting until ctx ends. The file is created when
+// missing and never removed: other holders may have it open.
+func lock(ctx context.Context, path string) (func(), error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("opening iptables lock file: %w", err)
+	}
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return func() { f.Close() }, nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("locking %s: %w", path, err)
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, fmt.Errorf("waiting for iptables lock %s: %w", path, ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// diffCount is the number of rules in one list and not the other.
+func diffCount(old, rules []string) int {
+	seen := make(map[string]int, len(old))
+	for _, r := range old {
+		seen[r]++
+	}
+	n := 0
+	for _, r := range rules {
+		if seen[r] > 0 {
+			seen[r]--
+		} else {
+			n++
+		}
+	}
+	for _, c := range seen {
+		n += c
+	}
+	return n
+}
+
+func copyChains(c map[string][]string) map[string][]string {
+	out := make(map[string][]string, len(c))
+	for k, v := range c {
+		out[k] = slices.Clone(v)
+	}
+	return out
+}

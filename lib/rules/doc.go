@@ -1,0 +1,60 @@
+// Package rules turns policies and the containers of one cell into iptables rules and
+// applies them.
+//
+// # Chains
+//
+// Everything netman programs lives in the filter table, in chains whose names start with
+// "netman-". Nothing else is ever flushed or deleted; the only rule outside those chains is
+// one jump at the top of FORWARD:
+//
+//	FORWARD          -j netman-forward                 (inserted once, position 1)
+//	netman-forward   -s <container ip> -j MARK --set-xmark 0x<tag>/<mask>   one per local container whose group has a tag
+//	                 -d <container ip> -j netman-in-<tag>                   one per local container whose group receives policies
+//	                 -d <container ip> -j netman-closed                     one per other local container
+//	netman-in-<tag>  -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+//	                 -p tcp|udp --dport P[:E] -m mark --mark 0x<source tag>/<mask> -j ACCEPT   one per policy
+//	                 -j netman-reject
+//	netman-closed    -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+//	                 -j netman-reject
+//	netman-reject    -s <container ip> -j netman-deny                       one per local container
+//	netman-deny      -p tcp -j REJECT --reject-with tcp-reset
+//	                 -j REJECT --reject-with icmp-port-unreachable
+//
+// A packet from a local container is marked with its group's tag before anything else looks
+// at it. Traffic to a local container is then judged by the chain of the destination's group:
+// replies are let through, new connections pass only on a policy's protocol and port range and
+// only when they carry the mark of the policy's source; what is left is rejected when it came
+// from a container. Traffic that is not container to container (the router, the host, the
+// outside world) falls out of netman's chains untouched and is left to the other rules of
+// FORWARD. One chain per destination group, not per container, keeps the rule count at about
+// policies + 3 × containers + 2 × groups however many instances an app runs.
+//
+// Containers on the same cell talk across a Linux bridge. Bridged frames only reach
+// iptables with the br_netfilter module loaded and net.bridge.bridge-nf-call-iptables = 1,
+// which on current kernels is a setting of each network namespace; EnableBridgeNetfilter
+// checks both and says plainly when the kernel cannot do it.
+//
+// # Cross-cell traffic
+//
+// The design is the one a VXLAN overlay with Group Based Policy needs: the mark is the
+// source's identity. A vxlan device created with "gbp" copies the low 16 bits of a packet's
+// mark into the VXLAN header on the sending cell and restores them on the receiving one, so
+// the netman-in chains work unchanged for remote sources. What that step adds is marking
+// for traffic leaving to the overlay (already done: marking happens for every packet a local
+// container sends) and a netman-reject rule for the overlay's address range. Tags must then
+// fit 16 bits (the policy server's tag_length 2, its default).
+//
+// # Applying
+//
+// Each change is ONE iptables-restore --noflush transaction: it declares (and so empties
+// and refills) only the chains whose content changed, deletes the netman chains nobody
+// references any more, and adds the FORWARD jump when it is missing. Both the nf_tables and
+// the legacy backend commit such a transaction as a whole, so there is never a moment with
+// half a rule set or none: a packet sees either the old rules or the new ones. A failed
+// restore changes nothing; the enforcer then forgets what it believes is applied and
+// rewrites everything on the next attempt.
+//
+// The restore holds two locks: the xtables lock (iptables-restore -w) and an flock on the
+// lock file the cell's other iptables writers share (the container networker), so neither
+// sees the other's half-made changes.
+package rules

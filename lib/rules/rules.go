@@ -1,0 +1,231 @@
+package rules
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+
+	"netman/lib/models"
+)
+
+// Chain names. Every chain netman owns starts with Prefix; Cleanup and the stale-chain
+// sweep touch nothing else.
+const (
+	Prefix       = "netman-"
+	ForwardChain = "netman-forward"
+	ClosedChain  = "netman-closed"
+	RejectChain  = "netman-reject"
+	DenyChain    = "netman-deny"
+	inPrefix     = "netman-in-"
+	table        = "filter"
+)
+
+// Container is a container on this cell as enforcement sees it.
+type Container struct {
+	Handle  string
+	IP      string // IPv4 address, or a CIDR whose address is the container's
+	GroupID string // policy_group_id; empty when the runtime gave none
+}
+
+// Ruleset is the complete content of netman's chains: chain name → rule specs, each
+// without the leading "-A chain". Two equal Rulesets program the same filtering.
+type Ruleset struct {
+	Chains map[string][]string
+}
+
+// RuleCount is the number of rules in all chains.
+func (r Ruleset) RuleCount() int {
+	n := 0
+	for _, rs := range r.Chains {
+		n += len(rs)
+	}
+	return n
+}
+
+// Equal reports whether r and o contain the same chains with the same rules in order.
+func (r Ruleset) Equal(o Ruleset) bool {
+	if len(r.Chains) != len(o.Chains) {
+		return false
+	}
+	for name, rs := range r.Chains {
+		os, ok := o.Chains[name]
+		if !ok || !slices.Equal(rs, os) {
+			return false
+		}
+	}
+	return true
+}
+
+// Build computes the rules that enforce policies for containers. A policy or container
+// that cannot be enforced (a malformed tag, port or address) is left out and reported in
+// the returned errors; everything else is still enforced, because one bad record must not
+// freeze the rules of a whole cell.
+func Build(containers []Container, policies []models.Policy) (Ruleset, []error) {
+	var problems []error
+
+	type local struct {
+		ip    netip.Addr
+		group string
+	}
+	locals := make([]local, 0, len(containers))
+	localGroups := map[string]bool{}
+	for _, c := range containers {
+		ip, err := parseIPv4(c.IP)
+		if err != nil {
+			problems = append(problems, fmt.Errorf("container %s: %w", c.Handle, err))
+			continue
+		}
+		locals = append(locals, local{ip: ip, group: c.GroupID})
+		if c.GroupID != "" {
+			localGroups[c.GroupID] = true
+		}
+	}
+	slices.SortFunc(locals, func(a, b local) int { return a.ip.Compare(b.ip) })
+	locals = slices.CompactFunc(locals, func(a, b local) bool { return a.ip == b.ip })
+
+	// Tags of local groups, learnt from either end of any policy, and the allow rules
+	// of each local destination group.
+	tags := map[string]uint64{}
+	width := 0
+	allows := map[string][]allow{}
+	for _, p := range policies {
+		a, err := checkPolicy(p)
+		if err != nil {
+			problems = append(problems, fmt.Errorf("policy %s -> %s: %w", p.Source.ID, p.Destination.ID, err))
+			continue
+		}
+		width = max(width, len(p.Source.Tag), len(p.Destination.Tag))
+		if localGroups[p.Source.ID] {
+			tags[p.Source.ID] = a.source
+		}
+		if localGroups[p.Destination.ID] {
+			tags[p.Destination.ID] = a.dest
+			allows[p.Destination.ID] = append(allows[p.Destination.ID], a)
+		}
+	}
+	mask := fmt.Sprintf("0x%x", uint64(1)<<(4*uint(max(width, 1)))-1)
+
+	chains := map[string][]string{}
+	var marks, dispatch, reject []string
+	for _, l := range locals {
+		addr := l.ip.String() + "/32"
+		reject = append(reject, "-s "+addr+" -j "+DenyChain)
+		tag, tagged := tags[l.group]
+		if tagged {
+			marks = append(marks, fmt.Sprintf("-s %s -j MARK --set-xmark 0x%x/%s", addr, tag, mask))
+		}
+		if len(allows[l.group]) > 0 {
+			name := InChain(tag)
+			dispatch = append(dispatch, "-d "+addr+" -j "+name)
+			if _, done := chains[name]; !done {
+				chains[name] = inRules(allows[l.group], mask)
+			}
+		} else {
+			dispatch = append(dispatch, "-d "+addr+" -j "+ClosedChain)
+		}
+	}
+	chains[ForwardChain] = append(marks, dispatch...)
+	chains[ClosedChain] = []string{established, "-j " + RejectChain}
+	chains[RejectChain] = reject
+	chains[DenyChain] = deny
+	return Ruleset{Chains: chains}, problems
+}
+
+// InChain names the chain that admits traffic to the group with this tag.
+func InChain(tag uint64) string { return fmt.Sprintf("%s%04X", inPrefix, tag) }
+
+const established = "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"
+
+// deny refuses loudly so that clients fail at once instead of waiting for a timeout. TCP
+// gets a reset: ICMP errors are rate limited per peer, resets are not.
+var deny = []string{
+	"-p tcp -j REJECT --reject-with tcp-reset",
+	"-j REJECT --reject-with icmp-port-unreachable",
+}
+
+type allow struct {
+	source, dest uint64
+	protocol     string
+	start, end   int
+}
+
+func inRules(as []allow, mask string) []string {
+	slices.SortFunc(as, func(a, b allow) int {
+		if c := strings.Compare(a.protocol, b.protocol); c != 0 {
+			return c
+		}
+		if a.start != b.start {
+			return a.start - b.start
+		}
+		if a.end != b.end {
+			return a.end - b.end
+		}
+		return int(a.source) - int(b.source)
+	})
+	as = slices.Compact(as)
+	out := make([]string, 0, len(as)+2)
+	out = append(out, established)
+	for _, a := range as {
+		port := strconv.Itoa(a.start)
+		if a.end != a.start {
+			port += ":" + strconv.Itoa(a.end)
+		}
+		out = append(out, fmt.Sprintf("-p %s -m %s --dport %s -m mark --mark 0x%x/%s -j ACCEPT",
+			a.protocol, a.protocol, port, a.source, mask))
+	}
+	return append(out, "-j "+RejectChain)
+}
+
+func checkPolicy(p models.Policy) (allow, error) {
+	src, err := parseTag(p.Source.Tag)
+	if err != nil {
+		return allow{}, fmt.Errorf("source tag: %w", err)
+	}
+	dst, err := parseTag(p.Destination.Tag)
+	if err != nil {
+		return allow{}, fmt.Errorf("destination tag: %w", err)
+	}
+	proto := p.Destination.Protocol
+	if proto != models.ProtocolTCP && proto != models.ProtocolUDP {
+		return allow{}, fmt.Errorf("protocol %q is not tcp or udp", proto)
+	}
+	start, end := p.Destination.Ports.Start, p.Destination.Ports.End
+	if start < 1 || end > 65535 || start > end {
+		return allow{}, fmt.Errorf("port range %d-%d is not within 1-65535", start, end)
+	}
+	return allow{source: src, dest: dst, protocol: proto, start: start, end: end}, nil
+}
+
+var errZeroTag = errors.New("tag 0 would match unmarked packets")
+
+// parseTag reads a tag as the policy server prints it: 1 to 8 hex digits, never zero.
+func parseTag(s string) (uint64, error) {
+	if len(s) == 0 || len(s) > 8 {
+		return 0, fmt.Errorf("tag %q is not 1 to 8 hex digits", s)
+	}
+	v, err := strconv.ParseUint(s, 16, 32)
+	if err != nil {
+		return 0, fmt.Errorf("tag %q is not hex", s)
+	}
+	if v == 0 {
+		return 0, errZeroTag
+	}
+	return v, nil
+}
+
+func parseIPv4(s string) (netip.Addr, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		s = p.Addr().String()
+	}
+	ip, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("ip %q is not an address", s)
+	}
+	if !ip.Is4() {
+		return netip.Addr{}, fmt.Errorf("ip %s is not IPv4 (only IPv4 is enforced)", s)
+	}
+	return ip, nil
+}
