@@ -67,8 +67,8 @@ func load(args *skel.CmdArgs) (*Config, *datastore.Store, error) {
 }
 
 // Add runs the delegate's ADD, records the container and prints the delegate's result.
-// When the record cannot be written the delegate's DEL undoes the ADD, so no IP or
-// interface is left behind for a container the runtime will consider failed.
+// When the delegate fails or the record cannot be written, the delegate's DEL undoes the
+// ADD, so no IP or interface is left behind for a container the runtime considers failed.
 func (p *Plugin) Add(args *skel.CmdArgs) error {
 	ctx := context.Background()
 	cfg, store, err := load(args)
@@ -81,7 +81,14 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 	}
 	result, err := invoke.DelegateAdd(ctx, cfg.DelegateType(), conf, p.Exec)
 	if err != nil {
-		return delegateError(cfg.DelegateType(), "ADD", err)
+		derr := delegateError(cfg.DelegateType(), "ADD", err)
+		if derr.Code == types.ErrIncompatibleCNIVersion {
+			// Rejected before doing anything; its DEL would be rejected the same way.
+			return derr
+		}
+		// A delegate may fail halfway (bridge keeps the veth when IPAM fails); its DEL
+		// removes what it made, whether or not the runtime follows up with a DEL.
+		return p.undoAdd(ctx, cfg, conf, derr)
 	}
 	ip, err := resultIP(result)
 	if err != nil {
