@@ -169,6 +169,23 @@ func (e *cniError) Error() string {
 // exec runs the plugin in the cell's namespace as a runtime would and returns its
 // stdout; a failure is a *cniError decoded from stdout.
 func (c *cell) exec(inv invocation) ([]byte, error) {
+	r, err := c.start(inv)
+	if err != nil {
+		return nil, err
+	}
+	return r.wait()
+}
+
+// running is a started plugin process.
+type running struct {
+	cmd            *exec.Cmd
+	stdout, stderr bytes.Buffer
+	command        string
+}
+
+// start starts the plugin in the cell's namespace: the child inherits the namespace of
+// the thread that forks it.
+func (c *cell) start(inv invocation) (*running, error) {
 	plugin := inv.plugin
 	if plugin == "" {
 		plugin = c.wrapper
@@ -187,20 +204,26 @@ func (c *cell) exec(inv invocation) ([]byte, error) {
 		"CNI_IFNAME=" + ifName, "CNI_PATH=" + c.cniPath, "PATH=" + os.Getenv("PATH"),
 	}
 	cmd.Stdin = bytes.NewReader(inv.conf)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	// The child inherits the namespace of the thread that starts it.
-	err := c.host.Do(func(ns.NetNS) error { return cmd.Run() })
+	r := &running{cmd: cmd, command: inv.command}
+	cmd.Stdout, cmd.Stderr = &r.stdout, &r.stderr
+	if err := c.host.Do(func(ns.NetNS) error { return cmd.Start() }); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func (r *running) wait() ([]byte, error) {
+	err := r.cmd.Wait()
 	if err == nil {
-		return stdout.Bytes(), nil
+		return r.stdout.Bytes(), nil
 	}
 	var exit *exec.ExitError
 	if !errors.As(err, &exit) {
 		return nil, err
 	}
-	e := &cniError{Stderr: stderr.String()}
-	if jerr := json.Unmarshal(stdout.Bytes(), e); jerr != nil {
-		return nil, fmt.Errorf("%s exited %v with stdout %q (not CNI error JSON: %v), stderr %q", inv.command, err, stdout.String(), jerr, stderr.String())
+	e := &cniError{Stderr: r.stderr.String()}
+	if jerr := json.Unmarshal(r.stdout.Bytes(), e); jerr != nil {
+		return nil, fmt.Errorf("%s exited %v with stdout %q (not CNI error JSON: %v), stderr %q", r.command, err, r.stdout.String(), jerr, r.stderr.String())
 	}
 	return nil, e
 }
