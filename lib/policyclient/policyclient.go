@@ -1,0 +1,184 @@
+// Package policyclient asks the policy server's internal API, over mutual TLS, which
+// policies concern a set of policy groups, and whether anything changed since it last asked.
+//
+// Policies come from the v0 endpoint the spec documents for third-party enforcement
+// (GET /networking/v0/internal/policies?id=...), reading the "ports" range a netman server
+// adds for port-range policies. The change signal is the v1 policies_last_updated counter;
+// a server without it answers 404 and LastUpdated returns ErrNoChangeSignal, in which case
+// an agent simply fetches the policies every cycle.
+package policyclient
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"netman/lib/models"
+)
+
+// Paths of the internal API.
+const (
+	PoliciesPath    = "/networking/v0/internal/policies"
+	LastUpdatedPath = "/networking/v1/internal/policies_last_updated"
+)
+
+// maxBody bounds what one answer may be: 10,000 policies are about 2 MB.
+const maxBody = 256 << 20
+
+// ErrNoChangeSignal means the server does not offer policies_last_updated.
+var ErrNoChangeSignal = errors.New("policy server offers no change signal")
+
+// Client talks to one policy server. It is safe for concurrent use and keeps
+// connections alive between polls.
+type Client struct {
+	http    *http.Client
+	base    *url.URL
+	timeout time.Duration
+}
+
+// New returns a client for the server at baseURL (https://host:port). tlsConfig is the
+// mutual TLS configuration (lib/mutualtls.ClientConfig); it is used as given, so the
+// server's version and cipher pin hold. Every call ends after timeout at the latest.
+func New(baseURL string, tlsConfig *tls.Config, timeout time.Duration) (*Client, error) {
+	u, err := url.Parse(baseURL)
+	if err != nil {
+		return nil, fmt.Errorf("policy server url: %w", err)
+	}
+	if u.Scheme != "https" || u.Host == "" {
+		return nil, fmt.Errorf("policy server url %q: want https://host:port", baseURL)
+	}
+	if tlsConfig == nil {
+		return nil, errors.New("policy server: no TLS configuration")
+	}
+	if timeout <= 0 {
+		return nil, fmt.Errorf("policy server timeout %v: must be positive", timeout)
+	}
+	transport := &http.Transport{
+		TLSClientConfig:       tlsConfig,
+		DialContext:           (&net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}).DialContext,
+		TLSHandshakeTimeout:   timeout,
+		ResponseHeaderTimeout: timeout,
+		IdleConnTimeout:       90 * time.Second,
+		MaxIdleConnsPerHost:   2,
+		// The pinned TLS 1.2 configuration rules out HTTP/2's negotiation; say so
+		// explicitly rather than rely on it.
+		ForceAttemptHTTP2: false,
+	}
+	return &Client{
+		http:    &http.Client{Transport: transport, Timeout: timeout},
+		base:    u,
+		timeout: timeout,
+	}, nil
+}
+
+// Policies returns every policy whose source or destination is one of ids. No ids means
+// no policies, without asking the server.
+func (c *Client) Policies(ctx context.Context, ids []string) ([]models.Policy, error) {
+	if len(ids) == 0 {
+		return []models.Policy{}, nil
+	}
+	// Ids are joined as the API wants them, then the whole value is escaped once.
+	q := url.Values{"id": {strings.Join(ids, ",")}}
+	var body policiesV0
+	if err := c.get(ctx, PoliciesPath, q.Encode(), &body); err != nil {
+		return nil, err
+	}
+	if body.Policies == nil {
+		return nil, errors.New("policy server answer has no \"policies\" list")
+	}
+	out := make([]models.Policy, len(body.Policies))
+	for i, p := range body.Policies {
+		ports := models.Ports{Start: p.Destination.Port, End: p.Destination.Port}
+		if p.Destination.Ports != nil {
+			ports = models.Ports{Start: p.Destination.Ports.Start, End: p.Destination.Ports.End}
+		}
+		out[i] = models.Policy{
+			Source: models.Source{ID: p.Source.ID, Tag: p.Source.Tag},
+			Destination: models.Destination{
+				ID: p.Destination.ID, Tag: p.Destination.Tag,
+				Protocol: p.Destination.Protocol, Ports: ports,
+			},
+		}
+	}
+	return out, nil
+}
+
+// LastUpdated returns the server's policy version, which grows with every change.
+func (c *Client) LastUpdated(ctx context.Context) (int64, error) {
+	var v int64
+	err := c.get(ctx, LastUpdatedPath, "", &v)
+	return v, err
+}
+
+func (c *Client) get(ctx context.Context, path, rawQuery string, into any) error {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	u := *c.base
+	u.Path = strings.TrimSuffix(u.Path, "/") + path
+	u.RawQuery = rawQuery
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return fmt.Errorf("building request: %w", err)
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("GET %s: %w", path, err)
+	}
+	defer resp.Body.Close()
+	body := io.LimitReader(resp.Body, maxBody)
+	if resp.StatusCode != http.StatusOK {
+		if resp.StatusCode == http.StatusNotFound && path == LastUpdatedPath {
+			_, _ = io.Copy(io.Discard, body)
+			return ErrNoChangeSignal
+		}
+		return statusError(path, resp.StatusCode, body)
+	}
+	if err := json.NewDecoder(body).Decode(into); err != nil {
+		return fmt.Errorf("GET %s: decoding answer: %w", path, err)
+	}
+	// Drain what is left so the connection can be reused.
+	_, _ = io.Copy(io.Discard, body)
+	return nil
+}
+
+func statusError(path string, status int, body io.Reader) error {
+	b, _ := io.ReadAll(io.LimitReader(body, 4096))
+	var e struct {
+		Error string `json:"error"`
+	}
+	msg := strings.TrimSpace(string(b))
+	if json.Unmarshal(b, &e) == nil && e.Error != "" {
+		msg = e.Error
+	}
+	return fmt.Errorf("GET %s: %s: %s", path, strconv.Itoa(status)+" "+http.StatusText(status), msg)
+}
+
+// Wire shape of the v0 internal API (the spec's, plus the optional "ports" range).
+type policiesV0 struct {
+	Policies []struct {
+		Source struct {
+			ID  string `json:"id"`
+			Tag string `json:"tag"`
+		} `json:"source"`
+		Destination struct {
+			ID       string `json:"id"`
+			Tag      string `json:"tag"`
+			Protocol string `json:"protocol"`
+			Port     int    `json:"port"`
+			Ports    *struct {
+				Start int `json:"start"`
+				End   int `json:"end"`
+			} `json:"ports"`
+		} `json:"destination"`
+	} `json:"policies"`
+}

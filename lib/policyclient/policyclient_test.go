@@ -1,0 +1,190 @@
+package policyclient_test
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"netman/lib/models"
+	"netman/lib/mutualtls"
+	"netman/lib/mutualtls/mutualtlstest"
+	"netman/lib/policyclient"
+	"netman/lib/policyclient/policyclienttest"
+)
+
+func client(t *testing.T, url string, f mutualtlstest.Files, timeout time.Duration) *policyclient.Client {
+	t.Helper()
+	cfg, err := mutualtls.ClientConfig(f.ClientCert, f.ClientKey, f.CACert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := policyclient.New(url, cfg, timeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestPoliciesAndChangeSignal(t *testing.T) {
+	srv := policyclienttest.NewServer(t)
+	c := client(t, srv.URL, srv.Files, 2*time.Second)
+	ab := models.Policy{
+		Source:      models.Source{ID: "app-a", Tag: "0001"},
+		Destination: models.Destination{ID: "app-b", Tag: "0002", Protocol: "tcp", Ports: models.Ports{Start: 8080, End: 8080}},
+	}
+	cd := models.Policy{
+		Source:      models.Source{ID: "app-c", Tag: "0003"},
+		Destination: models.Destination{ID: "app-d", Tag: "0004", Protocol: "udp", Ports: models.Ports{Start: 9000, End: 9010}},
+	}
+	v1, err := c.LastUpdated(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Set([]models.Policy{ab, cd})
+	v2, err := c.LastUpdated(t.Context())
+	if err != nil || v2 <= v1 {
+		t.Fatalf("LastUpdated after a change = %d, %v; want more than %d", v2, err, v1)
+	}
+
+	tests := []struct {
+		ids  []string
+		want []models.Policy
+	}{
+		{nil, []models.Policy{}},
+		{[]string{"app-b"}, []models.Policy{ab}},
+		{[]string{"app-a", "app-d"}, []models.Policy{ab, cd}}, // the range comes back as a range
+		{[]string{"nobody"}, []models.Policy{}},
+	}
+	for _, tt := range tests {
+		got, err := c.Policies(t.Context(), tt.ids)
+		if err != nil {
+			t.Fatalf("Policies(%v): %v", tt.ids, err)
+		}
+		if !slices.Equal(got, tt.want) {
+			t.Errorf("Policies(%v) = %+v, want %+v", tt.ids, got, tt.want)
+		}
+	}
+	if n := srv.PolicyRequests.Load(); n != 3 {
+		t.Errorf("server saw %d policy requests, want 3 (none for an empty id list)", n)
+	}
+
+	srv.WithoutChangeSignal()
+	if _, err := c.LastUpdated(t.Context()); !errors.Is(err, policyclient.ErrNoChangeSignal) {
+		t.Errorf("LastUpdated on a server without it = %v, want ErrNoChangeSignal", err)
+	}
+}
+
+func TestErrorsAreReported(t *testing.T) {
+	srv := policyclienttest.NewServer(t)
+	c := client(t, srv.URL, srv.Files, 2*time.Second)
+	srv.SetDown(true)
+	_, err := c.Policies(t.Context(), []string{"a"})
+	if err == nil || !strings.Contains(err.Error(), "503") || !strings.Contains(err.Error(), "database unavailable") {
+		t.Errorf("Policies from a failing server = %v, want the status and the server's message", err)
+	}
+}
+
+func TestEveryCallHasATimeout(t *testing.T) {
+	files, _ := mutualtlstest.WriteFiles(t, t.TempDir())
+	cfg, err := mutualtls.ServerConfig(files.ServerCert, files.ServerKey, files.CACert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	hs := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-release
+	}))
+	hs.TLS = cfg
+	hs.StartTLS()
+	defer hs.Close()
+	defer close(release)
+
+	// A listener that accepts and never speaks TLS: the handshake must time out too.
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	go func() {
+		for {
+			conn, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			defer conn.Close()
+		}
+	}()
+
+	for _, url := range []string{hs.URL, "https://" + silent.Addr().String()} {
+		c := client(t, url, files, 300*time.Millisecond)
+		start := time.Now()
+		_, err := c.Policies(context.Background(), []string{"a"})
+		if err == nil {
+			t.Fatalf("%s: a server that never answers gave no error", url)
+		}
+		if took := time.Since(start); took > 2*time.Second {
+			t.Errorf("%s: call took %v with a 300ms timeout", url, took)
+		}
+		if _, err := c.LastUpdated(context.Background()); err == nil {
+			t.Errorf("%s: LastUpdated from a server that never answers gave no error", url)
+		}
+	}
+}
+
+func TestTLSPinIsRespected(t *testing.T) {
+	srv := policyclienttest.NewServer(t)
+	other, _ := mutualtlstest.WriteFiles(t, t.TempDir())
+
+	// A client certificate from another CA: the server refuses the handshake.
+	cfg, err := mutualtls.ClientConfig(other.ClientCert, other.ClientKey, srv.Files.CACert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := policyclient.New(srv.URL, cfg, 2*time.Second)
+	if _, err := c.Policies(t.Context(), []string{"a"}); err == nil {
+		t.Error("a client certificate from another CA was accepted")
+	}
+	// A server certificate from another CA: the client refuses it.
+	c = client(t, srv.URL, mutualtlstest.Files{ClientCert: srv.Files.ClientCert, ClientKey: srv.Files.ClientKey, CACert: other.CACert}, 2*time.Second)
+	if _, err := c.Policies(t.Context(), []string{"a"}); err == nil {
+		t.Error("a server certificate from another CA was trusted")
+	}
+	// The connection that works is TLS 1.2 with the pinned suite.
+	good, err := mutualtls.ClientConfig(srv.Files.ClientCert, srv.Files.ClientKey, srv.Files.CACert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var state tls.ConnectionState
+	good.VerifyConnection = func(cs tls.ConnectionState) error { state = cs; return nil }
+	c, _ = policyclient.New(srv.URL, good, 2*time.Second)
+	if _, err := c.Policies(t.Context(), []string{"a"}); err != nil {
+		t.Fatal(err)
+	}
+	if state.Version != tls.VersionTLS12 || state.CipherSuite != tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 {
+		t.Errorf("negotiated %s / %s", tls.VersionName(state.Version), tls.CipherSuiteName(state.CipherSuite))
+	}
+}
+
+func TestNewRefusesBadInput(t *testing.T) {
+	for _, tt := range []struct {
+		url string
+		cfg *tls.Config
+		d   time.Duration
+	}{
+		{"http://127.0.0.1:4003", &tls.Config{}, time.Second},
+		{"https://", &tls.Config{}, time.Second},
+		{"https://127.0.0.1:4003", nil, time.Second},
+		{"https://127.0.0.1:4003", &tls.Config{}, 0},
+	} {
+		if _, err := policyclient.New(tt.url, tt.cfg, tt.d); err == nil {
+			t.Errorf("New(%q, %v, %v) accepted", tt.url, tt.cfg != nil, tt.d)
+		}
+	}
+}
