@@ -1,0 +1,371 @@
+// Package external serves the policy server's policy-management API: the external
+// v0 and v1 routes (bearer tokens, network.admin) that the cf CLI and `netman` use, and
+// the v1 internal routes (mutual TLS) that newer agents poll. The v1 internal routes
+// live here because they speak the same v1 wire types; the v0 internal route is in the
+// parent package.
+package external
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"netman/lib/models"
+	"netman/policy-server/api"
+	"netman/policy-server/auth"
+	"netman/policy-server/store"
+)
+
+// MaxBodyBytes caps a request body: 10 MiB holds tens of thousands of policies.
+const MaxBodyBytes = 10 << 20
+
+// DefaultMaxPolicies is the default cap on policies in one create or delete request.
+const DefaultMaxPolicies = 10000
+
+// Store is what the API needs from the policy store.
+type Store interface {
+	Create(ctx context.Context, policies []models.Policy) error
+	Delete(ctx context.Context, policies []models.Policy) error
+	All(ctx context.Context) ([]models.Policy, error)
+	ByGroupIDs(ctx context.Context, ids []string) ([]models.Policy, error)
+	Tags(ctx context.Context) ([]models.Tag, error)
+	EnsureTag(ctx context.Context, id, groupType string) (models.Tag, error)
+	LastUpdated(ctx context.Context) (int64, error)
+}
+
+// Options configure the handlers.
+type Options struct {
+	Store Store
+	// Verifier checks the bearer tokens of the external routes.
+	Verifier *auth.Verifier
+	// MaxPolicies caps the policies of one create or delete (DefaultMaxPolicies if 0).
+	MaxPolicies int
+	// MaxIDs caps the ids of one ?id= filter (the internal API's max_policy_group_ids).
+	MaxIDs int
+}
+
+// API holds the handlers.
+type API struct {
+	store       Store
+	verifier    *auth.Verifier
+	maxPolicies int
+	maxIDs      int
+}
+
+// New returns the API.
+func New(opts Options) (*API, error) {
+	if opts.Store == nil {
+		return nil, errors.New("external API: no store")
+	}
+	if opts.Verifier == nil {
+		return nil, errors.New("external API: no token verifier")
+	}
+	a := &API{store: opts.Store, verifier: opts.Verifier, maxPolicies: opts.MaxPolicies, maxIDs: opts.MaxIDs}
+	if a.maxPolicies <= 0 {
+		a.maxPolicies = DefaultMaxPolicies
+	}
+	if a.maxIDs <= 0 {
+		a.maxIDs = 10000
+	}
+	return a, nil
+}
+
+// ExternalRoutes are the routes of the external server, every one behind a bearer
+// token with network.admin.
+func (a *API) ExternalRoutes() []api.Route {
+	v0 := "/networking/v0/external/"
+	v1 := "/networking/v1/external/"
+	create0, delete0 := a.changePolicies("v0", a.decodeV0, a.store.Create), a.changePolicies("v0", a.decodeV0, a.store.Delete)
+	create1, delete1 := a.changePolicies("v1", a.decodeV1, a.store.Create), a.changePolicies("v1", a.decodeV1, a.store.Delete)
+	routes := []api.Route{
+		{Name: "external_v0_create_policies", Method: http.MethodPost, Path: v0 + "policies", Handler: create0},
+		{Name: "external_v0_delete_policies", Method: http.MethodDelete, Path: v0 + "policies", Handler: delete0},
+		{Name: "external_v0_delete_policies", Method: http.MethodPost, Path: v0 + "policies/delete", Handler: delete0},
+		{Name: "external_v0_list_policies", Method: http.MethodGet, Path: v0 + "policies", Handler: a.listPolicies(func(ps []models.Policy) any { return policiesV0(ps) })},
+		{Name: "external_v0_tags", Method: http.MethodGet, Path: v0 + "tags", Handler: a.listTags(func(ts []models.Tag) any { return tagsV0(ts) })},
+		{Name: "external_v0_whoami", Method: http.MethodGet, Path: v0 + "whoami", Handler: http.HandlerFunc(whoami)},
+
+		{Name: "external_v1_create_policies", Method: http.MethodPost, Path: v1 + "policies", Handler: create1},
+		{Name: "external_v1_delete_policies", Method: http.MethodDelete, Path: v1 + "policies", Handler: delete1},
+		{Name: "external_v1_delete_policies", Method: http.MethodPost, Path: v1 + "policies/delete", Handler: delete1},
+		{Name: "external_v1_list_policies", Method: http.MethodGet, Path: v1 + "policies", Handler: a.listPolicies(func(ps []models.Policy) any { return policiesV1(ps) })},
+		{Name: "external_v1_tags", Method: http.MethodGet, Path: v1 + "tags", Handler: a.listTags(func(ts []models.Tag) any { return tagsV1(ts) })},
+		{Name: "external_v1_whoami", Method: http.MethodGet, Path: v1 + "whoami", Handler: http.HandlerFunc(whoami)},
+	}
+	for i := range routes {
+		routes[i].Handler = a.verifier.Require(routes[i].Handler)
+	}
+	return routes
+}
+
+// InternalRoutes are the v1 routes of the internal (mutual TLS) server.
+func (a *API) InternalRoutes() []api.Route {
+	return []api.Route{
+		{Name: "internal_v1_policies", Method: http.MethodGet, Path: "/networking/v1/internal/policies",
+			Handler: a.listPolicies(func(ps []models.Policy) any { return internalPoliciesV1(ps) })},
+		{Name: "internal_v1_policies_last_updated", Method: http.MethodGet, Path: "/networking/v1/internal/policies_last_updated",
+			Handler: http.HandlerFunc(a.lastUpdated)},
+		{Name: "internal_v1_tags", Method: http.MethodPut, Path: "/networking/v1/internal/tags",
+			Handler: http.HandlerFunc(a.ensureTag)},
+	}
+}
+
+// decoded policies of one request, or the status and message to refuse it with.
+type decodeFunc func(r *http.Request) ([]models.Policy, int, error)
+
+func (a *API) decodeV0(r *http.Request) ([]models.Policy, int, error) {
+	return decodePolicies(r, a.maxPolicies, policyV0In.model)
+}
+
+func (a *API) decodeV1(r *http.Request) ([]models.Policy, int, error) {
+	return decodePolicies(r, a.maxPolicies, policyV1In.model)
+}
+
+func decodePolicies[P any](r *http.Request, maxPolicies int, model func(P, string) (models.Policy, error)) ([]models.Policy, int, error) {
+	var body struct {
+		Policies *[]P `json:"policies"`
+	}
+	if status, err := decodeBody(r, &body); err != nil {
+		return nil, status, err
+	}
+	if body.Policies == nil || len(*body.Policies) == 0 {
+		return nil, http.StatusBadRequest, errors.New(`no policies given: the body must be {"policies":[...]} with at least one policy`)
+	}
+	in := *body.Policies
+	if len(in) > maxPolicies {
+		return nil, http.StatusBadRequest, fmt.Errorf("too many policies: %d in one request, at most %d are allowed; send them in batches", len(in), maxPolicies)
+	}
+	out := make([]models.Policy, len(in))
+	for i, p := range in {
+		m, err := model(p, fmt.Sprintf("policies[%d]", i))
+		if err != nil {
+			return nil, http.StatusBadRequest, err
+		}
+		out[i] = m
+	}
+	return out, 0, nil
+}
+
+// decodeBody reads one JSON value of at most MaxBodyBytes into v, refusing unknown
+// fields (a misspelt "protocl" must not become a policy without a protocol).
+func decodeBody(r *http.Request, v any) (int, error) {
+	body := http.MaxBytesReader(nil, r.Body, MaxBodyBytes)
+	data, err := io.ReadAll(body)
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return http.StatusRequestEntityTooLarge, fmt.Errorf("request body is larger than %d bytes (10 MiB)", MaxBodyBytes)
+		}
+		return http.StatusBadRequest, fmt.Errorf("reading request body: %v", err)
+	}
+	if len(bytes.TrimSpace(data)) == 0 {
+		return http.StatusBadRequest, errors.New("request body is empty; it must be JSON")
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return http.StatusBadRequest, fmt.Errorf("request body is not valid JSON for this route: %s", jsonProblem(err))
+	}
+	if dec.More() {
+		return http.StatusBadRequest, errors.New("request body is not valid JSON for this route: data after the JSON value")
+	}
+	return 0, nil
+}
+
+// jsonProblem rewords encoding/json errors without its "json: " prefix and Go type names.
+func jsonProblem(err error) string {
+	var typeErr *json.UnmarshalTypeError
+	if errors.As(err, &typeErr) {
+		field := typeErr.Field
+		if field == "" {
+			field = "the body"
+		}
+		return fmt.Sprintf("%s must not be a JSON %s", field, typeErr.Value)
+	}
+	return strings.TrimPrefix(err.Error(), "json: ")
+}
+
+// changePolicies serves a create or delete: decode, apply in one transaction, audit.
+func (a *API) changePolicies(version string, decode decodeFunc, apply func(context.Context, []models.Policy) error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		action := "create_policies"
+		if r.Method == http.MethodDelete || strings.HasSuffix(r.URL.Path, "/delete") {
+			action = "delete_policies"
+		}
+		policies, status, err := decode(r)
+		if err != nil {
+			audit(r, action, version, nil, status, err.Error())
+			api.WriteError(w, r, status, err.Error())
+			return
+		}
+		if err := apply(r.Context(), policies); err != nil {
+			status, msg := storeError(r, err)
+			audit(r, action, version, policies, status, msg)
+			api.WriteError(w, r, status, msg)
+			return
+		}
+		audit(r, action, version, policies, http.StatusOK, "")
+		writeJSON(w, r, http.StatusOK, struct{}{})
+	})
+}
+
+// audit writes the line an operator greps for: who changed which policies, and how it
+// ended. It is written for refused requests too.
+func audit(r *http.Request, action, version string, policies []models.Policy, status int, errMsg string) {
+	attrs := []slog.Attr{
+		slog.String("action", action),
+		slog.String("api", version),
+		slog.Int("count", len(policies)),
+		slog.Any("policies", policyStrings(policies)),
+		slog.Int("status", status),
+	}
+	if c, ok := auth.FromContext(r.Context()); ok {
+		attrs = append(attrs,
+			slog.String("user", c.Who()),
+			slog.String("user_id", c.UserID),
+			slog.String("client_id", c.ClientID),
+		)
+	}
+	switch {
+	case errMsg == "":
+		attrs = append(attrs, slog.String("result", "ok"))
+	case status >= 500:
+		attrs = append(attrs, slog.String("result", "failed"), slog.String("error", errMsg))
+	default:
+		attrs = append(attrs, slog.String("result", "refused"), slog.String("error", errMsg))
+	}
+	api.Logger(r.Context()).LogAttrs(r.Context(), slog.LevelInfo, "audit", attrs...)
+}
+
+// policyStrings renders policies compactly: "src -> dst tcp/8080" or ".../8080-8090".
+func policyStrings(ps []models.Policy) []string {
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		ports := fmt.Sprint(p.Destination.Ports.Start)
+		if p.Destination.Ports.End != p.Destination.Ports.Start {
+			ports += fmt.Sprintf("-%d", p.Destination.Ports.End)
+		}
+		out[i] = fmt.Sprintf("%s -> %s %s/%s", p.Source.ID, p.Destination.ID, p.Destination.Protocol, ports)
+	}
+	return out
+}
+
+// storeError maps a store failure to a status and a message for the client.
+func storeError(r *http.Request, err error) (int, string) {
+	var invalid *store.InvalidInputError
+	switch {
+	case errors.Is(err, store.ErrTagsExhausted):
+		// 507: the request is fine, the server has no room left for new groups.
+		detail := err.Error()
+		if i := strings.Index(detail, store.ErrTagsExhausted.Error()); i >= 0 {
+			detail = detail[i:] // drop the store's "creating policies: " context
+		}
+		return http.StatusInsufficientStorage, "tags ran out (" + detail +
+			"): delete policies of groups no longer needed, or raise tag_length"
+	case errors.As(err, &invalid):
+		return http.StatusBadRequest, invalid.Reason
+	case errors.Is(err, context.DeadlineExceeded):
+		api.Logger(r.Context()).Error("policy store timed out", "error", err)
+		return http.StatusServiceUnavailable, "the policy store did not answer in time; retry"
+	}
+	api.Logger(r.Context()).Error("policy store failed", "error", err)
+	return http.StatusInternalServerError, "the policy store failed; see the server log"
+}
+
+func (a *API) listPolicies(shape func([]models.Policy) any) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ids, all, err := api.ParseIDs(r.URL.RawQuery, a.maxIDs)
+		if err != nil {
+			api.WriteError(w, r, http.StatusBadRequest, err.Error())
+			return
+		}
+		var ps []models.Policy
+		if all {
+			ps, err = a.store.All(r.Context())
+		} else {
+			ps, err = a.store.ByGroupIDs(r.Context(), ids)
+		}
+		if err != nil {
+			status, msg := storeError(r, err)
+			api.WriteError(w, r, status, msg)
+			return
+		}
+		writeJSON(w, r, http.StatusOK, shape(ps))
+	})
+}
+
+func (a *API) listTags(shape func([]models.Tag) any) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ts, err := a.store.Tags(r.Context())
+		if err != nil {
+			status, msg := storeError(r, err)
+			api.WriteError(w, r, status, msg)
+			return
+		}
+		writeJSON(w, r, http.StatusOK, shape(ts))
+	})
+}
+
+// Whoami is the body of GET .../whoami.
+type Whoami struct {
+	UserName string   `json:"user_name"`
+	UserID   string   `json:"user_id,omitempty"`
+	ClientID string   `json:"client_id,omitempty"`
+	Scope    []string `json:"scope"`
+}
+
+func whoami(w http.ResponseWriter, r *http.Request) {
+	c, _ := auth.FromContext(r.Context())
+	scope := c.Scope
+	if scope == nil {
+		scope = []string{}
+	}
+	writeJSON(w, r, http.StatusOK, Whoami{UserName: c.Who(), UserID: c.UserID, ClientID: c.ClientID, Scope: scope})
+}
+
+func (a *API) lastUpdated(w http.ResponseWriter, r *http.Request) {
+	v, err := a.store.LastUpdated(r.Context())
+	if err != nil {
+		status, msg := storeError(r, err)
+		api.WriteError(w, r, status, msg)
+		return
+	}
+	writeJSON(w, r, http.StatusOK, v)
+}
+
+func (a *API) ensureTag(w http.ResponseWriter, r *http.Request) {
+	var req tagRequestV1
+	if status, err := decodeBody(r, &req); err != nil {
+		api.WriteError(w, r, status, err.Error())
+		return
+	}
+	if err := firstError(checkID("id", req.ID), checkID("type", req.Type)); err != nil {
+		api.WriteError(w, r, http.StatusBadRequest, err.Error())
+		return
+	}
+	t, err := a.store.EnsureTag(r.Context(), *req.ID, *req.Type)
+	if err != nil {
+		status, msg := storeError(r, err)
+		api.WriteError(w, r, status, msg)
+		return
+	}
+	writeJSON(w, r, http.StatusOK, TagV1{ID: t.ID, Type: t.Type, Tag: t.Tag})
+}
+
+func writeJSON(w http.ResponseWriter, r *http.Request, status int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		api.Logger(r.Context()).Error("encoding response", "error", err)
+		api.WriteError(w, r, http.StatusInternalServerError, "encoding the response failed")
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}
