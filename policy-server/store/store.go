@@ -445,16 +445,6 @@ WITH matched AS (
 )` + selectPolicies + `
 WHERE p.id IN (SELECT id FROM matched)` + orderPolicies
 
-// All returns every policy with its tags, ordered by source id, destination id, protocol,
-// start port and end port (ids compared byte-wise).
-func (s *Store) All(ctx context.Context) ([]models.Policy, error) {
-	var n int64
-	if err := s.db.QueryRowContext(ctx, `SELECT policies FROM store_meta`).Scan(&n); err != nil {
-		return nil, fmt.Errorf("listing policies: %w", err)
-	}
-	return s.queryPolicies(ctx, int(n), selectPolicies+orderPolicies)
-}
-
 // ByGroupIDs returns the policies whose source or destination id is one of ids, in the
 // order of All. Unknown and repeated ids are harmless; no ids means no policies. The ids
 // travel as one array parameter however many there are.

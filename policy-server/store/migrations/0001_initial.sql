@@ -16,12 +16,14 @@ CREATE TABLE store_meta (
 INSERT INTO store_meta DEFAULT VALUES;
 
 CREATE TABLE groups (
-    id     text COLLATE "C" PRIMARY KEY CHECK (id <> '' AND length(id) <= 255),
+    id     text COLLATE "C" NOT NULL CHECK (id <> '' AND length(id) <= 255),
     type   text NOT NULL DEFAULT 'app' CHECK (type <> '' AND length(type) <= 255),
     -- 3 bytes at most (tag_length 1..3); 0 is never issued.
     tag    integer NOT NULL UNIQUE CHECK (tag BETWEEN 1 AND 16777215),
     -- Set when a client asked for the tag (EnsureTag): such groups outlive their policies.
-    pinned boolean NOT NULL DEFAULT false
+    pinned boolean NOT NULL DEFAULT false,
+    -- INCLUDE (tag): listing every group with its tag is an index-only scan in id order.
+    PRIMARY KEY (id) INCLUDE (tag)
 );
 
 -- Tags of deleted groups, handed out again only when no never-used tag is left,
@@ -38,8 +40,9 @@ CREATE TABLE destinations (
     start_port integer NOT NULL CHECK (start_port BETWEEN 1 AND 65535),
     end_port   integer NOT NULL CHECK (end_port BETWEEN 1 AND 65535),
     CONSTRAINT destinations_port_range CHECK (start_port <= end_port),
-    -- Leads with group_id: serves the destination half of the id filter.
-    UNIQUE (group_id, protocol, start_port, end_port)
+    -- Leads with group_id: serves the destination half of the id filter. INCLUDE (id):
+    -- All reads destinations in group order from this index alone.
+    UNIQUE (group_id, protocol, start_port, end_port) INCLUDE (id)
 );
 
 CREATE TABLE policies (
