@@ -43,6 +43,49 @@ type Config struct {
 
 	// MaxPolicyGroupIDs caps the ids one internal API request may ask for.
 	MaxPolicyGroupIDs int `json:"max_policy_group_ids"`
+
+	// External's fields sit at the top level of the file (uaa_url, ...), as in CF.
+	External
+}
+
+// External configures the external API on listen_port: who may call it (UAA bearer
+// tokens) and whether it speaks TLS. With neither uaa_url nor uaa_key_file set, the
+// external API is not served: nothing could authenticate its callers.
+type External struct {
+	// UAAURL is UAA's https base URL; signing keys come from UAAURL + "/token_keys".
+	UAAURL string `json:"uaa_url"`
+	// UAACACertFile is the CA of UAA's certificate; empty: the system roots.
+	UAACACertFile string `json:"uaa_ca_cert_file"`
+	// UAAKeyFile is a PEM RSA public key that signs tokens (instead of, or as a
+	// fallback to, uaa_url).
+	UAAKeyFile string `json:"uaa_key_file"`
+	// JWTIssuer and JWTAudience, when set, must match the token's iss and aud.
+	JWTIssuer   string `json:"jwt_issuer"`
+	JWTAudience string `json:"jwt_audience"`
+	// ExternalCertFile and ExternalKeyFile, both set, make the external API HTTPS.
+	ExternalCertFile string `json:"external_server_cert_file"`
+	ExternalKeyFile  string `json:"external_server_key_file"`
+	// MaxPoliciesPerRequest caps the policies of one create or delete.
+	MaxPoliciesPerRequest int `json:"max_policies_per_request"`
+}
+
+// Enabled reports whether the external API is served.
+func (e External) Enabled() bool { return e.UAAURL != "" || e.UAAKeyFile != "" }
+
+func (e External) validate(bad func(field, format string, args ...any)) {
+	if e.UAAURL != "" {
+		if u, err := url.Parse(e.UAAURL); err != nil || u.Scheme != "https" || u.Host == "" {
+			bad("uaa_url", "%q is not an https:// URL", e.UAAURL)
+		}
+	} else if e.UAACACertFile != "" {
+		bad("uaa_ca_cert_file", "is set but uaa_url is not")
+	}
+	if (e.ExternalCertFile == "") != (e.ExternalKeyFile == "") {
+		bad("external_server_cert_file", "external_server_cert_file and external_server_key_file must be set together")
+	}
+	if e.MaxPoliciesPerRequest < 1 {
+		bad("max_policies_per_request", "%d must be at least 1", e.MaxPoliciesPerRequest)
+	}
 }
 
 // Database says where the policies are kept.
@@ -74,6 +117,7 @@ func Default() Config {
 		RequestTimeoutSeconds: 5,
 		LogLevel:              "info",
 		MaxPolicyGroupIDs:     10000,
+		External:              External{MaxPoliciesPerRequest: 10000},
 	}
 }
 
@@ -196,6 +240,7 @@ func (c *Config) Validate() error {
 	if c.MaxPolicyGroupIDs < 1 {
 		bad("max_policy_group_ids", "%d must be at least 1", c.MaxPolicyGroupIDs)
 	}
+	c.External.validate(bad)
 	return errors.Join(errs...)
 }
 
