@@ -20,6 +20,7 @@ import (
 	"github.com/tedsuo/ifrit/grouper"
 	"github.com/tedsuo/ifrit/sigmon"
 
+	"netman/policy-server/api/external"
 	"netman/policy-server/config"
 	"netman/policy-server/server"
 	"netman/policy-server/store"
@@ -36,7 +37,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, `Usage: policy-server -config-file FILE [-migrate-only | -validate-config]
 
 Serves network policies to the agents over mutual TLS (internal_listen_port),
-GET /health on 127.0.0.1:health_check_port and Prometheus /metrics on
+the external policy-management API on listen_port (when uaa_url or uaa_key_file
+is set; see docs/api.md), GET /health on 127.0.0.1:health_check_port and Prometheus /metrics on
 127.0.0.1:debug_server_port. Database migrations are applied at every start.
 SIGTERM or SIGINT drains in-flight requests and exits 0.
 
@@ -108,10 +110,15 @@ func serve(cfg *config.Config, tlsConfig *tls.Config, migrateOnly bool, logger *
 	if err := st.CheckTagLength(ctx); err != nil {
 		return fmt.Errorf("field \"tag_length\": %w", err)
 	}
+	routes, err := external.Configure(ctx, cfg, st, logger)
+	if err != nil {
+		return err
+	}
 	cancel()
 
 	members, err := server.Members(server.Deps{
 		Config: cfg, TLS: tlsConfig, DB: db, Store: st, DSN: cfg.Database.DSN(), Logger: logger,
+		InternalRoutes: routes.Internal, ExternalRoutes: routes.External, ExternalTLS: routes.ExternalTLS,
 	})
 	if err != nil {
 		return err

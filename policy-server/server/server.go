@@ -45,10 +45,15 @@ type Deps struct {
 	// InternalRoutes, when set, are served on the internal server in addition to
 	// the v0 policies route (later API versions add theirs here).
 	InternalRoutes []api.Route
+	// ExternalRoutes, when set, are served on listen_port (the external API), over
+	// TLS when ExternalTLS is set.
+	ExternalRoutes []api.Route
+	ExternalTLS    *tls.Config
 }
 
-// Members returns the ifrit members in start order: debug, health, policy cache,
-// change watcher, internal API. An ordered group stops them in reverse, so the API
+// Members returns the ifrit members in start order: debug, policy cache, change
+// watcher, internal API, health. Health comes last so that it only answers once the
+// API serves; an ordered group stops them in reverse, so health goes first and the API
 // drains before the cache and the database go away.
 func Members(d Deps) (grouper.Members, error) {
 	c := d.Config
@@ -93,7 +98,18 @@ func Members(d Deps) (grouper.Members, error) {
 		Addr:    net.JoinHostPort("127.0.0.1", strconv.Itoa(c.DebugServerPort)),
 		Handler: api.DebugHandler(reg),
 	}
-	for _, s := range []*http.Server{internal, health, debug} {
+	servers := []*http.Server{internal, health, debug}
+	var external *http.Server
+	if len(d.ExternalRoutes) > 0 {
+		externalMW := api.Middleware{Server: "external", Logger: d.Logger, Metrics: httpMetrics, Timeout: c.RequestTimeout()}
+		external = &http.Server{
+			Addr:      net.JoinHostPort(c.ListenHost, strconv.Itoa(c.ListenPort)),
+			Handler:   api.NewMux(externalMW, d.ExternalRoutes),
+			TLSConfig: d.ExternalTLS,
+		}
+		servers = append(servers, external)
+	}
+	for _, s := range servers {
 		SetTimeouts(s, c.RequestTimeout())
 		s.ErrorLog = slog.NewLogLogger(d.Logger.Handler(), slog.LevelWarn)
 	}
@@ -101,13 +117,17 @@ func Members(d Deps) (grouper.Members, error) {
 	debug.WriteTimeout = 0
 	drain := c.RequestTimeout() + 5*time.Second
 
-	return grouper.Members{
+	members := grouper.Members{
 		{Name: "debug-server", Runner: &HTTPServer{Server: debug, Drain: drain, Logger: d.Logger}},
-		{Name: "health-server", Runner: &HTTPServer{Server: health, Drain: drain, Logger: d.Logger}},
 		{Name: "policy-cache", Runner: cacheRunner(cache, d.Logger)},
 		{Name: "policy-watch", Runner: watchRunner(d.Store, d.DSN, cache, d.Logger)},
 		{Name: "internal-server", Runner: &HTTPServer{Server: internal, Drain: drain, Logger: d.Logger}},
-	}, nil
+		{Name: "health-server", Runner: &HTTPServer{Server: health, Drain: drain, Logger: d.Logger}},
+	}
+	if external != nil {
+		members = append(members, grouper.Member{Name: "external-server", Runner: &HTTPServer{Server: external, Drain: drain, Logger: d.Logger}})
+	}
+	return members, nil
 }
 
 // SetTimeouts bounds every phase of a connection so a slow or stalled client cannot
