@@ -32,20 +32,31 @@ func Seed(ctx context.Context, db *sql.DB, n int, rng *rand.Rand) (groupIDs []st
 		ids[i] = randomGUID(rng)
 	}
 
-	type pair struct{ src, dst int32 }
-	seen := make(map[pair]struct{}, n)
+	// Every app is the source of 1-3 policies (more only when the group cap forces it),
+	// to distinct destinations, n in all.
+	perSource := make([]int, apps)
+	limit := min(apps, max(3, (n+apps-1)/apps))
+	for i := range perSource {
+		perSource[i] = 1
+	}
+	for extra := n - apps; extra > 0; {
+		if i := rng.IntN(apps); perSource[i] < limit {
+			perSource[i]++
+			extra--
+		}
+	}
 	srcs := make([]string, 0, n)
 	dsts := make([]string, 0, n)
-	for i := 0; len(srcs) < n; i++ {
-		src := int32(i % apps)
-		for range 1 + rng.IntN(3) {
-			p := pair{src, int32(rng.IntN(apps))}
-			if _, dup := seen[p]; dup || len(srcs) == n {
-				continue
+	seen := make(map[int]bool, limit)
+	for src, k := range perSource {
+		clear(seen)
+		for len(seen) < k {
+			dst := rng.IntN(apps)
+			if !seen[dst] {
+				seen[dst] = true
+				srcs = append(srcs, ids[src])
+				dsts = append(dsts, ids[dst])
 			}
-			seen[p] = struct{}{}
-			srcs = append(srcs, ids[p.src])
-			dsts = append(dsts, ids[p.dst])
 		}
 	}
 
