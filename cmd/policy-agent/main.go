@@ -1,0 +1,149 @@
+// Command policy-agent enforces netman's policies on one cell. See policy-agent/agent for
+// the loop and lib/rules for the iptables layout.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/tedsuo/ifrit"
+	"github.com/tedsuo/ifrit/grouper"
+	"github.com/tedsuo/ifrit/sigmon"
+
+	"netman/lib/policyclient"
+	"netman/lib/rules"
+	"netman/policy-agent/agent"
+	"netman/policy-agent/config"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("policy-agent", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, `Usage: policy-agent -config-file FILE [-validate-config]
+
+Polls the policy server's internal API (mutual TLS) for the policies of the containers in
+the wrapper's datastore and enforces them with iptables in the network namespace it runs
+in. GET /health on 127.0.0.1:health_check_port, Prometheus /metrics on
+127.0.0.1:debug_server_port. SIGTERM or SIGINT stops it; the applied rules stay in place.
+
+`)
+		fs.PrintDefaults()
+	}
+	configFile := fs.String("config-file", "", "path of the JSON configuration `file` (required)")
+	validate := fs.Bool("validate-config", false, "check the configuration file (not the files it names), then exit")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if *configFile == "" || fs.NArg() > 0 {
+		fs.Usage()
+		return 2
+	}
+	cfg, err := config.Load(*configFile)
+	if err != nil {
+		fmt.Fprintf(stderr, "policy-agent: invalid configuration: %v\n", err)
+		return 1
+	}
+	if *validate {
+		fmt.Fprintf(stdout, "policy-agent: configuration %s is valid\n", *configFile)
+		return 0
+	}
+	tlsConfig, err := cfg.CheckFiles()
+	if err != nil {
+		fmt.Fprintf(stderr, "policy-agent: invalid configuration: %v\n", err)
+		return 1
+	}
+
+	level, _ := config.ParseLogLevel(cfg.LogLevel) // validated by Load
+	logger := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: level})).With("source", "policy-agent")
+	slog.SetDefault(logger)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	err = rules.EnableBridgeNetfilter(ctx)
+	cancel()
+	if err != nil {
+		logger.Error("cannot enforce policies between containers on this cell", "error", err.Error())
+		return 1
+	}
+	enforcer, err := rules.NewEnforcer(cfg.IPTablesLockFile)
+	if err != nil {
+		logger.Error("cannot enforce policies", "error", err.Error())
+		return 1
+	}
+	client, err := policyclient.New(cfg.PolicyServerURL, tlsConfig, cfg.RequestTimeout())
+	if err != nil {
+		logger.Error("invalid configuration", "error", err.Error())
+		return 1
+	}
+	metrics := agent.NewMetrics()
+	a, err := agent.New(agent.Options{
+		Datastore: cfg.Datastore, PollInterval: cfg.PollInterval(),
+		Source: client, Enforcer: enforcer, Logger: logger, Metrics: metrics,
+	})
+	if err != nil {
+		logger.Error("invalid configuration", "error", err.Error())
+		return 1
+	}
+
+	members := grouper.Members{
+		{Name: "debug-server", Runner: httpRunner(cfg.DebugServerPort, metrics.MetricsHandler(), logger)},
+		{Name: "health-server", Runner: httpRunner(cfg.HealthCheckPort, a.HealthHandler(), logger)},
+		{Name: "agent", Runner: a},
+	}
+	proc := ifrit.Invoke(sigmon.New(grouper.NewOrdered(syscall.SIGTERM, members)))
+	logger.Info("policy-agent started", "policy_server_url", cfg.PolicyServerURL,
+		"datastore", cfg.Datastore, "poll_interval_seconds", cfg.PollIntervalSeconds)
+	if err := <-proc.Wait(); err != nil {
+		logger.Error("policy-agent stopped", "error", err.Error())
+		return 1
+	}
+	logger.Info("policy-agent stopped")
+	return 0
+}
+
+// httpRunner serves handler on 127.0.0.1:port until signalled.
+func httpRunner(port int, handler http.Handler, logger *slog.Logger) ifrit.Runner {
+	return ifrit.RunFunc(func(signals <-chan os.Signal, ready chan<- struct{}) error {
+		srv := &http.Server{
+			Addr:              net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
+			Handler:           handler,
+			ReadHeaderTimeout: 5 * time.Second,
+			ReadTimeout:       10 * time.Second,
+			WriteTimeout:      30 * time.Second,
+			IdleTimeout:       120 * time.Second,
+		}
+		ln, err := net.Listen("tcp", srv.Addr)
+		if err != nil {
+			return fmt.Errorf("listening on %s: %w", srv.Addr, err)
+		}
+		errs := make(chan error, 1)
+		go func() { errs <- srv.Serve(ln) }()
+		logger.Info("listening", "addr", ln.Addr().String())
+		close(ready)
+		select {
+		case err := <-errs:
+			return fmt.Errorf("serving %s: %w", srv.Addr, err)
+		case <-signals:
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			return srv.Shutdown(ctx)
+		}
+	})
+}

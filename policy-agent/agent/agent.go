@@ -1,0 +1,306 @@
+// Package agent is the policy agent's loop: every poll interval it reads the cell's
+// containers from the wrapper's datastore, asks the policy server for the policies of their
+// groups, and has the rules package enforce them.
+//
+// A cycle that finds nothing changed costs two small reads: the datastore's version file
+// and the server's policies_last_updated counter. Only when either moved does it fetch
+// policies, and only when the computed rules differ from the applied ones does it call
+// iptables. When anything fails the rules in the kernel stay as they are, the cycle is
+// retried with capped exponential backoff, and the failure is logged when it starts and
+// when it ends, not on every attempt.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"netman/lib/datastore"
+	"netman/lib/models"
+	"netman/lib/policyclient"
+	"netman/lib/rules"
+)
+
+// PolicySource is the policy server as the agent uses it (lib/policyclient.Client).
+type PolicySource interface {
+	Policies(ctx context.Context, ids []string) ([]models.Policy, error)
+	LastUpdated(ctx context.Context) (int64, error)
+}
+
+// Enforcer applies rule sets (lib/rules.Enforcer).
+type Enforcer interface {
+	Apply(ctx context.Context, rs rules.Ruleset) (rules.Result, error)
+}
+
+// Freshness is how long after a change the policy server promises to serve it from every
+// replica. A change signal is trusted to cover the policies only once a fetch started
+// this long after the signal was first seen.
+const Freshness = time.Second
+
+// Options configure an Agent.
+type Options struct {
+	Datastore    string
+	PollInterval time.Duration
+	// MaxBackoff caps the wait between failed cycles (default: 8 poll intervals, at most a minute).
+	MaxBackoff time.Duration
+	Source     PolicySource
+	Enforcer   Enforcer
+	Logger     *slog.Logger
+	Metrics    *Metrics
+	// Now is the clock (tests).
+	Now func() time.Time
+}
+
+// Agent runs enforcement cycles. Cycle is not safe for concurrent use; Run calls it from
+// one goroutine, and Status may be read from any.
+type Agent struct {
+	opts Options
+
+	// Last successful cycle's inputs; valid while synced.
+	synced     bool
+	dsVersion  uint64
+	containers []rules.Container
+	ids        []string
+	signal     int64
+	signalOK   bool
+	signalSeen time.Time
+	lastFetch  time.Time
+	applied    *rules.Ruleset
+
+	status statusBox
+}
+
+// New checks opts and returns an Agent.
+func New(opts Options) (*Agent, error) {
+	if opts.Datastore == "" || opts.Source == nil || opts.Enforcer == nil {
+		return nil, errors.New("agent: datastore, policy source and enforcer are required")
+	}
+	if opts.PollInterval <= 0 {
+		return nil, fmt.Errorf("agent: poll interval %v must be positive", opts.PollInterval)
+	}
+	if opts.MaxBackoff <= 0 {
+		opts.MaxBackoff = min(8*opts.PollInterval, time.Minute)
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Metrics == nil {
+		opts.Metrics = NewMetrics()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Agent{opts: opts}, nil
+}
+
+// Outcome says what a cycle did.
+type Outcome string
+
+// Outcomes of a cycle.
+const (
+	Skipped   Outcome = "skipped"   // nothing changed: no policies fetched
+	Unchanged Outcome = "unchanged" // fetched, but the rules came out the same
+	Applied   Outcome = "applied"   // new rules are in the kernel
+	Failed    Outcome = "failed"
+)
+
+// Cycle runs one enforcement cycle.
+func (a *Agent) Cycle(ctx context.Context) (Outcome, rules.Result, error) {
+	start := time.Now()
+	out, res, err := a.cycle(ctx)
+	a.opts.Metrics.observeCycle(out, time.Since(start))
+	a.status.record(a.opts.Now(), out, err)
+	return out, res, err
+}
+
+func (a *Agent) cycle(ctx context.Context) (Outcome, rules.Result, error) {
+	log := a.opts.Logger
+	version, err := datastore.Version(a.opts.Datastore)
+	if err != nil {
+		a.opts.Metrics.pollErrors.WithLabelValues("datastore").Inc()
+		return Failed, rules.Result{}, fmt.Errorf("reading datastore version: %w", err)
+	}
+	containers, ids := a.containers, a.ids
+	dsChanged := !a.synced || version != a.dsVersion
+	if dsChanged {
+		records, v, err := datastore.Snapshot(a.opts.Datastore)
+		if err != nil {
+			a.opts.Metrics.pollErrors.WithLabelValues("datastore").Inc()
+			return Failed, rules.Result{}, fmt.Errorf("reading datastore: %w", err)
+		}
+		version = v
+		containers, ids = local(records)
+	}
+
+	// The signal is read before the policies: a change after this read moves it again.
+	now := a.opts.Now()
+	signal, err := a.opts.Source.LastUpdated(ctx)
+	signalOK := err == nil
+	if err != nil && !errors.Is(err, policyclient.ErrNoChangeSignal) {
+		a.opts.Metrics.pollErrors.WithLabelValues("policy_server").Inc()
+		return Failed, rules.Result{}, fmt.Errorf("asking the policy server for changes: %w", err)
+	}
+	signalSeen := a.signalSeen
+	if !a.synced || !signalOK || !a.signalOK || signal != a.signal {
+		signalSeen = now
+	}
+	if a.synced && !dsChanged && signalOK && a.signalOK && signal == a.signal &&
+		!a.lastFetch.Before(signalSeen.Add(Freshness)) {
+		return Skipped, rules.Result{}, nil
+	}
+
+	policies, err := a.opts.Source.Policies(ctx, ids)
+	if err != nil {
+		a.opts.Metrics.pollErrors.WithLabelValues("policy_server").Inc()
+		return Failed, rules.Result{}, fmt.Errorf("fetching policies: %w", err)
+	}
+	rs, problems := rules.Build(containers, policies)
+	if len(problems) > 0 {
+		log.Warn("records left out of enforcement", "count", len(problems), "first", problems[0].Error())
+	}
+	a.opts.Metrics.containers.Set(float64(len(containers)))
+	a.opts.Metrics.policies.Set(float64(len(policies)))
+
+	out := Unchanged
+	var res rules.Result
+	if a.applied == nil || !rs.Equal(*a.applied) {
+		enforceStart := time.Now()
+		res, err = a.opts.Enforcer.Apply(ctx, rs)
+		a.opts.Metrics.enforce.Observe(time.Since(enforceStart).Seconds())
+		if err != nil {
+			a.opts.Metrics.pollErrors.WithLabelValues("iptables").Inc()
+			a.applied = nil
+			return Failed, res, fmt.Errorf("enforcing: %w", err)
+		}
+		a.applied = &rs
+		out = Applied
+		a.opts.Metrics.applied(res)
+		log.Info("rules applied", "containers", len(containers), "policies", len(policies),
+			"rules", res.Rules, "rules_written", res.RulesWritten, "rules_changed", res.RulesChanged,
+			"stale_chains", res.ChainsStale, "took", time.Since(enforceStart).String())
+	}
+	a.synced = true
+	a.dsVersion, a.containers, a.ids = version, containers, ids
+	a.signal, a.signalOK, a.signalSeen, a.lastFetch = signal, signalOK, signalSeen, now
+	return out, res, nil
+}
+
+// local turns datastore records into containers and the sorted, distinct group ids.
+func local(records map[string]datastore.Container) ([]rules.Container, []string) {
+	cs := make([]rules.Container, 0, len(records))
+	var ids []string
+	for handle, r := range records {
+		group, _ := r.Metadata["policy_group_id"].(string)
+		if r.IP == "" {
+			continue
+		}
+		cs = append(cs, rules.Container{Handle: handle, IP: r.IP, GroupID: group})
+		if group != "" {
+			ids = append(ids, group)
+		}
+	}
+	slices.Sort(ids)
+	return cs, slices.Compact(ids)
+}
+
+// Run cycles until a signal arrives (an ifrit.Runner). The first cycle runs at once; ready
+// is closed after it, whatever its outcome, so the health and debug servers come up even
+// while the policy server is away.
+func (a *Agent) Run(signals <-chan os.Signal, ready chan<- struct{}) error {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		<-signals
+		cancel()
+	}()
+	log := a.opts.Logger
+	failures := 0
+	for {
+		_, _, err := a.Cycle(ctx)
+		if ready != nil {
+			close(ready)
+			ready = nil
+		}
+		if ctx.Err() != nil {
+			log.Info("stopping; the last applied rules stay in place")
+			return nil
+		}
+		wait := jitter(a.opts.PollInterval)
+		if err != nil {
+			failures++
+			if failures == 1 {
+				log.Error("enforcement cycle failed; keeping the last applied rules and retrying with backoff", "error", err.Error())
+			} else {
+				log.Debug("enforcement cycle failed again", "error", err.Error(), "failures", failures)
+			}
+			wait = backoff(a.opts.PollInterval, a.opts.MaxBackoff, failures)
+		} else if failures > 0 {
+			log.Info("enforcement cycle recovered", "failures", failures)
+			failures = 0
+		}
+		select {
+		case <-ctx.Done():
+			log.Info("stopping; the last applied rules stay in place")
+			return nil
+		case <-time.After(wait):
+		}
+	}
+}
+
+// jitter spreads polls of many cells over ±10% of the interval.
+func jitter(d time.Duration) time.Duration {
+	return d + time.Duration((rand.Float64()*0.2-0.1)*float64(d))
+}
+
+// backoff doubles the interval with every consecutive failure, up to max, with jitter.
+func backoff(interval, maxWait time.Duration, failures int) time.Duration {
+	d := interval
+	for i := 1; i < failures && d < maxWait; i++ {
+		d *= 2
+	}
+	return jitter(min(d, maxWait))
+}
+
+// Status is the agent's state for /health.
+type Status struct {
+	Enforcing           bool      `json:"enforcing"` // rules have been applied or confirmed at least once
+	LastSuccess         time.Time `json:"last_success,omitzero"`
+	LastOutcome         Outcome   `json:"last_outcome,omitempty"`
+	ConsecutiveFailures int       `json:"consecutive_failures"`
+	LastError           string    `json:"last_error,omitempty"`
+}
+
+// Status returns a copy of the current status.
+func (a *Agent) Status() Status { return a.status.get() }
+
+type statusBox struct {
+	mu sync.Mutex
+	s  Status
+}
+
+func (b *statusBox) record(now time.Time, out Outcome, err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.s.LastOutcome = out
+	if err != nil {
+		b.s.ConsecutiveFailures++
+		b.s.LastError = err.Error()
+		return
+	}
+	b.s.Enforcing = true
+	b.s.LastSuccess = now
+	b.s.ConsecutiveFailures = 0
+	b.s.LastError = ""
+}
+
+func (b *statusBox) get() Status {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.s
+}

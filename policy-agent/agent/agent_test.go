@@ -1,0 +1,366 @@
+package agent_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+
+	"netman/lib/datastore"
+	"netman/lib/models"
+	"netman/lib/mutualtls"
+	"netman/lib/policyclient"
+	"netman/lib/policyclient/policyclienttest"
+	"netman/lib/rules"
+	"netman/lib/rules/rulestest"
+	"netman/policy-agent/agent"
+)
+
+type fixture struct {
+	cell    *rulestest.Cell
+	srv     *policyclienttest.Server
+	store   *datastore.Store
+	agent   *agent.Agent
+	metrics *agent.Metrics
+	now     time.Time
+	mu      sync.Mutex
+}
+
+func newFixture(t *testing.T, opts func(*agent.Options)) *fixture {
+	t.Helper()
+	f := &fixture{cell: rulestest.NewCell(t), srv: policyclienttest.NewServer(t), now: time.Unix(1_700_000_000, 0)}
+	path := filepath.Join(t.TempDir(), "store.json")
+	var err error
+	if f.store, err = datastore.New(path, datastore.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	tlsCfg, err := mutualtls.ClientConfig(f.srv.Files.ClientCert, f.srv.Files.ClientKey, f.srv.Files.CACert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := policyclient.New(f.srv.URL, tlsCfg, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var enf *rules.Enforcer
+	if err := f.cell.NS.Do(func(ns.NetNS) (err error) {
+		enf, err = rules.NewEnforcer(filepath.Join(t.TempDir(), "iptables.lock"))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	f.metrics = agent.NewMetrics()
+	o := agent.Options{
+		Datastore: path, PollInterval: time.Second, Source: client, Enforcer: enf,
+		Metrics: f.metrics, Now: f.clock,
+	}
+	if opts != nil {
+		opts(&o)
+	}
+	if f.agent, err = agent.New(o); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func (f *fixture) clock() time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.now
+}
+
+func (f *fixture) advance(d time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.now = f.now.Add(d)
+}
+
+func (f *fixture) add(t *testing.T, handle, ip, group string) {
+	t.Helper()
+	err := f.store.Add(t.Context(), datastore.Container{Handle: handle, IP: ip,
+		Metadata: map[string]any{"policy_group_id": group, "app_id": group}})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// cycle runs one cycle inside the cell, where its iptables calls land.
+func (f *fixture) cycle(t *testing.T) (agent.Outcome, error) {
+	t.Helper()
+	var out agent.Outcome
+	var err error
+	_ = f.cell.NS.Do(func(ns.NetNS) error {
+		out, _, err = f.agent.Cycle(t.Context())
+		return nil
+	})
+	return out, err
+}
+
+func (f *fixture) expect(t *testing.T, step string, want agent.Outcome) {
+	t.Helper()
+	got, err := f.cycle(t)
+	if err != nil || got != want {
+		t.Fatalf("%s: cycle = %s, %v; want %s", step, got, err, want)
+	}
+}
+
+func (f *fixture) save(t *testing.T) string {
+	t.Helper()
+	var out []byte
+	_ = f.cell.NS.Do(func(ns.NetNS) error {
+		var err error
+		out, err = exec.Command("iptables", "-S").Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return nil
+	})
+	return string(out)
+}
+
+func pol(src, srcTag, dst, dstTag string, port int) models.Policy {
+	return models.Policy{
+		Source:      models.Source{ID: src, Tag: srcTag},
+		Destination: models.Destination{ID: dst, Tag: dstTag, Protocol: "tcp", Ports: models.Ports{Start: port, End: port}},
+	}
+}
+
+func TestCycleDoesWorkOnlyWhenSomethingChanged(t *testing.T) {
+	f := newFixture(t, nil)
+	f.add(t, "a", "10.0.0.2", "app-a")
+	f.add(t, "b", "10.0.0.3", "app-b")
+	f.srv.Set([]models.Policy{pol("app-a", "0001", "app-b", "0002", 8080)})
+
+	f.expect(t, "first cycle", agent.Applied)
+	if !strings.Contains(f.save(t), "-A netman-in-0002 -p tcp -m tcp --dport 8080 -m mark --mark 0x1/0xffff -j ACCEPT") {
+		t.Fatalf("policy not enforced:\n%s", f.save(t))
+	}
+	// Within the server's freshness window the signal does not yet vouch for the answer.
+	f.advance(500 * time.Millisecond)
+	f.expect(t, "same second", agent.Unchanged)
+	f.advance(5 * time.Second)
+	f.expect(t, "confirmed after the window", agent.Unchanged)
+	fetches := f.srv.PolicyRequests.Load()
+	for i := range 3 {
+		f.advance(5 * time.Second)
+		f.expect(t, "quiet cycle "+string(rune('1'+i)), agent.Skipped)
+	}
+	if n := f.srv.PolicyRequests.Load(); n != fetches {
+		t.Errorf("quiet cycles fetched policies: %d requests, want %d", n, fetches)
+	}
+
+	// A policy change on the server.
+	f.srv.Set([]models.Policy{pol("app-a", "0001", "app-b", "0002", 9090)})
+	f.advance(5 * time.Second)
+	f.expect(t, "policy changed", agent.Applied)
+	if got := f.save(t); !strings.Contains(got, "--dport 9090") || strings.Contains(got, "--dport 8080") {
+		t.Errorf("rules after the change:\n%s", got)
+	}
+	// A container added on the cell, with no server change.
+	f.advance(5 * time.Second)
+	f.expect(t, "settle", agent.Unchanged)
+	f.add(t, "b2", "10.0.0.4", "app-b")
+	f.advance(5 * time.Second)
+	f.expect(t, "container added", agent.Applied)
+	if !strings.Contains(f.save(t), "-A netman-forward -d 10.0.0.4/32 -j netman-in-0002") {
+		t.Errorf("new instance not enforced:\n%s", f.save(t))
+	}
+
+	if got := gauge(t, f.metrics, "netman_agent_rules"); got == 0 {
+		t.Error("netman_agent_rules not set")
+	}
+}
+
+func TestServerDownKeepsTheRules(t *testing.T) {
+	f := newFixture(t, nil)
+	f.add(t, "a", "10.0.0.2", "app-a")
+	f.add(t, "b", "10.0.0.3", "app-b")
+	f.srv.Set([]models.Policy{pol("app-a", "0001", "app-b", "0002", 8080)})
+	f.expect(t, "first cycle", agent.Applied)
+	before := f.save(t)
+
+	f.srv.SetDown(true)
+	// Even with a datastore change pending, nothing is torn down.
+	f.add(t, "c", "10.0.0.5", "app-c")
+	for range 3 {
+		f.advance(5 * time.Second)
+		if out, err := f.cycle(t); out != agent.Failed || err == nil || !strings.Contains(err.Error(), "503") {
+			t.Fatalf("cycle with the server down = %s, %v", out, err)
+		}
+	}
+	if after := f.save(t); after != before {
+		t.Errorf("rules changed while the server was down:\nbefore\n%s\nafter\n%s", before, after)
+	}
+	s := f.agent.Status()
+	if !s.Enforcing || s.ConsecutiveFailures != 3 || s.LastError == "" {
+		t.Errorf("status while down: %+v", s)
+	}
+	if got := counter(t, f.metrics, "netman_agent_poll_errors_total", "policy_server"); got != 3 {
+		t.Errorf("poll errors = %v, want 3", got)
+	}
+
+	f.srv.SetDown(false)
+	f.advance(5 * time.Second)
+	f.expect(t, "server back", agent.Applied)
+	if s := f.agent.Status(); s.ConsecutiveFailures != 0 {
+		t.Errorf("status after recovery: %+v", s)
+	}
+}
+
+func TestWithoutChangeSignalEveryCycleFetches(t *testing.T) {
+	f := newFixture(t, nil)
+	f.srv.WithoutChangeSignal()
+	f.add(t, "a", "10.0.0.2", "app-a")
+	f.expect(t, "first", agent.Applied)
+	for range 3 {
+		f.advance(10 * time.Second)
+		f.expect(t, "again", agent.Unchanged)
+	}
+	if n := f.srv.PolicyRequests.Load(); n != 4 {
+		t.Errorf("policy requests = %d, want one per cycle (4)", n)
+	}
+}
+
+type failingEnforcer struct{}
+
+func (failingEnforcer) Apply(context.Context, rules.Ruleset) (rules.Result, error) {
+	return rules.Result{}, errors.New("iptables-restore: exit status 4")
+}
+
+func TestHealthAndRunLogOncePerStateChange(t *testing.T) {
+	var logs syncBuffer
+	f := newFixture(t, func(o *agent.Options) {
+		o.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
+		o.PollInterval = 20 * time.Millisecond
+		o.MaxBackoff = 40 * time.Millisecond
+		o.Now = nil
+	})
+	f.add(t, "a", "10.0.0.2", "app-a")
+
+	rec := httptest.NewRecorder()
+	f.agent.HealthHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/health", nil))
+	if rec.Code != 503 {
+		t.Errorf("health before any cycle = %d, want 503", rec.Code)
+	}
+
+	f.srv.SetDown(true)
+	signals := make(chan os.Signal)
+	done := make(chan error)
+	go func() {
+		done <- f.cell.NS.Do(func(ns.NetNS) error { return f.agent.Run(signals, make(chan struct{})) })
+	}()
+	waitFor(t, func() bool { return f.agent.Status().ConsecutiveFailures >= 5 })
+	f.srv.SetDown(false)
+	waitFor(t, func() bool { return f.agent.Status().Enforcing })
+	time.Sleep(100 * time.Millisecond)
+	signals <- os.Interrupt
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+
+	text := logs.String()
+	if n := strings.Count(text, `"level":"ERROR"`); n != 1 {
+		t.Errorf("%d error lines for one outage, want 1:\n%s", n, text)
+	}
+	if n := strings.Count(text, "recovered"); n != 1 {
+		t.Errorf("%d recovery lines, want 1:\n%s", n, text)
+	}
+	rec = httptest.NewRecorder()
+	f.agent.HealthHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/health", nil))
+	var s agent.Status
+	if err := json.Unmarshal(rec.Body.Bytes(), &s); rec.Code != 200 || err != nil || !s.Enforcing {
+		t.Errorf("health after recovery = %d %s", rec.Code, rec.Body)
+	}
+}
+
+func TestEnforcementFailureIsRetried(t *testing.T) {
+	f := newFixture(t, func(o *agent.Options) { o.Enforcer = failingEnforcer{} })
+	f.add(t, "a", "10.0.0.2", "app-a")
+	for range 2 {
+		if out, err := f.cycle(t); out != agent.Failed || err == nil {
+			t.Fatalf("cycle = %s, %v; want a failure", out, err)
+		}
+		f.advance(time.Minute)
+	}
+	if got := counter(t, f.metrics, "netman_agent_poll_errors_total", "iptables"); got != 2 {
+		t.Errorf("iptables errors = %v, want 2 (a failed apply must not be skipped next time)", got)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached in 10s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// gauge and counter read a series from the agent's registry, as a scrape would.
+func gauge(t *testing.T, m *agent.Metrics, name string) float64 {
+	return sample(t, m, name, "")
+}
+
+func counter(t *testing.T, m *agent.Metrics, name, source string) float64 {
+	return sample(t, m, name, source)
+}
+
+func sample(t *testing.T, m *agent.Metrics, name, source string) float64 {
+	t.Helper()
+	families, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fam := range families {
+		if fam.GetName() != name {
+			continue
+		}
+		for _, s := range fam.GetMetric() {
+			match := source == ""
+			for _, l := range s.GetLabel() {
+				if l.GetName() == "source" && l.GetValue() == source {
+					match = true
+				}
+			}
+			if !match {
+				continue
+			}
+			if s.Gauge != nil {
+				return s.GetGauge().GetValue()
+			}
+			return s.GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("no series %s{source=%q}", name, source)
+	return 0
+}

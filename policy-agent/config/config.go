@@ -1,0 +1,156 @@
+// Package config reads and checks the policy agent's JSON configuration file.
+//
+// Unknown fields are refused, naming the field, so a typo in the BOSH template fails the
+// deploy instead of silently running with a default. Parse checks the file's content only;
+// CheckFiles also loads the certificates it names.
+package config
+
+import (
+	"bytes"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"netman/lib/mutualtls"
+)
+
+// Config is the whole file.
+type Config struct {
+	PolicyServerURL       string `json:"policy_server_url"`
+	CACertFile            string `json:"ca_cert_file"`
+	ClientCertFile        string `json:"client_cert_file"`
+	ClientKeyFile         string `json:"client_key_file"`
+	Datastore             string `json:"datastore"`
+	PollIntervalSeconds   int    `json:"poll_interval_seconds"`
+	IPTablesLockFile      string `json:"iptables_lock_file"`
+	HealthCheckPort       int    `json:"health_check_port"`
+	DebugServerPort       int    `json:"debug_server_port"`
+	RequestTimeoutSeconds int    `json:"request_timeout_seconds"`
+	LogLevel              string `json:"log_level"`
+}
+
+// Default is what a file leaves out becomes (the BOSH job's defaults).
+func Default() Config {
+	return Config{
+		PollIntervalSeconds:   5,
+		IPTablesLockFile:      "/var/vcap/data/garden-cni/iptables.lock",
+		HealthCheckPort:       4005,
+		DebugServerPort:       22223,
+		RequestTimeoutSeconds: 5,
+		LogLevel:              "info",
+	}
+}
+
+// Load reads and parses the file at path.
+func Load(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading configuration: %w", err)
+	}
+	c, err := Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Parse decodes a configuration, applies defaults and validates it.
+func Parse(b []byte) (*Config, error) {
+	c := Default()
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		var typeErr *json.UnmarshalTypeError
+		if errors.As(err, &typeErr) {
+			return nil, fmt.Errorf("field %q: want a %s, got a JSON %s", typeErr.Field, typeErr.Type, typeErr.Value)
+		}
+		// encoding/json names the field in its unknown-field error.
+		return nil, fmt.Errorf("parsing configuration: %w", err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return nil, errors.New("parsing configuration: data after the JSON object")
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// Validate checks every field, naming the first one that is wrong.
+func (c *Config) Validate() error {
+	u, err := url.Parse(c.PolicyServerURL)
+	switch {
+	case c.PolicyServerURL == "":
+		return errors.New(`field "policy_server_url": required`)
+	case err != nil || u.Scheme != "https" || u.Host == "":
+		return fmt.Errorf(`field "policy_server_url": %q is not https://host:port`, c.PolicyServerURL)
+	}
+	for _, f := range []struct{ name, value string }{
+		{"ca_cert_file", c.CACertFile},
+		{"client_cert_file", c.ClientCertFile},
+		{"client_key_file", c.ClientKeyFile},
+		{"datastore", c.Datastore},
+		{"iptables_lock_file", c.IPTablesLockFile},
+	} {
+		if strings.TrimSpace(f.value) == "" {
+			return fmt.Errorf("field %q: required", f.name)
+		}
+	}
+	if c.PollIntervalSeconds < 1 || c.PollIntervalSeconds > 3600 {
+		return fmt.Errorf(`field "poll_interval_seconds": %d is not within 1-3600`, c.PollIntervalSeconds)
+	}
+	if c.RequestTimeoutSeconds < 1 || c.RequestTimeoutSeconds > 300 {
+		return fmt.Errorf(`field "request_timeout_seconds": %d is not within 1-300`, c.RequestTimeoutSeconds)
+	}
+	for _, p := range []struct {
+		name string
+		port int
+	}{{"health_check_port", c.HealthCheckPort}, {"debug_server_port", c.DebugServerPort}} {
+		if p.port < 1 || p.port > 65535 {
+			return fmt.Errorf("field %q: %d is not a port (1-65535)", p.name, p.port)
+		}
+	}
+	if c.HealthCheckPort == c.DebugServerPort {
+		return fmt.Errorf(`field "debug_server_port": %d is also the health_check_port`, c.DebugServerPort)
+	}
+	if _, err := ParseLogLevel(c.LogLevel); err != nil {
+		return err
+	}
+	return nil
+}
+
+// PollInterval is poll_interval_seconds as a duration.
+func (c *Config) PollInterval() time.Duration {
+	return time.Duration(c.PollIntervalSeconds) * time.Second
+}
+
+// RequestTimeout is request_timeout_seconds as a duration.
+func (c *Config) RequestTimeout() time.Duration {
+	return time.Duration(c.RequestTimeoutSeconds) * time.Second
+}
+
+// CheckFiles loads the certificates the configuration names and returns the client's
+// mutual TLS configuration.
+func (c *Config) CheckFiles() (*tls.Config, error) {
+	cfg, err := mutualtls.ClientConfig(c.ClientCertFile, c.ClientKeyFile, c.CACertFile)
+	if err != nil {
+		return nil, fmt.Errorf("fields \"client_cert_file\", \"client_key_file\", \"ca_cert_file\": %w", err)
+	}
+	return cfg, nil
+}
+
+// ParseLogLevel reads log_level: debug, info, warn or error.
+func ParseLogLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil || strings.ContainsAny(s, "+-") {
+		return 0, fmt.Errorf(`field "log_level": %q is not debug, info, warn or error`, s)
+	}
+	return l, nil
+}
