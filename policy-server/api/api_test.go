@@ -1,0 +1,341 @@
+package api_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"netman/policy-server/api"
+	"netman/policy-server/api/apitest"
+	"netman/policy-server/policycache"
+)
+
+// fixture: a real store holding a few policies of every kind, behind a refreshed cache.
+func fixture(t *testing.T, maxIDs int) (http.Handler, *bytes.Buffer, *prometheus.Registry) {
+	t.Helper()
+	st, _, _ := apitest.NewStore(t)
+	apitest.Create(t, st,
+		apitest.Policy("app-a", "app-b", "tcp", 8080, 8080),
+		apitest.Policy("app-a", "app-c", "tcp", 9000, 9010),
+		apitest.Policy("app-b", "app-a", "udp", 53, 53),
+		apitest.Policy("app-c", "app-c", "tcp", 5555, 5555),
+		apitest.Policy("app-d", "app-b", "tcp", 8080, 8080),
+	)
+	cache := policycache.New(st, policycache.Options{MaxAge: time.Hour})
+	if err := cache.Refresh(apitest.Ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	return mux(t, cache, maxIDs)
+}
+
+func mux(t *testing.T, source api.PolicySource, maxIDs int) (http.Handler, *bytes.Buffer, *prometheus.Registry) {
+	logs := &bytes.Buffer{}
+	reg := prometheus.NewRegistry()
+	mw := api.Middleware{
+		Server:  "internal",
+		Logger:  slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Metrics: api.NewMetrics(reg),
+		Timeout: 2 * time.Second,
+	}
+	return api.NewMux(mw, api.InternalRoutes(api.NewInternalPolicies(source, maxIDs))), logs, reg
+}
+
+func do(h http.Handler, method, target string) *httptest.ResponseRecorder {
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(method, target, nil))
+	return rec
+}
+
+// pairs lists "src>dst/proto:port" for each policy of a response, in order.
+func pairs(t *testing.T, body []byte) []string {
+	t.Helper()
+	var resp api.PoliciesV0
+	if err := json.Unmarshal(body, &resp); err != nil {
+		t.Fatalf("decoding %s: %v", body, err)
+	}
+	out := []string{}
+	for _, p := range resp.Policies {
+		out = append(out, fmt.Sprintf("%s>%s/%s:%d", p.Source.ID, p.Destination.ID, p.Destination.Protocol, p.Destination.Port))
+	}
+	return out
+}
+
+func TestPoliciesFilter(t *testing.T) {
+	h, _, _ := fixture(t, 3)
+	all := []string{
+		"app-a>app-b/tcp:8080", "app-a>app-c/tcp:9000", "app-b>app-a/udp:53",
+		"app-c>app-c/tcp:5555", "app-d>app-b/tcp:8080",
+	}
+	cases := []struct {
+		name, query string
+		want        []string
+	}{
+		{"no id parameter lists everything", "", all},
+		{"other parameters are ignored", "?foo=bar", all},
+		{"empty id means none", "?id=", []string{}},
+		{"only commas and spaces means none", "?id=,%20,,", []string{}},
+		{"source or destination", "?id=app-a", []string{"app-a>app-b/tcp:8080", "app-a>app-c/tcp:9000", "app-b>app-a/udp:53"}},
+		{"spaces and duplicates", "?id=%20app-a%20,app-a,,app-a", []string{"app-a>app-b/tcp:8080", "app-a>app-c/tcp:9000", "app-b>app-a/udp:53"}},
+		{"a policy between two requested ids is listed once", "?id=app-a,app-b", []string{"app-a>app-b/tcp:8080", "app-a>app-c/tcp:9000", "app-b>app-a/udp:53", "app-d>app-b/tcp:8080"}},
+		{"several id parameters are a union", "?id=app-d&id=app-c", []string{"app-a>app-c/tcp:9000", "app-c>app-c/tcp:5555", "app-d>app-b/tcp:8080"}},
+		{"self policy once", "?id=app-c", []string{"app-a>app-c/tcp:9000", "app-c>app-c/tcp:5555"}},
+		{"unknown id", "?id=nobody", []string{}},
+		{"exactly the maximum of distinct ids", "?id=app-d,app-d,nobody,nobody2", []string{"app-d>app-b/tcp:8080"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := do(h, http.MethodGet, api.PoliciesPath+tc.query)
+			if rec.Code != http.StatusOK {
+				t.Fatalf("status %d: %s", rec.Code, rec.Body)
+			}
+			if ct := rec.Header().Get("Content-Type"); ct != "application/json" {
+				t.Fatalf("Content-Type %q", ct)
+			}
+			if got := pairs(t, rec.Body.Bytes()); !slices.Equal(got, tc.want) {
+				t.Fatalf("got %v\nwant %v", got, tc.want)
+			}
+			if len(tc.want) == 0 && rec.Body.String() != `{"policies":[]}` {
+				t.Fatalf("empty answer is %s, want {\"policies\":[]}", rec.Body)
+			}
+		})
+	}
+}
+
+// The exact bytes: field names as in the spec, tags, and ports only for a range.
+func TestPoliciesWireFormat(t *testing.T) {
+	h, _, _ := fixture(t, 10)
+	rec := do(h, http.MethodGet, api.PoliciesPath+"?id=app-c")
+	var tags map[string]string = map[string]string{}
+	var resp api.PoliciesV0
+	if err := json.Unmarshal(rec.Body.Bytes(), &resp); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range resp.Policies {
+		tags[p.Source.ID], tags[p.Destination.ID] = p.Source.Tag, p.Destination.Tag
+	}
+	want := fmt.Sprintf(`{"policies":[`+
+		`{"destination":{"id":"app-c","port":9000,"ports":{"start":9000,"end":9010},"protocol":"tcp","tag":"%[2]s"},"source":{"id":"app-a","tag":"%[1]s"}},`+
+		`{"destination":{"id":"app-c","port":5555,"protocol":"tcp","tag":"%[2]s"},"source":{"id":"app-c","tag":"%[2]s"}}]}`,
+		tags["app-a"], tags["app-c"])
+	if rec.Body.String() != want {
+		t.Fatalf("body\n%s\nwant\n%s", rec.Body, want)
+	}
+	for id, tag := range tags {
+		if len(tag) != 4 || strings.ToUpper(tag) != tag || tag == "0000" {
+			t.Errorf("tag of %s is %q, want 4 upper-case hex digits, not 0000", id, tag)
+		}
+	}
+	if tags["app-a"] == tags["app-c"] {
+		t.Errorf("two groups share tag %s", tags["app-a"])
+	}
+}
+
+func TestPoliciesRefusals(t *testing.T) {
+	h, _, _ := fixture(t, 3)
+	cases := []struct {
+		name, method, target string
+		status               int
+		errorPart            string
+	}{
+		{"too many ids", http.MethodGet, api.PoliciesPath + "?id=a,b,c,d", http.StatusBadRequest, "too many ids"},
+		{"too many ids over several parameters", http.MethodGet, api.PoliciesPath + "?id=a,b&id=c&id=d", http.StatusBadRequest, "at most 3"},
+		{"malformed query", http.MethodGet, api.PoliciesPath + "?id=%zz", http.StatusBadRequest, "invalid query"},
+		{"semicolon separator", http.MethodGet, api.PoliciesPath + "?id=a;id=b", http.StatusBadRequest, "invalid query"},
+		{"POST", http.MethodPost, api.PoliciesPath, http.StatusMethodNotAllowed, "GET"},
+		{"DELETE", http.MethodDelete, api.PoliciesPath, http.StatusMethodNotAllowed, "not allowed"},
+		{"unknown path", http.MethodGet, "/networking/v0/internal/nothing", http.StatusNotFound, "no such endpoint"},
+		{"trailing slash", http.MethodGet, api.PoliciesPath + "/", http.StatusNotFound, "no such endpoint"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := do(h, tc.method, tc.target)
+			if rec.Code != tc.status {
+				t.Fatalf("status %d, want %d: %s", rec.Code, tc.status, rec.Body)
+			}
+			if ct := rec.Header().Get("Content-Type"); ct != "application/json" {
+				t.Fatalf("Content-Type %q", ct)
+			}
+			var e api.ErrorBody
+			if err := json.Unmarshal(rec.Body.Bytes(), &e); err != nil || !strings.Contains(e.Error, tc.errorPart) {
+				t.Fatalf("body %s: want a JSON error containing %q", rec.Body, tc.errorPart)
+			}
+			if tc.status == http.StatusMethodNotAllowed && rec.Header().Get("Allow") != "GET, HEAD" {
+				t.Fatalf("Allow %q", rec.Header().Get("Allow"))
+			}
+		})
+	}
+}
+
+func TestParseIDs(t *testing.T) {
+	cases := []struct {
+		query string
+		max   int
+		ids   []string
+		all   bool
+		err   bool
+	}{
+		{"", 5, nil, true, false},
+		{"id=", 5, nil, false, false},
+		{"id=a,b", 5, []string{"a", "b"}, false, false},
+		{"id=b,a,b", 5, []string{"b", "a"}, false, false},
+		{"id=%20a%20&id=a&id=c", 5, []string{"a", "c"}, false, false},
+		{"id=a%2Cb", 5, []string{"a", "b"}, false, false},
+		{"id=a,b,c", 2, nil, false, true},
+		{"id=a,a,a,b", 2, []string{"a", "b"}, false, false},
+		{"id=%", 5, nil, false, true},
+	}
+	for _, tc := range cases {
+		ids, all, err := api.ParseIDs(tc.query, tc.max)
+		if (err != nil) != tc.err || all != tc.all || !slices.Equal(ids, tc.ids) {
+			t.Errorf("ParseIDs(%q, %d) = %q, %v, %v", tc.query, tc.max, ids, all, err)
+		}
+	}
+}
+
+// failingSource injects database failures into the handler.
+type failingSource struct{ err error }
+
+func (f failingSource) All(context.Context) ([]policycache.Policy, *policycache.Snapshot, error) {
+	return nil, nil, f.err
+}
+
+func (f failingSource) ByGroupIDs(context.Context, []string) ([]*policycache.Policy, error) {
+	return nil, f.err
+}
+
+func TestPoliciesDatabaseErrors(t *testing.T) {
+	cases := []struct {
+		name   string
+		err    error
+		status int
+	}{
+		{"database error", errors.New("pq: password authentication failed for user netman"), http.StatusInternalServerError},
+		{"timeout", fmt.Errorf("listing policies: %w", context.DeadlineExceeded), http.StatusServiceUnavailable},
+	}
+	for _, tc := range cases {
+		for _, target := range []string{api.PoliciesPath, api.PoliciesPath + "?id=a"} {
+			t.Run(tc.name+" "+target, func(t *testing.T) {
+				h, logs, _ := mux(t, failingSource{tc.err}, 10)
+				rec := do(h, http.MethodGet, target)
+				if rec.Code != tc.status {
+					t.Fatalf("status %d, want %d", rec.Code, tc.status)
+				}
+				var e api.ErrorBody
+				if err := json.Unmarshal(rec.Body.Bytes(), &e); err != nil || e.Error == "" {
+					t.Fatalf("body %s is not a JSON error", rec.Body)
+				}
+				if strings.Contains(e.Error, "pq:") {
+					t.Fatalf("the database's message reached the client: %s", e.Error)
+				}
+				if !strings.Contains(logs.String(), tc.err.Error()) {
+					t.Fatalf("the cause was not logged: %s", logs)
+				}
+			})
+		}
+	}
+}
+
+func TestRequestIDsLogsAndMetrics(t *testing.T) {
+	h, logs, reg := fixture(t, 10)
+	cases := []struct {
+		sent string
+		kept bool
+	}{
+		{"", false},
+		{"abc-123_X.y", true},
+		{"bad id with spaces", false},
+		{strings.Repeat("x", 65), false},
+	}
+	for _, tc := range cases {
+		logs.Reset()
+		req := httptest.NewRequest(http.MethodGet, api.PoliciesPath+"?id=app-a", nil)
+		if tc.sent != "" {
+			req.Header.Set(api.RequestIDHeader, tc.sent)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		id := rec.Header().Get(api.RequestIDHeader)
+		if id == "" || (id == tc.sent) != tc.kept {
+			t.Errorf("sent %q, got request id %q", tc.sent, id)
+		}
+		var line struct {
+			RequestID string `json:"request_id"`
+			Status    int    `json:"status"`
+			Route     string `json:"route"`
+		}
+		if err := json.Unmarshal(logs.Bytes(), &line); err != nil || line.RequestID != id || line.Status != 200 || line.Route != "policies_v0" {
+			t.Errorf("log line %s: want request_id %s, status 200, route policies_v0", logs, id)
+		}
+	}
+	do(h, http.MethodPost, api.PoliciesPath)
+	do(h, http.MethodGet, "/nowhere")
+	for _, m := range []struct {
+		route, status string
+		want          float64
+	}{
+		{"policies_v0", "200", float64(len(cases))},
+		{"policies_v0", "405", 1},
+		{"not_found", "404", 1},
+	} {
+		expected := fmt.Sprintf(`policy_server_http_requests_total{route=%q,server="internal",status=%q} %v`, m.route, m.status, m.want)
+		if !strings.Contains(gathered(t, reg), expected) {
+			t.Errorf("metrics lack %s", expected)
+		}
+	}
+	if want := `policy_server_http_request_duration_seconds_count{route="policies_v0",server="internal"} 5`; !strings.Contains(gathered(t, reg), want) {
+		t.Errorf("metrics lack %s", want)
+	}
+}
+
+func gathered(t *testing.T, reg *prometheus.Registry) string {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	api.DebugHandler(reg).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	return rec.Body.String()
+}
+
+func TestHealth(t *testing.T) {
+	cases := []struct {
+		name   string
+		check  func(ctx context.Context) error
+		status int
+		body   string
+	}{
+		{"database answers", func(context.Context) error { return nil }, http.StatusOK, `{"status":"ok"}`},
+		{"database refuses", func(context.Context) error { return errors.New("dial tcp: connection refused") }, http.StatusServiceUnavailable, `{"error":"database unavailable"}`},
+		{"database hangs past the deadline", func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }, http.StatusServiceUnavailable, `{"error":"database did not answer in time"}`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			mw := api.Middleware{Server: "health", Logger: slog.New(slog.DiscardHandler), Timeout: 100 * time.Millisecond}
+			h := api.NewMux(mw, api.HealthRoutes(tc.check))
+			rec := do(h, http.MethodGet, "/health")
+			if rec.Code != tc.status || rec.Body.String() != tc.body {
+				t.Fatalf("got %d %s, want %d %s", rec.Code, rec.Body, tc.status, tc.body)
+			}
+		})
+	}
+}
+
+func TestHealthRunsSelectOne(t *testing.T) {
+	_, db, _ := apitest.NewStore(t)
+	check := api.SelectOne(db)
+	if err := check(apitest.Ctx(t)); err != nil {
+		t.Fatalf("SELECT 1 on a live database: %v", err)
+	}
+	db.Close()
+	if err := check(apitest.Ctx(t)); err == nil {
+		t.Fatal("SELECT 1 on a closed pool succeeded")
+	}
+}

@@ -1,0 +1,669 @@
+// Package integration runs the built policy-server binary against a real Postgres, with
+// certificates from scripts/generate-certs, and talks to it over real mutual TLS.
+package integration_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"database/sql"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"netman/internal/testsupport/pgtest"
+	"netman/internal/testsupport/testenv"
+	"netman/lib/models"
+	"netman/lib/mutualtls"
+	"netman/policy-server/api"
+	"netman/policy-server/api/apitest"
+	"netman/policy-server/store"
+)
+
+const serverName = "policy-server.service.cf.internal"
+
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "policy-server-bin")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "policy-server")
+	build := exec.Command("go", "build", "-o", binary, "netman/cmd/policy-server")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintf(os.Stderr, "building policy-server: %v\n", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func repoRoot(t testing.TB) string {
+	t.Helper()
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}").Output()
+	if err != nil {
+		t.Fatalf("finding the module root: %v", err)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// certs runs scripts/generate-certs into a fresh directory.
+func certs(t testing.TB) string {
+	t.Helper()
+	testenv.RequireCommand(t, "openssl")
+	dir := filepath.Join(t.TempDir(), "certs")
+	cmd := exec.Command(filepath.Join(repoRoot(t), "scripts", "generate-certs"), dir)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("generate-certs: %v\n%s", err, out)
+	}
+	return dir
+}
+
+func freePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+type ports struct{ internal, health, debug int }
+
+func writeConfig(t testing.TB, certDir, dsn string, p ports, extra map[string]any) string {
+	t.Helper()
+	c := map[string]any{
+		"listen_host":          "127.0.0.1",
+		"listen_port":          freePort(t),
+		"internal_listen_port": p.internal,
+		"health_check_port":    p.health,
+		"debug_server_port":    p.debug,
+		"ca_cert_file":         filepath.Join(certDir, "ca.crt"),
+		"server_cert_file":     filepath.Join(certDir, "server.crt"),
+		"server_key_file":      filepath.Join(certDir, "server.key"),
+		"database":             map[string]any{"type": "postgres", "connection_string": dsn},
+		"log_level":            "debug",
+	}
+	for k, v := range extra {
+		c[k] = v
+	}
+	b, err := json.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "policy-server.json")
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// syncBuffer collects a process's output while it runs.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+type server struct {
+	cmd    *exec.Cmd
+	out    *syncBuffer
+	done   chan error
+	ports  ports
+	client *http.Client
+	certs  string
+}
+
+// start runs the binary and waits until /health answers 200.
+func start(t *testing.T, certDir, dsn string) *server {
+	t.Helper()
+	p := ports{freePort(t), freePort(t), freePort(t)}
+	cfg := writeConfig(t, certDir, dsn, p, nil)
+	s := &server{out: &syncBuffer{}, done: make(chan error, 1), ports: p, certs: certDir}
+	s.cmd = exec.Command(binary, "-config-file", cfg)
+	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { s.done <- s.cmd.Wait() }()
+	t.Cleanup(func() {
+		if s.cmd.ProcessState == nil {
+			s.cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-s.done:
+			case <-time.After(15 * time.Second):
+				s.cmd.Process.Kill()
+			}
+		}
+		if t.Failed() {
+			t.Logf("policy-server output:\n%s", s.out)
+		}
+	})
+	tlsConfig, err := mutualtls.ClientConfig(filepath.Join(certDir, "client.crt"), filepath.Join(certDir, "client.key"), filepath.Join(certDir, "ca.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsConfig.ServerName = serverName
+	s.client = &http.Client{Transport: &http.Transport{TLSClientConfig: tlsConfig}, Timeout: 30 * time.Second}
+	t.Cleanup(s.client.CloseIdleConnections)
+
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/health", p.health))
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return s
+			}
+		}
+		select {
+		case err := <-s.done:
+			t.Fatalf("policy-server exited during start: %v\n%s", err, s.out)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("policy-server not healthy after 30s\n%s", s.out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (s *server) url(query string) string {
+	return fmt.Sprintf("https://127.0.0.1:%d%s%s", s.ports.internal, api.PoliciesPath, query)
+}
+
+func (s *server) policies(t *testing.T, query string) api.PoliciesV0 {
+	t.Helper()
+	resp, err := s.client.Get(s.url(query))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body api.PoliciesV0
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("status %d: %s", resp.StatusCode, b)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		t.Fatal(err)
+	}
+	return body
+}
+
+// stop sends SIGTERM and returns the exit error.
+func (s *server) stop(t *testing.T) error {
+	t.Helper()
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-s.done:
+		return err
+	case <-time.After(20 * time.Second):
+		t.Fatal("policy-server did not exit 20s after SIGTERM")
+		return nil
+	}
+}
+
+func TestGenerateCerts(t *testing.T) {
+	dir := certs(t)
+	read := func(name string) *x509.Certificate {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		block, _ := pem.Decode(b)
+		if block == nil {
+			t.Fatalf("%s holds no PEM", name)
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	for _, key := range []string{"ca.key", "server.key", "client.key"} {
+		fi, err := os.Stat(filepath.Join(dir, key))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s mode %v, want 0600", key, fi.Mode().Perm())
+		}
+	}
+	ca, srv, cli := read("ca.crt"), read("server.crt"), read("client.crt")
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+	if srv.Subject.CommonName != serverName {
+		t.Errorf("server CN %q", srv.Subject.CommonName)
+	}
+	wantDNS := []string{"*." + serverName, serverName, "localhost"}
+	if !slices.Equal(srv.DNSNames, wantDNS) || len(srv.IPAddresses) != 1 || !srv.IPAddresses[0].Equal(net.IPv4(127, 0, 0, 1)) {
+		t.Errorf("server SANs %v %v", srv.DNSNames, srv.IPAddresses)
+	}
+	if _, ok := srv.PublicKey.(interface{ Size() int }); !ok || srv.PublicKeyAlgorithm != x509.RSA {
+		t.Errorf("server key is %v, want RSA", srv.PublicKeyAlgorithm)
+	}
+	for _, name := range []string{serverName, "x." + serverName, "localhost", "127.0.0.1"} {
+		if _, err := srv.Verify(x509.VerifyOptions{DNSName: name, Roots: pool}); err != nil {
+			t.Errorf("server certificate for %s: %v", name, err)
+		}
+	}
+	if cli.Subject.CommonName != "policy-agent" {
+		t.Errorf("client CN %q", cli.Subject.CommonName)
+	}
+	if _, err := cli.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		t.Errorf("client certificate for client auth: %v", err)
+	}
+	if _, err := mutualtls.ServerConfig(filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key"), filepath.Join(dir, "ca.crt")); err != nil {
+		t.Errorf("server files do not load: %v", err)
+	}
+	if out, err := exec.Command(filepath.Join(repoRoot(t), "scripts", "generate-certs")).CombinedOutput(); err == nil || !strings.Contains(string(out), "usage") {
+		t.Errorf("without OUT_DIR: %v %s", err, out)
+	}
+}
+
+// The spec's own curl command works against the server, resolving the spec's host name.
+func TestSpecCurlCommand(t *testing.T) {
+	curl := testenv.RequireCommand(t, "curl")
+	st, _, dsn := apitest.NewStore(t)
+	apitest.Create(t, st, apitest.Policy("4a2d3627-0b8c-42d1-9563-22696eedc05d", "eb95ff20-cba8-4edc-8f4a-cf80d0669faf", "tcp", 8080, 8080))
+	dir := certs(t)
+	s := start(t, dir, dsn)
+	// Let the snapshot pick up the policy even if it was loaded first.
+	time.Sleep(time.Second)
+
+	hostPort := fmt.Sprintf("%s:%d", serverName, s.ports.internal)
+	cmd := exec.Command(curl, "-s", "--fail-with-body",
+		"--resolve", hostPort+":127.0.0.1",
+		"--cacert", "certs/ca.crt",
+		"--cert", "certs/client.crt",
+		"--key", "certs/client.key",
+		"https://"+hostPort+api.PoliciesPath)
+	cmd.Dir = filepath.Dir(dir)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("curl: %v\n%s", err, out)
+	}
+	var body api.PoliciesV0
+	if err := json.Unmarshal(out, &body); err != nil || len(body.Policies) != 1 {
+		t.Fatalf("curl got %s (%v)", out, err)
+	}
+	p := body.Policies[0]
+	if p.Source.ID != "4a2d3627-0b8c-42d1-9563-22696eedc05d" || p.Destination.Port != 8080 || p.Destination.Protocol != "tcp" || p.Source.Tag == "" || p.Destination.Tag == "" {
+		t.Fatalf("policy %+v", p)
+	}
+
+	// The same command without a client certificate, or with TLS 1.3 only, is refused.
+	for _, args := range [][]string{
+		{"--cacert", "certs/ca.crt"},
+		{"--cacert", "certs/ca.crt", "--cert", "certs/client.crt", "--key", "certs/client.key", "--tlsv1.3"},
+		{"--cacert", "certs/ca.crt", "--cert", "certs/client.crt", "--key", "certs/client.key", "--tls-max", "1.1"},
+		{"--cacert", "certs/ca.crt", "--cert", "certs/client.crt", "--key", "certs/client.key", "--ciphers", "ECDHE-RSA-AES256-GCM-SHA384", "--tls-max", "1.2"},
+	} {
+		args = append([]string{"-s", "--resolve", hostPort + ":127.0.0.1"}, args...)
+		cmd := exec.Command(curl, append(args, "https://"+hostPort+api.PoliciesPath)...)
+		cmd.Dir = filepath.Dir(dir)
+		if out, err := cmd.CombinedOutput(); err == nil {
+			t.Errorf("curl %v succeeded: %s", args, out)
+		}
+	}
+}
+
+// A change committed through one replica's store is served by another replica, a
+// separate process with its own pool, within a second.
+func TestTwoReplicasServeChangesWithinASecond(t *testing.T) {
+	st, db, dsn := apitest.NewStore(t)
+	dir := certs(t)
+	a, b := start(t, dir, dsn), start(t, dir, dsn)
+	ctx := apitest.Ctx(t)
+
+	waitFor := func(what string, want int) time.Duration {
+		t.Helper()
+		begin := time.Now()
+		for {
+			na := len(a.policies(t, "?id=src-app").Policies)
+			nb := len(b.policies(t, "?id=src-app").Policies)
+			if na == want && nb == want {
+				return time.Since(begin)
+			}
+			if time.Since(begin) > 5*time.Second {
+				t.Fatalf("%s: replicas serve %d and %d policies after 5s, want %d", what, na, nb, want)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	for i := range 5 {
+		p := apitest.Policy("src-app", fmt.Sprintf("dst-app-%d", i), "tcp", 8080, 8080)
+		begin := time.Now()
+		if err := st.Create(ctx, []models.Policy{p}); err != nil {
+			t.Fatal(err)
+		}
+		committed := time.Since(begin)
+		took := waitFor("create", i+1) + committed
+		if took > time.Second {
+			t.Errorf("create %d: both replicas served it after %s, want within 1s", i, took)
+		}
+		t.Logf("create %d served by both replicas after %s", i, took)
+	}
+	begin := time.Now()
+	if err := st.Delete(ctx, []models.Policy{apitest.Policy("src-app", "dst-app-0", "tcp", 8080, 8080)}); err != nil {
+		t.Fatal(err)
+	}
+	if took := waitFor("delete", 4) + time.Since(begin); took > time.Second {
+		t.Errorf("delete served after %s, want within 1s", took)
+	}
+
+	// Without the change feed (its LISTEN connections cut), the version checks still
+	// keep both replicas within a second.
+	var cut int
+	if err := db.QueryRowContext(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+		WHERE datname = current_database() AND query LIKE 'LISTEN%'`).Scan(&cut); err != nil {
+		t.Fatal(err)
+	}
+	if cut < 2 {
+		t.Fatalf("cut %d LISTEN connections, want one per replica", cut)
+	}
+	begin = time.Now()
+	apitest.Create(t, st, apitest.Policy("src-app", "dst-app-9", "tcp", 8080, 8080))
+	if took := waitFor("create without the feed", 5) + time.Since(begin); took > time.Second {
+		t.Errorf("create without the change feed served after %s, want within 1s", took)
+	}
+}
+
+// SIGTERM lets a response that is being written finish, then exits 0.
+func TestSIGTERMDrainsInFlightRequests(t *testing.T) {
+	_, db, dsn := apitest.NewStore(t)
+	ctx := apitest.Ctx(t)
+	// Enough policies that the full list (several MB) cannot sit in socket buffers.
+	if _, err := seed(ctx, db, 30000); err != nil {
+		t.Fatal(err)
+	}
+	s := start(t, certs(t), dsn)
+
+	resp, err := s.client.Get(s.url(""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	first := make([]byte, 1024)
+	if _, err := io.ReadFull(resp.Body, first); err != nil {
+		t.Fatal(err)
+	}
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	time.Sleep(500 * time.Millisecond) // the server is now draining this response
+	select {
+	case err := <-s.done:
+		t.Fatalf("exited before the in-flight response was read: %v", err)
+	default:
+	}
+	// New connections are refused while draining.
+	if _, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", s.ports.internal), time.Second); err == nil {
+		t.Error("a new connection was accepted after SIGTERM")
+	}
+	rest, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("reading the rest of the in-flight response: %v", err)
+	}
+	var body api.PoliciesV0
+	if err := json.Unmarshal(append(first, rest...), &body); err != nil || len(body.Policies) != 30000 {
+		t.Fatalf("in-flight response: %d policies, %v", len(body.Policies), err)
+	}
+	select {
+	case err := <-s.done:
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v, want 0\n%s", err, s.out)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no exit after the drain")
+	}
+	if !strings.Contains(s.out.String(), "policy-server stopped") {
+		t.Errorf("no stop log line:\n%s", s.out)
+	}
+}
+
+// Up to the configured maximum of ids fit in one request line over mutual TLS.
+func TestManyIDsInOneRequest(t *testing.T) {
+	st, _, dsn := apitest.NewStore(t)
+	apitest.Create(t, st, apitest.Policy("app-0", "app-1", "tcp", 8080, 8080), apitest.Policy("app-4999", "app-7", "udp", 53, 53))
+	s := start(t, certs(t), dsn)
+	ids := func(n int) string {
+		l := make([]string, n)
+		for i := range l {
+			l[i] = fmt.Sprintf("%08d-0000-4000-8000-%012d", i, i)
+		}
+		l[0], l[n-1] = "app-0", "app-4999"
+		return strings.Join(l, ",")
+	}
+	time.Sleep(time.Second)
+	if got := s.policies(t, "?id="+ids(5000)).Policies; len(got) != 2 {
+		t.Fatalf("5,000 ids: %d policies, want 2", len(got))
+	}
+	if got := s.policies(t, "?id="+ids(10000)).Policies; len(got) != 2 {
+		t.Fatalf("10,000 ids: %d policies, want 2", len(got))
+	}
+	resp, err := s.client.Get(s.url("?id=" + ids(10001)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var e api.ErrorBody
+	if err := json.NewDecoder(resp.Body).Decode(&e); err != nil || resp.StatusCode != http.StatusBadRequest || !strings.Contains(e.Error, "too many ids") {
+		t.Fatalf("10,001 ids: status %d, error %q (%v)", resp.StatusCode, e.Error, err)
+	}
+}
+
+func TestHealthAndMetrics(t *testing.T) {
+	st, _, dsn := apitest.NewStore(t)
+	apitest.Create(t, st, apitest.Policy("a", "b", "tcp", 8080, 8080), apitest.Policy("a", "c", "tcp", 8080, 8080))
+	s := start(t, certs(t), dsn)
+	s.policies(t, "?id=a")
+
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", s.ports.debug))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		"policy_server_policies 2",
+		"policy_server_tags 3",
+		`policy_server_http_requests_total{route="policies_v0",server="internal",status="200"}`,
+		`policy_server_http_request_duration_seconds_bucket{route="policies_v0",server="internal"`,
+		`policy_server_http_requests_total{route="health",server="health",status="200"}`,
+		`go_sql_open_connections{db_name="policy_server"}`,
+		"policy_server_cache_version",
+		"process_resident_memory_bytes",
+	} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	for _, port := range []int{s.ports.health, s.ports.debug} {
+		if _, err := net.DialTimeout("tcp", fmt.Sprintf("%s:%d", externalIP(t), port), time.Second); err == nil {
+			t.Errorf("port %d answers on a non-loopback address", port)
+		}
+	}
+}
+
+// externalIP is an address of this machine other than loopback, or skips.
+func externalIP(t *testing.T) string {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() && n.IP.To4() != nil {
+			return n.IP.String()
+		}
+	}
+	return "127.0.0.2" // loopback network, but not the address the servers bind
+}
+
+func TestMigrateOnly(t *testing.T) {
+	dsn := newDatabase(t)
+	cfg := writeConfig(t, certs(t), dsn, ports{freePort(t), freePort(t), freePort(t)}, nil)
+	out, err := exec.Command(binary, "-config-file", cfg, "-migrate-only").CombinedOutput()
+	if err != nil {
+		t.Fatalf("-migrate-only: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "migrations applied") {
+		t.Errorf("output: %s", out)
+	}
+	var version int64
+	if err := openDB(t, dsn).QueryRow(`SELECT version FROM store_meta`).Scan(&version); err != nil {
+		t.Fatalf("schema missing after -migrate-only: %v", err)
+	}
+	// Twice is fine.
+	if out, err := exec.Command(binary, "-config-file", cfg, "-migrate-only").CombinedOutput(); err != nil {
+		t.Fatalf("second -migrate-only: %v\n%s", err, out)
+	}
+}
+
+func TestValidateConfig(t *testing.T) {
+	dir := certs(t)
+	other := certs(t)
+	p := ports{4003, 4004, 22222}
+	dsn := "postgres://netman:hunter2secret@127.0.0.1:1/netman?sslmode=disable"
+	cases := []struct {
+		name  string
+		extra map[string]any
+		field string // "" means valid
+	}{
+		{"valid", nil, ""},
+		{"unknown field", map[string]any{"listen_prot": 1}, "listen_prot"},
+		{"bad tag length", map[string]any{"tag_length": 9}, "tag_length"},
+		{"bad log level", map[string]any{"log_level": "loud"}, "log_level"},
+		{"missing CA file", map[string]any{"ca_cert_file": filepath.Join(dir, "nope.crt")}, "ca_cert_file"},
+		{"key of another certificate", map[string]any{"server_key_file": filepath.Join(other, "server.key")}, "server_key_file"},
+		{"database type", map[string]any{"database": map[string]any{"type": "mysql", "connection_string": dsn}}, "database.type"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := writeConfig(t, dir, dsn, p, tc.extra)
+			out, err := exec.Command(binary, "-config-file", cfg, "-validate-config").CombinedOutput()
+			if tc.field == "" {
+				if err != nil {
+					t.Fatalf("valid config refused: %v\n%s", err, out)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("accepted: %s", out)
+			}
+			if !strings.Contains(string(out), tc.field) {
+				t.Fatalf("message does not name %s: %s", tc.field, out)
+			}
+			if strings.Contains(string(out), "hunter2secret") {
+				t.Fatalf("message shows the database password: %s", out)
+			}
+			// Starting for real refuses the same file the same way.
+			out, err = exec.Command(binary, "-config-file", cfg).CombinedOutput()
+			if err == nil || !strings.Contains(string(out), tc.field) {
+				t.Fatalf("start with a bad config: %v %s", err, out)
+			}
+		})
+	}
+	if out, err := exec.Command(binary).CombinedOutput(); err == nil || !strings.Contains(string(out), "-config-file") {
+		t.Errorf("without -config-file: %v %s", err, out)
+	}
+}
+
+// Neither the database password nor key material reaches the logs, whether the
+// database is unreachable or the server runs and serves at debug level.
+func TestLogsHoldNoSecrets(t *testing.T) {
+	dir := certs(t)
+	const password = "hunter2secret"
+	keyPEM, err := os.ReadFile(filepath.Join(dir, "server.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyLine := strings.Split(string(keyPEM), "\n")[1]
+	check := func(out string) {
+		t.Helper()
+		for _, secret := range []string{password, keyLine, "PRIVATE KEY"} {
+			if strings.Contains(out, secret) {
+				t.Fatalf("output contains %q:\n%s", secret, out)
+			}
+		}
+	}
+
+	deadDSN := fmt.Sprintf("postgres://netman:%s@127.0.0.1:%d/netman?sslmode=disable", password, freePort(t))
+	cfg := writeConfig(t, dir, deadDSN, ports{freePort(t), freePort(t), freePort(t)}, nil)
+	out, err := exec.Command(binary, "-config-file", cfg).CombinedOutput()
+	if err == nil {
+		t.Fatalf("started without a database: %s", out)
+	}
+	if !strings.Contains(string(out), "migrating the database") {
+		t.Errorf("the failure is not explained: %s", out)
+	}
+	check(string(out))
+
+	// The throwaway server trusts local connections, so a password in the URL is
+	// accepted and ignored: the server runs with it in its configuration.
+	dsn := withPassword(t, newDatabase(t), password)
+	s := start(t, dir, dsn)
+	s.policies(t, "")
+	s.policies(t, "?id=x")
+	http.Get(fmt.Sprintf("http://127.0.0.1:%d/health", s.ports.health))
+	if err := s.stop(t); err != nil {
+		t.Fatalf("exit: %v", err)
+	}
+	check(s.out.String())
+	if !strings.Contains(s.out.String(), `"request_id"`) {
+		t.Errorf("request logs lack request ids:\n%s", s.out)
+	}
+}
+
+func newDatabase(t *testing.T) string { return pgtest.NewDatabase(t) }
+
+func openDB(t *testing.T, dsn string) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("postgres", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+func seed(ctx context.Context, db *sql.DB, n int) ([]string, error) {
+	return store.Seed(ctx, db, n, rand.New(rand.NewPCG(7, 8)))
+}
+
+func withPassword(t *testing.T, dsn, password string) string {
+	t.Helper()
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.UserPassword(u.User.Username(), password)
+	return u.String()
+}
