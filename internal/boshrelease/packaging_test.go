@@ -1,0 +1,373 @@
+package boshrelease
+
+import (
+	"bytes"
+	"debug/elf"
+	"encoding/json"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// packageSpec is the part of a BOSH package spec the tests look at.
+type packageSpec struct {
+	Name          string   `json:"name"`
+	Dependencies  []string `json:"dependencies"`
+	Files         []string `json:"files"`
+	ExcludedFiles []string `json:"excluded_files"`
+}
+
+const (
+	golangPackage = "golang-1.26-linux"
+	modulesBlob   = "netman-go-modules/go-modules.tar.gz"
+)
+
+// What each package must install, and how to tell the binary works.
+var packageBinaries = map[string][]binaryCheck{
+	"policy-server": {{"policy-server", helpCheck("-config-file")}, {"netman", helpCheck("")}},
+	"policy-agent":  {{"policy-agent", helpCheck("-config-file")}},
+	"netman-cni": {
+		{"wrapper", cniVersionCheck}, {"bridge", cniVersionCheck}, {"host-local", cniVersionCheck},
+		{"loopback", cniVersionCheck}, {"flannel", cniVersionCheck},
+	},
+}
+
+type binaryCheck struct {
+	name  string
+	check func(t *testing.T, path string)
+}
+
+// helpCheck runs `BIN -help`: it must exit 0 and mention want.
+func helpCheck(want string) func(t *testing.T, path string) {
+	return func(t *testing.T, path string) {
+		out, err := exec.Command(path, "-help").CombinedOutput()
+		if err != nil {
+			t.Errorf("%s -help: %v\n%s", filepath.Base(path), err, out)
+		}
+		if !strings.Contains(string(out), want) {
+			t.Errorf("%s -help does not mention %q:\n%s", filepath.Base(path), want, out)
+		}
+	}
+}
+
+// cniVersionCheck asks a CNI plugin for its versions, as a runtime does.
+func cniVersionCheck(t *testing.T, path string) {
+	cmd := exec.Command(path)
+	cmd.Env = []string{"CNI_COMMAND=VERSION"}
+	cmd.Stdin = strings.NewReader(`{"cniVersion":"0.3.1"}`)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Errorf("%s VERSION: %v", filepath.Base(path), err)
+		return
+	}
+	var v struct {
+		SupportedVersions []string `json:"supportedVersions"`
+	}
+	if err := json.Unmarshal(out, &v); err != nil || len(v.SupportedVersions) == 0 {
+		t.Errorf("%s VERSION answered %q (%v)", filepath.Base(path), out, err)
+	}
+}
+
+func readPackageSpec(t testing.TB, name string) packageSpec {
+	t.Helper()
+	var s packageSpec
+	yamlFile(t, filepath.Join(repoRoot(t), "packages", name, "spec"), &s)
+	return s
+}
+
+// TestPackageSpecs checks the package metadata create-release reads.
+func TestPackageSpecs(t *testing.T) {
+	root := repoRoot(t)
+	entries, err := os.ReadDir(filepath.Join(root, "packages"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo := repoFiles(t)
+	for _, e := range entries {
+		t.Run(e.Name(), func(t *testing.T) {
+			spec := readPackageSpec(t, e.Name())
+			if spec.Name != e.Name() {
+				t.Errorf("spec name %q, directory %q", spec.Name, e.Name())
+			}
+			if _, err := os.Stat(filepath.Join(root, "packages", e.Name(), "packaging")); err != nil {
+				t.Errorf("no packaging script: %v", err)
+			}
+			for _, d := range spec.Dependencies {
+				if _, err := os.Stat(filepath.Join(root, "packages", d, "spec")); err != nil {
+					t.Errorf("dependency %s is not a package", d)
+				}
+			}
+			for _, pattern := range spec.Files {
+				if !strings.HasPrefix(pattern, "netman/") {
+					continue // a blob
+				}
+				if len(matchFiles(repo, pattern, nil)) == 0 && !strings.Contains(pattern, "/cmd/") {
+					t.Errorf("files pattern %s matches nothing", pattern)
+				}
+			}
+		})
+	}
+}
+
+// TestPackagingScripts runs each package's packaging script the way a BOSH compilation VM
+// does: in a BOSH_COMPILE_TARGET holding exactly the files the spec lists (sources from
+// src/netman, i.e. this repository, and the module blob), with BOSH_INSTALL_TARGET and
+// BOSH_PACKAGES_DIR set, no network for Go (GOPROXY=off), and a bare environment. Then
+// it runs the binaries it installed.
+func TestPackagingScripts(t *testing.T) {
+	if testing.Short() {
+		t.Skip("compiles every package (-short)")
+	}
+	testenvRequireTar(t)
+	root := repoRoot(t)
+	repo := repoFiles(t)
+	gocache := goEnv(t, "GOCACHE")
+
+	t.Run(golangPackage, func(t *testing.T) {
+		// The real blob is Go's release tarball; a tarball of the same shape shows the
+		// script unpacks it so that bin/go sits at the package root.
+		compile, install := t.TempDir(), t.TempDir()
+		fake := filepath.Join(t.TempDir(), "go")
+		writeFile(t, filepath.Join(fake, "bin", "go"), "#!/bin/sh\necho go version go1.26.8 linux/amd64\n", 0o755)
+		blob := filepath.Join(compile, golangPackage, "go1.26.8.linux-amd64.tar.gz")
+		os.MkdirAll(filepath.Dir(blob), 0o755)
+		if out, err := exec.Command("tar", "-czf", blob, "-C", filepath.Dir(fake), "go").CombinedOutput(); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		out := runPackaging(t, golangPackage, compile, install, t.TempDir(), "")
+		if _, err := os.Stat(filepath.Join(install, "bin", "go")); err != nil || !strings.Contains(out, "go1.26.8") {
+			t.Errorf("bin/go not installed at the package root: %v\n%s", err, out)
+		}
+	})
+
+	blob := modulesBlobPath(t)
+	packagesDir := t.TempDir()
+	// The golang package, as a dependency, is the toolchain running these tests.
+	if err := os.Symlink(runtime.GOROOT(), filepath.Join(packagesDir, golangPackage)); err != nil {
+		t.Fatal(err)
+	}
+	for name, binaries := range packageBinaries {
+		t.Run(name, func(t *testing.T) {
+			script, err := os.ReadFile(filepath.Join(root, "packages", name, "packaging"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range regexp.MustCompile(`\./cmd/([\w-]+)`).FindAllStringSubmatch(string(script), -1) {
+				if _, err := os.Stat(filepath.Join(root, "cmd", m[1])); err != nil {
+					t.Skipf("cmd/%s, which this package builds, is not in the tree yet", m[1])
+				}
+			}
+			spec := readPackageSpec(t, name)
+			compile, install := t.TempDir(), t.TempDir()
+			for _, pattern := range spec.Files {
+				if pattern == modulesBlob {
+					copyFile(t, blob, filepath.Join(compile, modulesBlob))
+					continue
+				}
+				if !strings.HasPrefix(pattern, "netman/") {
+					t.Fatalf("files entry %s is neither a source under netman/ nor the module blob", pattern)
+				}
+				for _, rel := range matchFiles(repo, pattern, spec.ExcludedFiles) {
+					copyFile(t, filepath.Join(root, strings.TrimPrefix(rel, "netman/")), filepath.Join(compile, rel))
+				}
+			}
+			runPackaging(t, name, compile, install, packagesDir, gocache)
+			for _, b := range binaries {
+				path := filepath.Join(install, "bin", b.name)
+				if _, err := os.Stat(path); err != nil {
+					t.Errorf("bin/%s not installed: %v", b.name, err)
+					continue
+				}
+				checkStatic(t, path)
+				b.check(t, path)
+			}
+		})
+	}
+}
+
+// checkStatic fails for a dynamically linked binary: it would depend on the stemcell's libc.
+func checkStatic(t *testing.T, path string) {
+	f, err := elf.Open(path)
+	if err != nil {
+		t.Errorf("%s: %v", filepath.Base(path), err)
+		return
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			t.Errorf("%s is dynamically linked", filepath.Base(path))
+		}
+	}
+}
+
+// runPackaging runs packages/<name>/packaging from compile with BOSH's variables only.
+func runPackaging(t testing.TB, name, compile, install, packagesDir, gocache string) string {
+	t.Helper()
+	cmd := exec.Command("bash", filepath.Join(repoRoot(t), "packages", name, "packaging"))
+	cmd.Dir = compile
+	cmd.Env = []string{
+		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		"BOSH_COMPILE_TARGET=" + compile,
+		"BOSH_INSTALL_TARGET=" + install,
+		"BOSH_PACKAGE_NAME=" + name,
+		"BOSH_PACKAGE_VERSION=test",
+		"BOSH_PACKAGES_DIR=" + packagesDir,
+	}
+	if gocache != "" {
+		// Shared with the developer's builds only to save time; a VM starts without one.
+		cmd.Env = append(cmd.Env, "GOCACHE="+gocache)
+	}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("packaging %s: %v\n%s", name, err, out)
+	}
+	return string(out)
+}
+
+var (
+	blobOnce sync.Once
+	blobPath string
+	blobErr  error
+)
+
+// modulesBlobPath makes the module blob with scripts/create-go-modules-blob from the local
+// module cache only (no network), once per test run.
+func modulesBlobPath(t testing.TB) string {
+	t.Helper()
+	blobOnce.Do(func() {
+		blobPath = filepath.Join(binDir, "go-modules.tar.gz")
+		cmd := exec.Command(filepath.Join(repoRoot(t), "scripts", "create-go-modules-blob"), blobPath)
+		cmd.Env = append(os.Environ(),
+			"GOPROXY=file://"+goEnv(t, "GOMODCACHE")+"/cache/download",
+			"GOSUMDB=off")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			blobErr = &cmdError{err: err, stderr: string(out)}
+		}
+	})
+	if blobErr != nil {
+		t.Fatalf("scripts/create-go-modules-blob from the local module cache: %v", blobErr)
+	}
+	return blobPath
+}
+
+// repoFiles lists the repository's regular files as BOSH sees them under src/: netman/<path>.
+func repoFiles(t testing.TB) []string {
+	t.Helper()
+	root := repoRoot(t)
+	var files []string
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, path)
+		if d.IsDir() {
+			switch rel {
+			case ".git", ".cache", "bin", "blobs", ".dev_builds", "dev_releases":
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if d.Type().IsRegular() {
+			files = append(files, "netman/"+filepath.ToSlash(rel))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return files
+}
+
+// matchFiles applies a BOSH files pattern (doublestar: ** spans directories, * does not)
+// minus the excluded patterns.
+func matchFiles(files []string, pattern string, excluded []string) []string {
+	include := globRegexp(pattern)
+	var ex []*regexp.Regexp
+	for _, e := range excluded {
+		ex = append(ex, globRegexp(e))
+	}
+	var out []string
+next:
+	for _, f := range files {
+		if !include.MatchString(f) {
+			continue
+		}
+		for _, e := range ex {
+			if e.MatchString(f) {
+				continue next
+			}
+		}
+		out = append(out, f)
+	}
+	return out
+}
+
+func globRegexp(pattern string) *regexp.Regexp {
+	var b strings.Builder
+	b.WriteString("^")
+	for i := 0; i < len(pattern); i++ {
+		switch c := pattern[i]; {
+		case strings.HasPrefix(pattern[i:], "**/"):
+			b.WriteString("(?:.*/)?")
+			i += 2
+		case strings.HasPrefix(pattern[i:], "**"):
+			b.WriteString(".*")
+			i++
+		case c == '*':
+			b.WriteString("[^/]*")
+		case c == '?':
+			b.WriteString("[^/]")
+		default:
+			b.WriteString(regexp.QuoteMeta(string(c)))
+		}
+	}
+	b.WriteString("$")
+	return regexp.MustCompile(b.String())
+}
+
+func goEnv(t testing.TB, name string) string {
+	t.Helper()
+	out, err := exec.Command("go", "env", name).Output()
+	if err != nil {
+		t.Fatalf("go env %s: %v", name, err)
+	}
+	return string(bytes.TrimSpace(out))
+}
+
+func copyFile(t testing.TB, from, to string) {
+	t.Helper()
+	data, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := os.Stat(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, to, string(data), info.Mode().Perm())
+}
+
+func writeFile(t testing.TB, path, data string, mode os.FileMode) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(data), mode); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func testenvRequireTar(t testing.TB) {
+	t.Helper()
+	for _, c := range []string{"tar", "gzip", "bash"} {
+		if _, err := exec.LookPath(c); err != nil {
+			t.Fatalf("%s is needed to run packaging scripts: %v", c, err)
+		}
+	}
+}
