@@ -1,0 +1,235 @@
+package cli
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+)
+
+const v1 = "/networking/v1/external"
+
+const policiesUsage = `Usage:
+  netman policies list [--id ID,...] [--json]
+  netman policies add SRC DST [--protocol tcp|udp] [--port P[-Q]]
+  netman policies remove SRC DST --protocol tcp|udp --port P[-Q]
+
+SRC and DST are policy group ids (app guids). add allows new connections from SRC to
+DST on the protocol and port or inclusive port range; it defaults to tcp port 8080, as
+'cf add-network-policy' does. Adding an existing policy and removing a missing one both
+succeed.
+`
+
+// Wire types of the v1 external API, as the CLI reads and writes them.
+type (
+	policiesV1 struct {
+		TotalPolicies int        `json:"total_policies"`
+		Policies      []policyV1 `json:"policies"`
+	}
+	policyV1 struct {
+		Source      sourceV1      `json:"source"`
+		Destination destinationV1 `json:"destination"`
+	}
+	sourceV1 struct {
+		ID string `json:"id"`
+	}
+	destinationV1 struct {
+		ID       string  `json:"id"`
+		Protocol string  `json:"protocol"`
+		Ports    portsV1 `json:"ports"`
+	}
+	portsV1 struct {
+		Start int `json:"start"`
+		End   int `json:"end"`
+	}
+)
+
+func (p portsV1) String() string {
+	if p.Start == p.End {
+		return strconv.Itoa(p.Start)
+	}
+	return fmt.Sprintf("%d-%d", p.Start, p.End)
+}
+
+func listPolicies(ctx context.Context, args []string, env Env) error {
+	var c common
+	fs := flagSet("policies list", policiesUsage, env)
+	c.register(fs, env)
+	ids := fs.String("id", "", "only policies whose source or destination is one of these comma-separated `ids`")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usageError{"policies list takes no arguments; filter with --id"}
+	}
+	cl, err := newClient(c)
+	if err != nil {
+		return err
+	}
+	query := ""
+	if isSet(fs, "id") {
+		query = url.Values{"id": {*ids}}.Encode()
+	}
+	data, err := cl.do(ctx, http.MethodGet, v1+"/policies", query, nil)
+	if err != nil {
+		return err
+	}
+	if c.json {
+		return printJSON(env.Stdout, data)
+	}
+	var list policiesV1
+	if err := json.Unmarshal(data, &list); err != nil {
+		return fmt.Errorf("decoding the policy list: %w", err)
+	}
+	bw := bufio.NewWriterSize(env.Stdout, 64<<10)
+	tw := tabwriter.NewWriter(bw, 0, 4, 3, ' ', 0)
+	fmt.Fprintln(tw, "SOURCE\tDESTINATION\tPROTOCOL\tPORTS")
+	for _, p := range list.Policies {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", p.Source.ID, p.Destination.ID, p.Destination.Protocol, p.Destination.Ports)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintf(bw, "%d policies\n", list.TotalPolicies)
+	return bw.Flush()
+}
+
+func changePolicy(ctx context.Context, verb string, args []string, env Env) error {
+	var c common
+	fs := flagSet("policies "+verb, policiesUsage, env)
+	c.register(fs, env)
+	protocol := fs.String("protocol", "tcp", "`protocol`: tcp or udp")
+	port := fs.String("port", "8080", "destination `port` or inclusive range, e.g. 8080 or 8080-8090")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 2 {
+		return usageError{fmt.Sprintf("policies %s needs SRC and DST, got %d arguments", verb, len(pos))}
+	}
+	if verb == "remove" && (!isSet(fs, "protocol") || !isSet(fs, "port")) {
+		return usageError{"policies remove needs --protocol and --port: they say which policy to remove"}
+	}
+	ports, err := parsePorts(*port)
+	if err != nil {
+		return err
+	}
+	cl, err := newClient(c)
+	if err != nil {
+		return err
+	}
+	p := policyV1{
+		Source:      sourceV1{ID: pos[0]},
+		Destination: destinationV1{ID: pos[1], Protocol: *protocol, Ports: ports},
+	}
+	method, path, done := http.MethodPost, v1+"/policies", "Added"
+	if verb == "remove" {
+		path, done = v1+"/policies/delete", "Removed"
+	}
+	data, err := cl.do(ctx, method, path, "", map[string][]policyV1{"policies": {p}})
+	if err != nil {
+		return err
+	}
+	if c.json {
+		return printJSON(env.Stdout, data)
+	}
+	_, err = fmt.Fprintf(env.Stdout, "%s policy %s -> %s %s/%s\n", done, p.Source.ID, p.Destination.ID, p.Destination.Protocol, p.Destination.Ports)
+	return err
+}
+
+// parsePorts reads "8080" or "8080-8090". Range checks are the server's: its message
+// is the one users see from every client.
+func parsePorts(s string) (portsV1, error) {
+	lo, hi, isRange := strings.Cut(strings.TrimSpace(s), "-")
+	start, err := strconv.Atoi(lo)
+	if err != nil {
+		return portsV1{}, usageError{fmt.Sprintf("--port %q: want a port like 8080 or a range like 8080-8090", s)}
+	}
+	end := start
+	if isRange {
+		if end, err = strconv.Atoi(hi); err != nil {
+			return portsV1{}, usageError{fmt.Sprintf("--port %q: want a port like 8080 or a range like 8080-8090", s)}
+		}
+	}
+	return portsV1{Start: start, End: end}, nil
+}
+
+type tagV1 struct {
+	ID   string `json:"id"`
+	Type string `json:"type"`
+	Tag  string `json:"tag"`
+}
+
+func listTags(ctx context.Context, args []string, env Env) error {
+	var c common
+	fs := flagSet("tags", "Usage: netman tags [--json]\n\nLists every policy group with its type and tag.\n", env)
+	c.register(fs, env)
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usageError{"tags takes no arguments"}
+	}
+	cl, err := newClient(c)
+	if err != nil {
+		return err
+	}
+	data, err := cl.do(ctx, http.MethodGet, v1+"/tags", "", nil)
+	if err != nil {
+		return err
+	}
+	if c.json {
+		return printJSON(env.Stdout, data)
+	}
+	var body struct{ Tags []tagV1 }
+	if err := json.Unmarshal(data, &body); err != nil {
+		return fmt.Errorf("decoding the tag list: %w", err)
+	}
+	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 3, ' ', 0)
+	fmt.Fprintln(tw, "ID\tTYPE\tTAG")
+	for _, t := range body.Tags {
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", t.ID, t.Type, t.Tag)
+	}
+	return tw.Flush()
+}
+
+func whoami(ctx context.Context, args []string, env Env) error {
+	var c common
+	fs := flagSet("whoami", "Usage: netman whoami [--json]\n\nShows whom the token belongs to and its scopes, as the server sees them.\n", env)
+	c.register(fs, env)
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usageError{"whoami takes no arguments"}
+	}
+	cl, err := newClient(c)
+	if err != nil {
+		return err
+	}
+	data, err := cl.do(ctx, http.MethodGet, v1+"/whoami", "", nil)
+	if err != nil {
+		return err
+	}
+	if c.json {
+		return printJSON(env.Stdout, data)
+	}
+	var w struct {
+		UserName string   `json:"user_name"`
+		ClientID string   `json:"client_id"`
+		Scope    []string `json:"scope"`
+	}
+	if err := json.Unmarshal(data, &w); err != nil {
+		return fmt.Errorf("decoding whoami: %w", err)
+	}
+	_, err = fmt.Fprintf(env.Stdout, "user:   %s\nclient: %s\nscopes: %s\n", w.UserName, w.ClientID, strings.Join(w.Scope, " "))
+	return err
+}

@@ -1,0 +1,296 @@
+package main_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"netman/internal/testsupport/pgtest"
+	"netman/lib/mutualtls/mutualtlstest"
+	"netman/policy-server/auth/authtest"
+)
+
+// system is a policy-server binary on a fresh database and the netman binary to talk to it.
+type system struct {
+	netman      string
+	api         string // external API URL
+	internalURL string
+	certs       mutualtlstest.Files
+	keyFile     string // private key that signs tokens (the server has the public half)
+	token       string
+	logs        *bytes.Buffer
+}
+
+func build(t *testing.T, dir string, pkgs ...string) {
+	t.Helper()
+	args := append([]string{"build", "-o", dir + "/"}, pkgs...)
+	cmd := exec.Command("go", args...)
+	cmd.Dir = "../.."
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+}
+
+func freePorts(t *testing.T, n int) []int {
+	t.Helper()
+	var ports []int
+	var lns []net.Listener
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns = append(lns, ln)
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	}
+	for _, ln := range lns {
+		ln.Close()
+	}
+	return ports
+}
+
+func start(t *testing.T, extra map[string]any) *system {
+	t.Helper()
+	dsn := pgtest.NewDatabase(t)
+	bin := t.TempDir()
+	build(t, bin, "./cmd/policy-server", "./cmd/netman")
+	certs, _ := mutualtlstest.WriteFiles(t, t.TempDir())
+	key := authtest.NewKey(t, "")
+	ports := freePorts(t, 4)
+	cfg := map[string]any{
+		"listen_host":          "127.0.0.1",
+		"listen_port":          ports[0],
+		"internal_listen_port": ports[1],
+		"health_check_port":    ports[2],
+		"debug_server_port":    ports[3],
+		"ca_cert_file":         certs.CACert,
+		"server_cert_file":     certs.ServerCert,
+		"server_key_file":      certs.ServerKey,
+		"database":             map[string]any{"type": "postgres", "connection_string": dsn},
+		"uaa_key_file":         key.PublicKeyFile(t),
+		"jwt_issuer":           authtest.Issuer,
+		"log_level":            "info",
+	}
+	for k, v := range extra {
+		cfg[k] = v
+	}
+	cfgFile := filepath.Join(t.TempDir(), "policy-server.json")
+	b, _ := json.Marshal(cfg)
+	if err := os.WriteFile(cfgFile, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := &system{
+		netman:      filepath.Join(bin, "netman"),
+		api:         fmt.Sprintf("http://127.0.0.1:%d", ports[0]),
+		internalURL: fmt.Sprintf("https://127.0.0.1:%d", ports[1]),
+		certs:       certs,
+		keyFile:     key.PrivateKeyFile(t),
+		logs:        &bytes.Buffer{},
+	}
+	if ca, ok := extra["external_server_cert_file"]; ok && ca != "" {
+		s.api = fmt.Sprintf("https://127.0.0.1:%d", ports[0])
+	}
+	cmd := exec.Command(filepath.Join(bin, "policy-server"), "-config-file", cfgFile)
+	var mu sync.Mutex
+	cmd.Stdout, cmd.Stderr = lockedWriter{&mu, s.logs}, lockedWriter{&mu, s.logs}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case err := <-exited:
+			if err != nil {
+				t.Errorf("policy-server exited with %v after SIGTERM", err)
+			}
+		case <-time.After(20 * time.Second):
+			_ = cmd.Process.Kill()
+			t.Error("policy-server did not stop within 20s of SIGTERM")
+		}
+		if t.Failed() {
+			mu.Lock()
+			t.Logf("policy-server output:\n%s", s.logs.String())
+			mu.Unlock()
+		}
+	})
+	health := fmt.Sprintf("http://127.0.0.1:%d/health", ports[2])
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(health)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+		}
+		select {
+		case err := <-exited:
+			mu.Lock()
+			t.Fatalf("policy-server exited at start: %v\n%s", err, s.logs.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("policy-server did not become healthy within 30s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// The external server is the last member to start.
+	for time.Now().Before(deadline) {
+		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", ports[0])); err == nil {
+			c.Close()
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	s.token = strings.TrimSpace(s.mustRun(t, "dev-token", "--key", s.keyFile, "--issuer", authtest.Issuer))
+	return s
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// run runs netman with NETMAN_API set to the server and returns stdout, stderr, exit code.
+func (s *system) run(t *testing.T, env []string, args ...string) (string, string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, s.netman, args...)
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "NETMAN_API=" + s.api, "NETMAN_TOKEN=" + s.token}, env...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	code := 0
+	if err != nil {
+		ee, ok := err.(*exec.ExitError)
+		if !ok {
+			t.Fatalf("running netman: %v", err)
+		}
+		code = ee.ExitCode()
+	}
+	return stdout.String(), stderr.String(), code
+}
+
+func (s *system) mustRun(t *testing.T, args ...string) string {
+	t.Helper()
+	out, errOut, code := s.run(t, nil, args...)
+	if code != 0 {
+		t.Fatalf("netman %s: exit %d\n%s", strings.Join(args, " "), code, errOut)
+	}
+	return out
+}
+
+func (s *system) mustFail(t *testing.T, wantCode int, wantErr string, env []string, args ...string) {
+	t.Helper()
+	out, errOut, code := s.run(t, env, args...)
+	if code != wantCode {
+		t.Fatalf("netman %s: exit %d, want %d\nstdout %s\nstderr %s", strings.Join(args, " "), code, wantCode, out, errOut)
+	}
+	if strings.Count(errOut, "\n") != 1 || !strings.HasPrefix(errOut, "netman: ") || !strings.Contains(errOut, wantErr) {
+		t.Fatalf("netman %s: stderr %q, want one line containing %q", strings.Join(args, " "), errOut, wantErr)
+	}
+}
+
+func TestNetmanAgainstThePolicyServer(t *testing.T) {
+	s := start(t, nil)
+
+	if out := s.mustRun(t, "policies", "list"); out != "SOURCE   DESTINATION   PROTOCOL   PORTS\n0 policies\n" {
+		t.Fatalf("empty list:\n%s", out)
+	}
+	if out := s.mustRun(t, "policies", "add", "app-a", "app-b", "--protocol", "tcp", "--port", "8080-8090"); out != "Added policy app-a -> app-b tcp/8080-8090\n" {
+		t.Fatalf("add: %q", out)
+	}
+	s.mustRun(t, "policies", "add", "app-a", "app-b", "--protocol", "tcp", "--port", "8080-8090") // idempotent
+	s.mustRun(t, "policies", "add", "--port", "53", "--protocol", "udp", "app-c", "app-a")        // flags first
+	s.mustRun(t, "policies", "add", "app-c", "app-b")                                             // cf's defaults: tcp 8080
+
+	want := "SOURCE   DESTINATION   PROTOCOL   PORTS\n" +
+		"app-a    app-b         tcp        8080-8090\n" +
+		"app-c    app-a         udp        53\n" +
+		"app-c    app-b         tcp        8080\n" +
+		"3 policies\n"
+	if out := s.mustRun(t, "policies", "list"); out != want {
+		t.Fatalf("list:\n%s\nwant:\n%s", out, want)
+	}
+	if out := s.mustRun(t, "policies", "list", "--id", "app-b", "--json"); !strings.Contains(out, `"total_policies": 2`) {
+		t.Fatalf("list --id app-b --json:\n%s", out)
+	}
+
+	// What an agent sees: v0 shows the range as port = start plus ports.
+	internal := []string{"internal", "policies", "--url", s.internalURL, "--ca", s.certs.CACert, "--cert", s.certs.ClientCert, "--key", s.certs.ClientKey}
+	out := s.mustRun(t, append(internal, "--id", "app-b", "--json")...)
+	var v0 struct {
+		Policies []map[string]map[string]any `json:"policies"`
+	}
+	if err := json.Unmarshal([]byte(out), &v0); err != nil || len(v0.Policies) != 2 {
+		t.Fatalf("internal v0 --json: %v\n%s", err, out)
+	}
+	d := v0.Policies[0]["destination"]
+	if d["port"] != float64(8080) || fmt.Sprint(d["ports"]) != "map[end:8090 start:8080]" {
+		t.Fatalf("v0 internal shows the range as %v", d)
+	}
+	if out := s.mustRun(t, append(internal, "--v1")...); !strings.Contains(out, "8080-8090") || !strings.Contains(out, "3 policies") {
+		t.Fatalf("internal --v1:\n%s", out)
+	}
+
+	tags := s.mustRun(t, "tags")
+	if !strings.HasPrefix(tags, "ID      TYPE   TAG\napp-a   app    ") || strings.Count(tags, "\n") != 4 {
+		t.Fatalf("tags:\n%s", tags)
+	}
+	if out := s.mustRun(t, "whoami"); out != "user:   admin\nclient: netman-dev\nscopes: network.admin\n" {
+		t.Fatalf("whoami:\n%s", out)
+	}
+
+	s.mustRun(t, "policies", "remove", "app-a", "app-b", "--protocol", "tcp", "--port", "8080-8090")
+	s.mustRun(t, "policies", "remove", "app-a", "app-b", "--protocol", "tcp", "--port", "8080-8090") // idempotent
+	if out := s.mustRun(t, "policies", "list"); !strings.HasSuffix(out, "2 policies\n") {
+		t.Fatalf("after remove:\n%s", out)
+	}
+
+	// Failures: one line on stderr with the server's message, non-zero exit.
+	s.mustFail(t, 1, `400 Bad Request: policies[0].destination.protocol "icmp" is not allowed`, nil, "policies", "add", "a", "b", "--protocol", "icmp")
+	s.mustFail(t, 1, "outside 1-65535", nil, "policies", "add", "a", "b", "--port", "70000")
+	s.mustFail(t, 1, "greater than", nil, "policies", "add", "a", "b", "--port", "9000-8000")
+	s.mustFail(t, 1, "must not contain a comma", nil, "policies", "add", "a,b", "c")
+	s.mustFail(t, 2, "--port \"http\"", nil, "policies", "add", "a", "b", "--port", "http")
+	s.mustFail(t, 2, "needs SRC and DST", nil, "policies", "add", "a")
+	s.mustFail(t, 2, "needs --protocol and --port", nil, "policies", "remove", "a", "b")
+	s.mustFail(t, 2, "unknown command", nil, "frobnicate")
+	s.mustFail(t, 2, "no token", []string{"NETMAN_TOKEN="}, "policies", "list")
+	s.mustFail(t, 1, "401 Unauthorized: token is malformed", nil, "policies", "list", "--token", "junk")
+	readOnly := strings.TrimSpace(s.mustRun(t, "dev-token", "--key", s.keyFile, "--issuer", authtest.Issuer, "--scope", "network.read"))
+	s.mustFail(t, 1, "403 Forbidden: token lacks scope network.admin", []string{"NETMAN_TOKEN=" + readOnly}, "whoami")
+	wrongIssuer := strings.TrimSpace(s.mustRun(t, "dev-token", "--key", s.keyFile, "--issuer", "https://elsewhere"))
+	s.mustFail(t, 1, "401 Unauthorized", []string{"NETMAN_TOKEN=bearer " + wrongIssuer}, "tags")
+	s.mustFail(t, 1, "connection refused", nil, "policies", "list", "--api", "http://127.0.0.1:1")
+	s.mustFail(t, 2, "internal policies needs --ca", nil, "internal", "policies", "--url", s.internalURL)
+
+	// --help on every command, exit 0.
+	for _, args := range [][]string{{"--help"}, {"policies", "--help"}, {"policies", "list", "--help"}, {"policies", "add", "--help"},
+		{"policies", "remove", "--help"}, {"tags", "--help"}, {"whoami", "--help"}, {"internal", "--help"}, {"internal", "policies", "--help"}, {"dev-token", "--help"}} {
+		out, errOut, code := s.run(t, nil, args...)
+		if code != 0 || !strings.Contains(out, "Usage") || errOut != "" {
+			t.Errorf("netman %s: exit %d, stdout %q, stderr %q", strings.Join(args, " "), code, out, errOut)
+		}
+	}
+}
