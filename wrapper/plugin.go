@@ -222,7 +222,7 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 	for _, a := range *cfg.ValidAttachments {
 		valid[a.ContainerID] = true
 	}
-	removed, err := store.Retain(ctx, func(c datastore.Container) bool { return valid[c.Handle] })
+	removed, err := store.Retain(ctx, func(handle string) bool { return valid[handle] })
 	if err != nil {
 		return datastoreError("removing stale records", err)
 	}

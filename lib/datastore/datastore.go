@@ -106,9 +106,39 @@ func Snapshot(path string) (map[string]Container, uint64, error) {
 // ErrCorrupt. Numbers in metadata are kept as json.Number so they survive a rewrite
 // digit for digit.
 func Decode(b []byte) (map[string]Container, error) {
+	records, err := decode[Container](b)
+	if err != nil {
+		return nil, err
+	}
+	for key, c := range records {
+		if err := checkRecord(key, c.Handle, c.IP); err != nil {
+			return nil, err
+		}
+	}
+	return records, nil
+}
+
+func decodeRaw(b []byte) (map[string]rawContainer, error) {
+	records, err := decode[rawContainer](b)
+	if err != nil {
+		return nil, err
+	}
+	for key, c := range records {
+		if err := checkRecord(key, c.Handle, c.IP); err != nil {
+			return nil, err
+		}
+		// Decode would fail on metadata that is not an object; so must this.
+		if m := bytes.TrimSpace(c.Metadata); len(m) > 0 && m[0] != '{' && string(m) != "null" {
+			return nil, fmt.Errorf("%w: record %q: metadata is not an object", ErrCorrupt, key)
+		}
+	}
+	return records, nil
+}
+
+func decode[T any](b []byte) (map[string]T, error) {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.UseNumber()
-	var records map[string]Container
+	var records map[string]T
 	if err := dec.Decode(&records); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
@@ -118,20 +148,22 @@ func Decode(b []byte) (map[string]Container, error) {
 	if records == nil {
 		return nil, fmt.Errorf("%w: not a JSON object", ErrCorrupt)
 	}
-	for key, c := range records {
-		if key == "" {
-			return nil, fmt.Errorf("%w: record with an empty handle", ErrCorrupt)
-		}
-		if c.Handle != key {
-			return nil, fmt.Errorf("%w: record %q has handle %q", ErrCorrupt, key, c.Handle)
-		}
-		if c.IP != "" {
-			if _, err := netip.ParseAddr(c.IP); err != nil {
-				return nil, fmt.Errorf("%w: record %q: ip %q: %v", ErrCorrupt, key, c.IP, err)
-			}
+	return records, nil
+}
+
+func checkRecord(key, handle, ip string) error {
+	if key == "" {
+		return fmt.Errorf("%w: record with an empty handle", ErrCorrupt)
+	}
+	if handle != key {
+		return fmt.Errorf("%w: record %q has handle %q", ErrCorrupt, key, handle)
+	}
+	if ip != "" {
+		if _, err := netip.ParseAddr(ip); err != nil {
+			return fmt.Errorf("%w: record %q: ip %q: %v", ErrCorrupt, key, ip, err)
 		}
 	}
-	return records, nil
+	return nil
 }
 
 // Encode renders records in the datastore format.

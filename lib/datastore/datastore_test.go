@@ -219,7 +219,7 @@ func TestRetain(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	removed, err := s.Retain(ctx, func(c datastore.Container) bool { return c.Handle == "b" })
+	removed, err := s.Retain(ctx, func(handle string) bool { return handle == "b" })
 	if err != nil || len(removed) != 2 {
 		t.Fatalf("Retain = %v, %v", removed, err)
 	}

@@ -2,8 +2,10 @@ package datastore
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -68,9 +70,18 @@ func (s *Store) Add(ctx context.Context, c Container) error {
 	if c.Handle == "" {
 		return errors.New("adding datastore record: empty handle")
 	}
-	return s.Update(ctx, func(records map[string]Container) (bool, error) {
-		records[c.Handle] = c
-		return true, nil
+	if c.IP != "" {
+		if _, err := netip.ParseAddr(c.IP); err != nil {
+			return fmt.Errorf("adding datastore record: %w", err)
+		}
+	}
+	meta, err := json.Marshal(c.Metadata)
+	if err != nil {
+		return fmt.Errorf("encoding metadata of %s: %w", c.Handle, err)
+	}
+	return s.update(ctx, func(records map[string]rawContainer) bool {
+		records[c.Handle] = rawContainer{Handle: c.Handle, IP: c.IP, Metadata: meta}
+		return true
 	})
 }
 
@@ -78,26 +89,26 @@ func (s *Store) Add(ctx context.Context, c Container) error {
 // record that is not there changes nothing and writes nothing.
 func (s *Store) Remove(ctx context.Context, handle string) (bool, error) {
 	var found bool
-	err := s.Update(ctx, func(records map[string]Container) (bool, error) {
+	err := s.update(ctx, func(records map[string]rawContainer) bool {
 		_, found = records[handle]
 		delete(records, handle)
-		return found, nil
+		return found
 	})
 	return found, err
 }
 
-// Retain keeps only the records for which keep returns true and returns the handles it
+// Retain keeps only the records whose handle keep accepts and returns the handles it
 // removed.
-func (s *Store) Retain(ctx context.Context, keep func(Container) bool) ([]string, error) {
+func (s *Store) Retain(ctx context.Context, keep func(handle string) bool) ([]string, error) {
 	var removed []string
-	err := s.Update(ctx, func(records map[string]Container) (bool, error) {
-		for h, c := range records {
-			if !keep(c) {
+	err := s.update(ctx, func(records map[string]rawContainer) bool {
+		for h := range records {
+			if !keep(h) {
 				removed = append(removed, h)
 				delete(records, h)
 			}
 		}
-		return len(removed) > 0, nil
+		return len(removed) > 0
 	})
 	return removed, err
 }
@@ -116,6 +127,58 @@ func (s *Store) Get(handle string) (Container, bool, error) {
 // writes the result when change reports a modification. An error from change, or a
 // corrupt datastore, leaves every file as it was.
 func (s *Store) Update(ctx context.Context, change func(map[string]Container) (bool, error)) error {
+	return s.locked(ctx, func() error {
+		records, err := Read(s.path)
+		if err != nil {
+			return err
+		}
+		changed, err := change(records)
+		if err != nil || !changed {
+			return err
+		}
+		b, err := Encode(records)
+		if err != nil {
+			return err
+		}
+		return s.write(b)
+	})
+}
+
+// rawContainer is a record whose metadata stays undecoded: the ADD and DEL hot path
+// checks each record's handle and IP but has no reason to build every container's
+// metadata map only to encode it again.
+type rawContainer struct {
+	Handle   string          `json:"handle"`
+	IP       string          `json:"ip"`
+	Metadata json.RawMessage `json:"metadata"`
+}
+
+// update is Update on raw records. It enforces the same format rules as Decode.
+func (s *Store) update(ctx context.Context, change func(map[string]rawContainer) bool) error {
+	return s.locked(ctx, func() error {
+		b, err := os.ReadFile(s.path)
+		records := map[string]rawContainer{}
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+		case err != nil:
+			return fmt.Errorf("reading datastore: %w", err)
+		default:
+			if records, err = decodeRaw(b); err != nil {
+				return fmt.Errorf("datastore %s: %w", s.path, err)
+			}
+		}
+		if !change(records) {
+			return nil
+		}
+		out, err := json.Marshal(records)
+		if err != nil {
+			return fmt.Errorf("encoding datastore: %w", err)
+		}
+		return s.write(out)
+	})
+}
+
+func (s *Store) locked(ctx context.Context, f func() error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -124,27 +187,24 @@ func (s *Store) Update(ctx context.Context, change func(map[string]Container) (b
 		return err
 	}
 	defer unlock()
+	return f()
+}
 
-	records, err := Read(s.path)
-	if err != nil {
-		return err
-	}
-	changed, err := change(records)
-	if err != nil || !changed {
-		return err
-	}
-	b, err := Encode(records)
-	if err != nil {
-		return err
-	}
+// write replaces the data file and bumps the version; the caller holds the lock.
+//
+// The data file is fsynced before its rename and the directory after it, so a power
+// loss leaves the old or the new file, complete. The version file is only renamed: it
+// tells running agents that something changed, and no agent outlives a power loss to
+// compare it with its memory, so syncing it would only make every ADD slower.
+func (s *Store) write(content []byte) error {
 	version, err := Version(s.path)
 	if err != nil {
 		return err
 	}
-	if err := s.replace(s.path, b); err != nil {
+	if err := s.replace(s.path, content, true); err != nil {
 		return fmt.Errorf("writing datastore: %w", err)
 	}
-	if err := s.replace(s.path+VersionSuffix, []byte(strconv.FormatUint(version+1, 10)+"\n")); err != nil {
+	if err := s.replace(s.path+VersionSuffix, []byte(strconv.FormatUint(version+1, 10)+"\n"), false); err != nil {
 		return fmt.Errorf("writing datastore version: %w", err)
 	}
 	// One directory fsync makes both renames durable.
@@ -183,7 +243,7 @@ func (s *Store) lock() (func(), error) {
 // replace atomically puts content at path: the staging file is only ever written by
 // the lock holder, so a fixed name is safe, and a writer killed halfway leaves it to be
 // truncated by the next one instead of littering the directory.
-func (s *Store) replace(path string, content []byte) error {
+func (s *Store) replace(path string, content []byte, sync bool) error {
 	tmp := path + tmpSuffix
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
@@ -197,9 +257,11 @@ func (s *Store) replace(path string, content []byte) error {
 		f.Close()
 		return err
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
+	if sync {
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return err
+		}
 	}
 	if err := f.Close(); err != nil {
 		return err

@@ -1,0 +1,53 @@
+package datastore_test
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"testing"
+
+	"netman/lib/datastore"
+)
+
+// BenchmarkAdd measures one ADD's datastore work on a cell that already runs 249
+// containers: lock, read, decode, encode, write, fsync, rename, version bump.
+func BenchmarkAdd(b *testing.B) {
+	ctx := context.Background()
+	s, err := datastore.New(filepath.Join(b.TempDir(), "store.json"), datastore.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i := range 249 {
+		if err := s.Add(ctx, record(fmt.Sprintf("other-%03d", i), "10.255.0.1")); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		h := fmt.Sprintf("bench-%d", i)
+		if err := s.Add(ctx, record(h, "10.255.1.1")); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := s.Remove(ctx, h); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkRead is an agent's poll of a 250-record datastore that changed.
+func BenchmarkRead(b *testing.B) {
+	ctx := context.Background()
+	path := filepath.Join(b.TempDir(), "store.json")
+	s, _ := datastore.New(path, datastore.Options{})
+	for i := range 250 {
+		if err := s.Add(ctx, record(fmt.Sprintf("c-%03d", i), "10.255.0.1")); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ResetTimer()
+	for range b.N {
+		if _, err := datastore.Read(path); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
