@@ -21,29 +21,45 @@ import (
 // destinations by group id (both merged against the groups list, no lookups by string),
 // policies by (source id, destination id), so only the 1-3 rows of each source need sorting.
 func (s *Store) All(ctx context.Context) ([]models.Policy, error) {
+	policies, _, err := s.Snapshot(ctx)
+	return policies, err
+}
+
+// Snapshot is All plus the version (LastUpdated) those policies are exactly the state
+// of, read in the same transaction: a cache keyed by the version can never pair a
+// version with older or newer policies.
+func (s *Store) Snapshot(ctx context.Context) (policies []models.Policy, version int64, err error) {
+	policies, version, err = s.snapshot(ctx)
+	if err != nil {
+		return nil, 0, fmt.Errorf("listing policies: %w", err)
+	}
+	return policies, version, nil
+}
+
+func (s *Store) snapshot(ctx context.Context) ([]models.Policy, int64, error) {
 	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true})
 	if err != nil {
-		return nil, fmt.Errorf("listing policies: %w", err)
+		return nil, 0, err
 	}
 	defer tx.Rollback()
 
-	var nPolicies, nGroups int64
-	if err := tx.QueryRowContext(ctx, `SELECT policies, groups FROM store_meta`).Scan(&nPolicies, &nGroups); err != nil {
-		return nil, fmt.Errorf("listing policies: %w", err)
+	var version, nPolicies, nGroups int64
+	if err := tx.QueryRowContext(ctx, `SELECT version, policies, groups FROM store_meta`).Scan(&version, &nPolicies, &nGroups); err != nil {
+		return nil, 0, err
 	}
 	groups, err := s.readGroups(ctx, tx, int(nGroups))
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	dests, err := readDestinations(ctx, tx, groups)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 
 	policies := make([]models.Policy, 0, nPolicies)
 	rows, err := tx.QueryContext(ctx, `SELECT source_id, destination_id FROM policies ORDER BY source_id, destination_id`)
 	if err != nil {
-		return nil, fmt.Errorf("listing policies: %w", err)
+		return nil, 0, err
 	}
 	defer rows.Close()
 	var src sql.RawBytes
@@ -52,15 +68,15 @@ func (s *Store) All(ctx context.Context) ([]models.Policy, error) {
 	run := 0 // where the current source's rows start
 	for rows.Next() {
 		if err := rows.Scan(&src, &dst); err != nil {
-			return nil, fmt.Errorf("listing policies: %w", err)
+			return nil, 0, err
 		}
 		g, ok := gs.seek(src)
 		if !ok {
-			return nil, fmt.Errorf("listing policies: source %q has no group", src)
+			return nil, 0, fmt.Errorf("source %q has no group", src)
 		}
 		d, ok := dests.get(dst)
 		if !ok {
-			return nil, fmt.Errorf("listing policies: destination %d missing", dst)
+			return nil, 0, fmt.Errorf("destination %d missing", dst)
 		}
 		if run < len(policies) && policies[run].Source.ID != g.id {
 			sortSourceRun(policies[run:])
@@ -69,13 +85,13 @@ func (s *Store) All(ctx context.Context) ([]models.Policy, error) {
 		policies = append(policies, models.Policy{Source: models.Source{ID: g.id, Tag: g.tag}, Destination: d})
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("listing policies: %w", err)
+		return nil, 0, err
 	}
 	sortSourceRun(policies[run:])
 	if err := tx.Commit(); err != nil {
-		return nil, fmt.Errorf("listing policies: %w", err)
+		return nil, 0, err
 	}
-	return policies, nil
+	return policies, version, nil
 }
 
 type groupTag struct{ id, tag string }
@@ -84,20 +100,22 @@ type groupTag struct{ id, tag string }
 func (s *Store) readGroups(ctx context.Context, tx *sql.Tx, sizeHint int) ([]groupTag, error) {
 	rows, err := tx.QueryContext(ctx, `SELECT id, tag FROM groups ORDER BY id`)
 	if err != nil {
-		return nil, fmt.Errorf("listing policies: reading groups: %w", err)
+		return nil, fmt.Errorf("reading groups: %w", err)
 	}
 	defer rows.Close()
 	groups := make([]groupTag, 0, sizeHint)
-	var id sql.RawBytes
+	// A string, not sql.RawBytes: lib/pq hands text over as a new string already, which
+	// database/sql then passes on without another copy.
+	var id string
 	var tag int
 	for rows.Next() {
 		if err := rows.Scan(&id, &tag); err != nil {
-			return nil, fmt.Errorf("listing policies: reading groups: %w", err)
+			return nil, fmt.Errorf("reading groups: %w", err)
 		}
-		groups = append(groups, groupTag{id: string(id), tag: s.formatTag(tag)})
+		groups = append(groups, groupTag{id: id, tag: s.formatTag(tag)})
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("listing policies: reading groups: %w", err)
+		return nil, fmt.Errorf("reading groups: %w", err)
 	}
 	return groups, nil
 }
@@ -147,7 +165,7 @@ func (t *destinationTable) get(id int64) (models.Destination, bool) {
 func readDestinations(ctx context.Context, tx *sql.Tx, groups []groupTag) (*destinationTable, error) {
 	var lo, hi, n int64
 	if err := tx.QueryRowContext(ctx, `SELECT coalesce(min(id), 0), coalesce(max(id), -1), count(*) FROM destinations`).Scan(&lo, &hi, &n); err != nil {
-		return nil, fmt.Errorf("listing policies: reading destinations: %w", err)
+		return nil, fmt.Errorf("reading destinations: %w", err)
 	}
 	t := &destinationTable{base: lo}
 	if span := hi - lo + 1; span <= 2*n+1024 {
@@ -160,7 +178,7 @@ func readDestinations(ctx context.Context, tx *sql.Tx, groups []groupTag) (*dest
 		SELECT id, group_id, protocol, start_port, end_port FROM destinations
 		ORDER BY group_id, protocol, start_port, end_port`)
 	if err != nil {
-		return nil, fmt.Errorf("listing policies: reading destinations: %w", err)
+		return nil, fmt.Errorf("reading destinations: %w", err)
 	}
 	defer rows.Close()
 	gs := groupCursor{groups: groups}
@@ -169,11 +187,11 @@ func readDestinations(ctx context.Context, tx *sql.Tx, groups []groupTag) (*dest
 	var start, end int
 	for rows.Next() {
 		if err := rows.Scan(&id, &gid, &proto, &start, &end); err != nil {
-			return nil, fmt.Errorf("listing policies: reading destinations: %w", err)
+			return nil, fmt.Errorf("reading destinations: %w", err)
 		}
 		g, ok := gs.seek(gid)
 		if !ok {
-			return nil, fmt.Errorf("listing policies: destination group %q missing", gid)
+			return nil, fmt.Errorf("destination group %q missing", gid)
 		}
 		d := models.Destination{ID: g.id, Tag: g.tag, Protocol: protocolString(proto), Ports: models.Ports{Start: start, End: end}}
 		if t.m != nil {
@@ -183,7 +201,7 @@ func readDestinations(ctx context.Context, tx *sql.Tx, groups []groupTag) (*dest
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("listing policies: reading destinations: %w", err)
+		return nil, fmt.Errorf("reading destinations: %w", err)
 	}
 	return t, nil
 }

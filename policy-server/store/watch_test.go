@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"database/sql"
+	"slices"
 	"testing"
 	"time"
 
@@ -53,6 +54,10 @@ func TestLastUpdatedAndCounts(t *testing.T) {
 			t.Errorf("%s: LastUpdated %d -> %d, want no change", st.name, last, v)
 		}
 		last = v
+		snap, sv, err := s.Snapshot(ctx)
+		if err != nil || sv != v || !slices.Equal(snap, mustAll(t, s)) {
+			t.Errorf("%s: Snapshot = version %d (%v), want %d and the policies of All", st.name, sv, err, v)
+		}
 		p, g, err := s.Counts(ctx)
 		if err != nil {
 			t.Fatal(err)
