@@ -39,7 +39,7 @@ func fixture(t *testing.T, maxIDs int) (http.Handler, *bytes.Buffer, *prometheus
 	return mux(t, cache, maxIDs)
 }
 
-func mux(t *testing.T, source api.PolicySource, maxIDs int) (http.Handler, *bytes.Buffer, *prometheus.Registry) {
+func mux(t testing.TB, source api.PolicySource, maxIDs int) (http.Handler, *bytes.Buffer, *prometheus.Registry) {
 	logs := &bytes.Buffer{}
 	reg := prometheus.NewRegistry()
 	mw := api.Middleware{

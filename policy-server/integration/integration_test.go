@@ -36,7 +36,7 @@ import (
 
 const serverName = "policy-server.service.cf.internal"
 
-var binary string
+var binary, loadBinary string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "policy-server-bin")
@@ -44,10 +44,11 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	binary = filepath.Join(dir, "policy-server")
-	build := exec.Command("go", "build", "-o", binary, "netman/cmd/policy-server")
+	loadBinary = filepath.Join(dir, "policy-load")
+	build := exec.Command("go", "build", "-o", dir+"/", "netman/cmd/policy-server", "netman/cmd/policy-load")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
-		fmt.Fprintf(os.Stderr, "building policy-server: %v\n", err)
+		fmt.Fprintf(os.Stderr, "building policy-server and policy-load: %v\n", err)
 		os.Exit(1)
 	}
 	code := m.Run()
@@ -666,4 +667,66 @@ func withPassword(t *testing.T, dsn, password string) string {
 	}
 	u.User = url.UserPassword(u.User.Username(), password)
 	return u.String()
+}
+
+// The load tool seeds, waits for the server to serve what it seeded, and reports
+// every figure for every scenario.
+func TestLoadTool(t *testing.T) {
+	_, _, dsn := apitest.NewStore(t)
+	dir := certs(t)
+	s := start(t, dir, dsn)
+	cmd := exec.Command(loadBinary, "-database-url", dsn, "-policies", "300",
+		"-url", fmt.Sprintf("https://127.0.0.1:%d", s.ports.internal),
+		"-ca-cert", filepath.Join(dir, "ca.crt"), "-client-cert", filepath.Join(dir, "client.crt"), "-client-key", filepath.Join(dir, "client.key"),
+		"-server-pid", fmt.Sprint(s.cmd.Process.Pid), "-ids", "3", "-concurrency", "1,4",
+		"-duration", "300ms", "-full-duration", "300ms", "-json")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("policy-load: %v\n%s", err, out)
+	}
+	type result struct {
+		Scenario     string  `json:"scenario"`
+		Concurrency  int     `json:"concurrency"`
+		Requests     int     `json:"requests"`
+		Errors       int     `json:"errors"`
+		RequestsPerS float64 `json:"requests_per_second"`
+		P50          float64 `json:"p50_ms"`
+		Bytes        float64 `json:"bytes_per_response"`
+		PeakRSS      float64 `json:"server_peak_rss_mib"`
+	}
+	var got []result
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		var r result
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatalf("line %q: %v", line, err)
+		}
+		got = append(got, r)
+	}
+	if len(got) != 3 || got[0].Concurrency != 1 || got[1].Concurrency != 4 || got[2].Scenario != "full list" {
+		t.Fatalf("scenarios: %+v", got)
+	}
+	for _, r := range got {
+		if r.Requests == 0 || r.Errors != 0 || r.RequestsPerS <= 0 || r.P50 <= 0 || r.Bytes <= 0 || r.PeakRSS <= 0 {
+			t.Errorf("incomplete figures: %+v", r)
+		}
+	}
+	// 300 policies at roughly 170 bytes each.
+	if full := got[2].Bytes; full < 300*100 {
+		t.Errorf("full list of 300 policies is only %.0f bytes", full)
+	}
+
+	for _, args := range [][]string{
+		{"-concurrency", "0"},
+		{"-ca-cert", ""},
+		{"-url", "http://127.0.0.1:1"},
+	} {
+		base := []string{"-database-url", dsn, "-ca-cert", "x", "-client-cert", "x", "-client-key", "x"}
+		out, err := exec.Command(loadBinary, append(base, args...)...).CombinedOutput()
+		if err == nil {
+			t.Errorf("policy-load %v succeeded: %s", args, out)
+		}
+	}
+	if out, err := exec.Command(loadBinary, "-help").CombinedOutput(); err != nil || !strings.Contains(string(out), "-concurrency") {
+		t.Errorf("-help: %v %s", err, out)
+	}
 }

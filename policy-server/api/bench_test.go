@@ -1,0 +1,106 @@
+package api_test
+
+import (
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"netman/policy-server/api"
+	"netman/policy-server/api/apitest"
+	"netman/policy-server/policycache"
+	"netman/policy-server/store"
+)
+
+// benchHandler is the internal API's handler over a snapshot of 100,000 seeded
+// policies (no TLS, no network: that is what policy-load measures).
+func benchHandler(b *testing.B) (http.Handler, []string) {
+	b.Helper()
+	st, db, _ := apitest.NewStore(b)
+	groups, err := store.Seed(apitest.Ctx(b), db, 100000, rand.New(rand.NewPCG(1, 1)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	cache := policycache.New(st, policycache.Options{MaxAge: time.Hour})
+	if err := cache.Refresh(apitest.Ctx(b)); err != nil {
+		b.Fatal(err)
+	}
+	// Request logs at debug level are off in production, and off here.
+	mw := api.Middleware{Server: "internal", Logger: slog.New(slog.DiscardHandler), Metrics: api.NewMetrics(prometheus.NewRegistry()), Timeout: 5 * time.Second}
+	return api.NewMux(mw, api.InternalRoutes(api.NewInternalPolicies(cache, 10000))), groups
+}
+
+func BenchmarkInternalPolicies10IDsAt100k(b *testing.B) {
+	h, groups := benchHandler(b)
+	rng := rand.New(rand.NewPCG(2, 2))
+	targets := make([]string, 1024)
+	for i := range targets {
+		ids := make([]string, 10)
+		for j := range ids {
+			ids[j] = groups[rng.IntN(len(groups))]
+		}
+		targets[i] = api.PoliciesPath + "?id=" + strings.Join(ids, ",")
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, targets[i%len(targets)], nil))
+		if rec.Code != http.StatusOK {
+			b.Fatalf("status %d", rec.Code)
+		}
+	}
+}
+
+func BenchmarkInternalPoliciesAllAt100k(b *testing.B) {
+	h, _ := benchHandler(b)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		w := &discardWriter{header: http.Header{}}
+		h.ServeHTTP(w, httptest.NewRequest(http.MethodGet, api.PoliciesPath, nil))
+		if w.status != http.StatusOK {
+			b.Fatalf("status %d", w.status)
+		}
+		b.SetBytes(w.n)
+	}
+}
+
+func BenchmarkSnapshotRebuildAt100k(b *testing.B) {
+	st, db, _ := apitest.NewStore(b)
+	if _, err := store.Seed(apitest.Ctx(b), db, 100000, rand.New(rand.NewPCG(1, 1))); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		// A new cache each time: Refresh then loads and indexes everything.
+		if err := policycache.New(st, policycache.Options{}).Refresh(apitest.Ctx(b)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// discardWriter counts a response instead of keeping megabytes of it.
+type discardWriter struct {
+	header http.Header
+	status int
+	n      int64
+}
+
+func (d *discardWriter) Header() http.Header { return d.header }
+func (d *discardWriter) WriteHeader(s int)   { d.status = s }
+func (d *discardWriter) Write(p []byte) (int, error) {
+	if d.status == 0 {
+		d.status = http.StatusOK
+	}
+	n, err := io.Discard.Write(p)
+	d.n += int64(n)
+	return n, err
+}
