@@ -238,12 +238,22 @@ func TestNetmanAgainstThePolicyServer(t *testing.T) {
 
 	// What an agent sees: v0 shows the range as port = start plus ports.
 	internal := []string{"internal", "policies", "--url", s.internalURL, "--ca", s.certs.CACert, "--cert", s.certs.ClientCert, "--key", s.certs.ClientKey}
-	out := s.mustRun(t, append(internal, "--id", "app-b", "--json")...)
+	// The v0 route answers from the server's snapshot, which may trail a write by up
+	// to a second (the policy cache's freshness promise).
 	var v0 struct {
 		Policies []map[string]map[string]any `json:"policies"`
 	}
-	if err := json.Unmarshal([]byte(out), &v0); err != nil || len(v0.Policies) != 2 {
-		t.Fatalf("internal v0 --json: %v\n%s", err, out)
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		out := s.mustRun(t, append(internal, "--id", "app-b", "--json")...)
+		if err := json.Unmarshal([]byte(out), &v0); err != nil {
+			t.Fatalf("internal v0 --json: %v\n%s", err, out)
+		}
+		if len(v0.Policies) == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("internal v0 --json still shows %d policies after 2s:\n%s", len(v0.Policies), out)
+		}
 	}
 	d := v0.Policies[0]["destination"]
 	if d["port"] != float64(8080) || fmt.Sprint(d["ports"]) != "map[end:8090 start:8080]" {
