@@ -52,7 +52,7 @@ type Deps struct {
 }
 
 // Members returns the ifrit members in start order: debug, policy cache, change
-// watcher, internal API, health. Health comes last so that it only answers once the
+// watcher, internal API, external API (when it has routes), health. Health comes last so that it only answers once the
 // API serves; an ordered group stops them in reverse, so health goes first and the API
 // drains before the cache and the database go away.
 func Members(d Deps) (grouper.Members, error) {
@@ -122,12 +122,11 @@ func Members(d Deps) (grouper.Members, error) {
 		{Name: "policy-cache", Runner: cacheRunner(cache, d.Logger)},
 		{Name: "policy-watch", Runner: watchRunner(d.Store, d.DSN, cache, d.Logger)},
 		{Name: "internal-server", Runner: &HTTPServer{Server: internal, Drain: drain, Logger: d.Logger}},
-		{Name: "health-server", Runner: &HTTPServer{Server: health, Drain: drain, Logger: d.Logger}},
 	}
 	if external != nil {
 		members = append(members, grouper.Member{Name: "external-server", Runner: &HTTPServer{Server: external, Drain: drain, Logger: d.Logger}})
 	}
-	return members, nil
+	return append(members, grouper.Member{Name: "health-server", Runner: &HTTPServer{Server: health, Drain: drain, Logger: d.Logger}}), nil
 }
 
 // SetTimeouts bounds every phase of a connection so a slow or stalled client cannot
