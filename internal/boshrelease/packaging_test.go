@@ -107,11 +107,54 @@ func TestPackageSpecs(t *testing.T) {
 				if !strings.HasPrefix(pattern, "netman/") {
 					continue // a blob
 				}
-				if len(matchFiles(repo, pattern, nil)) == 0 && !strings.Contains(pattern, "/cmd/") {
+				if len(matchFiles(repo, pattern, nil)) == 0 {
 					t.Errorf("files pattern %s matches nothing", pattern)
 				}
 			}
+			checkSourcesListed(t, e.Name(), spec, repo)
 		})
+	}
+}
+
+var cmdTarget = regexp.MustCompile(`\./cmd/([\w-]+)`)
+
+// checkSourcesListed fails when a Go file the package's programs are built from is not
+// in its spec's files: BOSH would not ship it to the compilation VM.
+func checkSourcesListed(t *testing.T, name string, spec packageSpec, repo []string) {
+	script, err := os.ReadFile(filepath.Join(repoRoot(t), "packages", name, "packaging"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var targets []string
+	for _, m := range cmdTarget.FindAllStringSubmatch(string(script), -1) {
+		targets = append(targets, "./cmd/"+m[1])
+	}
+	if len(targets) == 0 {
+		return
+	}
+	cmd := exec.Command("go", append([]string{"list", "-deps", "-f",
+		`{{if not .Standard}}{{$d := .Dir}}{{range .GoFiles}}{{$d}}/{{.}}{{"\n"}}{{end}}{{range .EmbedFiles}}{{$d}}/{{.}}{{"\n"}}{{end}}{{end}}`}, targets...)...)
+	cmd.Dir = repoRoot(t)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list %v: %v", targets, err)
+	}
+	var listed []string
+	for _, pattern := range spec.Files {
+		listed = append(listed, matchFiles(repo, pattern, spec.ExcludedFiles)...)
+	}
+	have := map[string]bool{}
+	for _, f := range listed {
+		have[f] = true
+	}
+	root := repoRoot(t) + "/"
+	for _, f := range strings.Fields(string(out)) {
+		if !strings.HasPrefix(f, root) {
+			continue // a module from the blob
+		}
+		if rel := "netman/" + strings.TrimPrefix(f, root); !have[rel] {
+			t.Errorf("%s is needed by %v but not in the spec's files", rel, targets)
+		}
 	}
 }
 
@@ -158,7 +201,7 @@ func TestPackagingScripts(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for _, m := range regexp.MustCompile(`\./cmd/([\w-]+)`).FindAllStringSubmatch(string(script), -1) {
+			for _, m := range cmdTarget.FindAllStringSubmatch(string(script), -1) {
 				if _, err := os.Stat(filepath.Join(root, "cmd", m[1])); err != nil {
 					t.Skipf("cmd/%s, which this package builds, is not in the tree yet", m[1])
 				}
