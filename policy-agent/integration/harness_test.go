@@ -1,0 +1,363 @@
+package integration_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+
+	"netman/internal/testsupport/pgtest"
+	"netman/internal/testsupport/testenv"
+	"netman/lib/datastore"
+	"netman/lib/mutualtls/mutualtlstest"
+	"netman/lib/rules/rulestest"
+	"netman/policy-server/auth/authtest"
+)
+
+// repoRoot is the module root, found from this file's place in it.
+func repoRoot(t testing.TB) string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
+// build compiles the named commands into dir and returns their paths by name. A command
+// that does not build (because it does not exist yet) is left out when optional.
+func build(t testing.TB, dir string, cmds []string, optional map[string]bool) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for _, c := range cmds {
+		bin := filepath.Join(dir, c)
+		cmd := exec.Command("go", "build", "-o", bin, "./cmd/"+c)
+		cmd.Dir = repoRoot(t)
+		if b, err := cmd.CombinedOutput(); err != nil {
+			if optional[c] {
+				t.Logf("cmd/%s does not build; going without it: %s", c, firstLine(b))
+				continue
+			}
+			t.Fatalf("building cmd/%s: %v\n%s", c, err, b)
+		}
+		out[c] = bin
+	}
+	return out
+}
+
+func firstLine(b []byte) string {
+	s, _, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
+	return s
+}
+
+func freePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func writeJSON(t testing.TB, path string, v any) {
+	t.Helper()
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// process is a started binary whose output goes to a log file shown when the test fails.
+type process struct {
+	name string
+	cmd  *exec.Cmd
+	log  string
+	done chan struct{}
+}
+
+func start(t testing.TB, in ns.NetNS, name, logFile string, argv ...string) *process {
+	t.Helper()
+	f, err := os.OpenFile(logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stdout, cmd.Stderr = f, f
+	startIt := func() error { return cmd.Start() }
+	if in != nil {
+		// The child inherits the namespace of the thread that forks it.
+		err = in.Do(func(ns.NetNS) error { return startIt() })
+	} else {
+		err = startIt()
+	}
+	f.Close()
+	if err != nil {
+		t.Fatalf("starting %s: %v", name, err)
+	}
+	p := &process{name: name, cmd: cmd, log: logFile, done: make(chan struct{})}
+	go func() { _ = cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		p.stop(t)
+		if t.Failed() {
+			b, _ := os.ReadFile(logFile)
+			t.Logf("---- %s log ----\n%s", name, tail(b, 60))
+		}
+	})
+	return p
+}
+
+func tail(b []byte, n int) string {
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// stop sends SIGTERM and waits (SIGKILL after 10 s).
+func (p *process) stop(t testing.TB) {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		t.Errorf("%s ignored SIGTERM for 10s", p.name)
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// waitHTTP polls url (from namespace in, or this one when nil) until it answers 200.
+func waitHTTP(t testing.TB, in ns.NetNS, url string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		code := getStatus(in, url)
+		if code == http.StatusOK {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not answer 200 in %v (last: %d)", url, timeout, code)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func getStatus(in ns.NetNS, url string) int {
+	resp, err := httpIn(in).Get(url)
+	if err != nil {
+		return 0
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// httpIn is a client whose connections start in namespace in (this one when nil). The
+// transport dials on goroutines of its own, so the dialer enters the namespace itself.
+func httpIn(in ns.NetNS) *http.Client {
+	tr := &http.Transport{DisableKeepAlives: true}
+	if in != nil {
+		tr.DialContext = func(ctx context.Context, network, addr string) (conn net.Conn, err error) {
+			err = in.Do(func(ns.NetNS) error {
+				var d net.Dialer
+				conn, err = d.DialContext(ctx, network, addr)
+				return err
+			})
+			return conn, err
+		}
+	}
+	return &http.Client{Timeout: 2 * time.Second, Transport: tr}
+}
+
+// getBody fetches url from inside namespace in.
+func getBody(t testing.TB, in ns.NetNS, url string) string {
+	t.Helper()
+	resp, err := httpIn(in).Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	return string(body)
+}
+
+// forward listens on addr inside namespace in and connects every connection to the same
+// address in this namespace: the cell reaches the policy server on the host's loopback the
+// way a real cell reaches it over the network, with TLS end to end.
+func forward(t testing.TB, in ns.NetNS, addr string) {
+	t.Helper()
+	var ln net.Listener
+	if err := in.Do(func(ns.NetNS) (err error) { ln, err = net.Listen("tcp", addr); return err }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			down, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer down.Close()
+				up, err := net.DialTimeout("tcp", addr, 2*time.Second)
+				if err != nil {
+					return
+				}
+				defer up.Close()
+				var wg sync.WaitGroup
+				wg.Add(1)
+				go func() { defer wg.Done(); _, _ = io.Copy(up, down); up.(*net.TCPConn).CloseWrite() }()
+				_, _ = io.Copy(down, up)
+				wg.Wait()
+			}()
+		}
+	}()
+}
+
+// policyServer is the real policy server binary on a real Postgres database.
+type policyServer struct {
+	bin, config, log string
+	external         string
+	internalPort     int
+	health           string
+	token            string
+	netman           string // the netman CLI, when it builds
+	proc             *process
+	certs            mutualtlstest.Files
+}
+
+func startPolicyServer(t testing.TB, bins map[string]string, dir string) *policyServer {
+	t.Helper()
+	certs, _ := mutualtlstest.WriteFiles(t, filepath.Join(dir))
+	key := authtest.NewKey(t, "key-1")
+	s := &policyServer{
+		bin: bins["policy-server"], config: filepath.Join(dir, "policy-server.json"),
+		log: filepath.Join(dir, "policy-server.log"), internalPort: freePort(t),
+		token: key.AdminToken(t), netman: bins["netman"], certs: certs,
+	}
+	listen, health, debug := freePort(t), freePort(t), freePort(t)
+	s.external = "http://127.0.0.1:" + strconv.Itoa(listen)
+	s.health = "http://127.0.0.1:" + strconv.Itoa(health) + "/health"
+	writeJSON(t, s.config, map[string]any{
+		"listen_host": "127.0.0.1", "listen_port": listen, "internal_listen_port": s.internalPort,
+		"health_check_port": health, "debug_server_port": debug,
+		"ca_cert_file": certs.CACert, "server_cert_file": certs.ServerCert, "server_key_file": certs.ServerKey,
+		"database":     map[string]any{"type": "postgres", "connection_string": pgtest.NewDatabase(t)},
+		"uaa_key_file": key.PublicKeyFile(t),
+	})
+	s.start(t)
+	return s
+}
+
+func (s *policyServer) start(t testing.TB) {
+	t.Helper()
+	s.proc = start(t, nil, "policy-server", s.log, s.bin, "-config-file", s.config)
+	waitHTTP(t, nil, s.health, 60*time.Second)
+}
+
+// policy adds ("add") or removes ("remove") one policy: with `netman policies` when the CLI
+// builds, else with the same request on the external API.
+func (s *policyServer) policy(t testing.TB, verb, src, dst, proto string, port int) {
+	t.Helper()
+	if s.netman != "" {
+		cmd := exec.Command(s.netman, "policies", verb, src, dst, "--protocol", proto, "--port", strconv.Itoa(port), "--api", s.external)
+		cmd.Env = append(os.Environ(), "NETMAN_TOKEN="+s.token)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("netman policies %s %s %s: %v\n%s", verb, src, dst, err, out)
+		}
+		return
+	}
+	path := "/networking/v1/external/policies"
+	if verb == "remove" {
+		path += "/delete"
+	}
+	body, _ := json.Marshal(map[string]any{"policies": []any{map[string]any{
+		"source":      map[string]any{"id": src},
+		"destination": map[string]any{"id": dst, "protocol": proto, "ports": map[string]any{"start": port, "end": port}},
+	}}})
+	req, _ := http.NewRequestWithContext(context.Background(), http.MethodPost, s.external+path, bytes.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+s.token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("external API %s: %v", verb, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("external API %s: %d %s", verb, resp.StatusCode, b)
+	}
+}
+
+// addContainer runs the real wrapper (delegating to the real bridge plugin) in the cell to
+// attach a new container namespace, as garden-external-networker would, and returns the
+// namespace and the IP the datastore recorded.
+func addContainer(t testing.TB, wrapper, cniPath string, cell ns.NetNS, store, handle, group, dir string) (ns.NetNS, string) {
+	t.Helper()
+	cont := rulestest.NewNS(t)
+	conf, _ := json.Marshal(map[string]any{
+		"cniVersion": "1.0.0", "name": "cni-wrapper", "type": "wrapper", "datastore": store,
+		// The cell has no uplink to detect the MTU from.
+		"mtu": 1500,
+		"delegate": map[string]any{
+			"type": "bridge", "bridge": "cni-netman0", "isGateway": true, "ipMasq": false,
+			"ipam": map[string]any{"type": "host-local", "subnet": "10.255.7.0/24", "dataDir": filepath.Join(dir, "ipam")},
+		},
+		"metadata": map[string]any{
+			"app_id": group, "policy_group_id": group, "space_id": "space-1", "org_id": "org-1",
+		},
+	})
+	run := func(command string) {
+		cmd := exec.Command(wrapper)
+		cmd.Env = []string{"CNI_COMMAND=" + command, "CNI_CONTAINERID=" + handle, "CNI_NETNS=" + cont.Path(),
+			"CNI_IFNAME=eth0", "CNI_PATH=" + cniPath, "PATH=" + os.Getenv("PATH")}
+		cmd.Stdin = bytes.NewReader(conf)
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cell.Do(func(ns.NetNS) error { return cmd.Run() }); err != nil {
+			t.Fatalf("wrapper %s %s: %v\n%s", command, handle, err, out.String())
+		}
+	}
+	run("ADD")
+	t.Cleanup(func() { run("DEL") })
+	records, err := datastore.Read(store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, ok := records[handle]
+	if !ok {
+		t.Fatalf("no datastore record for %s after ADD", handle)
+	}
+	ip, _, _ := strings.Cut(rec.IP, "/")
+	return cont, ip
+}
+
+// requireE2E stops the test unless everything the end-to-end test needs is here.
+func requireE2E(t testing.TB) string {
+	t.Helper()
+	rulestest.RequireEnforcement(t)
+	testenv.RequireCommand(t, "go")
+	return testenv.CNIPath(t, "bridge", "host-local")
+}
