@@ -3,7 +3,6 @@ package boshrelease
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"net"
 	"net/url"
 	"os"
@@ -37,6 +36,19 @@ func policyServerProps(t testing.TB) map[string]any {
 		"policy-server.database.host":     "db.service.cf.internal",
 		"policy-server.database.username": "network_policy",
 		"policy-server.database.password": "p@ss:w/rd?#&%",
+	}
+}
+
+// externalAPIProps turns on the external API: UAA for tokens, HTTPS with its own cert.
+func externalAPIProps(t testing.TB) map[string]any {
+	ca := mutualtlstest.NewAuthority(t, "external CA")
+	cert, key := ca.Issue(t, mutualtlstest.Leaf{CommonName: "api.example.com", DNSNames: []string{"api.example.com"}})
+	return map[string]any{
+		"policy-server.uaa_url":              "https://uaa.service.cf.internal:8443",
+		"policy-server.uaa_ca":               string(mutualtlstest.NewAuthority(t, "UAA CA").CertPEM),
+		"policy-server.jwt_issuer":           "https://uaa.example.com/oauth/token",
+		"policy-server.external_server_cert": string(cert),
+		"policy-server.external_server_key":  string(key),
 	}
 }
 
@@ -177,6 +189,9 @@ func TestInvalidPropertiesAreRefused(t *testing.T) {
 		{"policy-server", with(ps, map[string]any{"policy-server.database.host": ""}), "policy-server.database.host"},
 		{"policy-agent", with(pa, map[string]any{"poll_interval_seconds": 0}), "poll_interval_seconds"},
 		{"policy-agent", with(pa, map[string]any{"client_key": "x"}), "client_key"},
+		{"policy-server", with(ps, map[string]any{"policy-server.uaa_url": "http://uaa"}), "policy-server.uaa_url"},
+		{"policy-server", with(ps, map[string]any{"policy-server.uaa_ca": "pem"}), "policy-server.uaa_ca"},
+		{"policy-server", with(ps, map[string]any{"policy-server.external_server_cert": "pem"}), "policy-server.external_server_key"},
 	}
 	for _, c := range cases {
 		t.Run(c.job+"/"+c.want, func(t *testing.T) {
@@ -291,15 +306,17 @@ func TestPolicyAgentTemplate(t *testing.T) {
 			dir := mustRender(t, "policy-agent", props(c.props), c.links)
 			cfg := readJSON(t, filepath.Join(dir, "config", "policy-agent.json"))
 			want := map[string]any{
-				"policy_server_url":     c.wantURL,
-				"ca_cert_file":          "/var/vcap/jobs/policy-agent/config/certs/ca.crt",
-				"client_cert_file":      "/var/vcap/jobs/policy-agent/config/certs/client.crt",
-				"client_key_file":       "/var/vcap/jobs/policy-agent/config/certs/client.key",
-				"datastore":             "/var/vcap/data/container-metadata/store.json",
-				"poll_interval_seconds": 5.0,
-				"iptables_lock_file":    "/var/vcap/data/garden-cni/iptables.lock",
-				"health_check_port":     4005.0,
-				"debug_server_port":     22223.0,
+				"policy_server_url":       c.wantURL,
+				"ca_cert_file":            "/var/vcap/jobs/policy-agent/config/certs/ca.crt",
+				"client_cert_file":        "/var/vcap/jobs/policy-agent/config/certs/client.crt",
+				"client_key_file":         "/var/vcap/jobs/policy-agent/config/certs/client.key",
+				"datastore":               "/var/vcap/data/container-metadata/store.json",
+				"poll_interval_seconds":   5.0,
+				"iptables_lock_file":      "/var/vcap/data/garden-cni/iptables.lock",
+				"health_check_port":       4005.0,
+				"debug_server_port":       22223.0,
+				"request_timeout_seconds": 5.0,
+				"log_level":               "info",
 			}
 			if !reflect.DeepEqual(cfg, want) {
 				t.Errorf("policy-agent.json\n got %v\nwant %v", cfg, want)
@@ -310,6 +327,10 @@ func TestPolicyAgentTemplate(t *testing.T) {
 					t.Errorf("certs/%s does not hold property %s", file, prop)
 				}
 			}
+			cfgPath := relocate(t, dir, "policy-agent", "policy-agent.json")
+			if out, err := exec.Command(buildCmd(t, "policy-agent"), "-config-file", cfgPath, "-validate-config").CombinedOutput(); err != nil {
+				t.Fatalf("policy-agent -validate-config refuses the rendered config: %v\n%s", err, out)
+			}
 			checkBPM(t, dir, "policy-agent")
 			checkScripts(t, dir)
 		})
@@ -319,7 +340,7 @@ func TestPolicyAgentTemplate(t *testing.T) {
 // TestPolicyServerTemplateValidates renders the policy-server job and hands the result to
 // the real binary's -validate-config, with the certificates where the job puts them.
 func TestPolicyServerTemplateValidates(t *testing.T) {
-	bin := buildPolicyServer(t)
+	bin := buildCmd(t, "policy-server")
 	for _, c := range []struct {
 		name    string
 		set     map[string]any
@@ -329,6 +350,7 @@ func TestPolicyServerTemplateValidates(t *testing.T) {
 		{"tls to the database", map[string]any{"policy-server.database.require_ssl": true}, "require"},
 		{"verified tls to the database", map[string]any{"policy-server.database.require_ssl": true,
 			"policy-server.database.ca_cert": string(mutualtlstest.NewAuthority(t, "db CA").CertPEM)}, "verify-full"},
+		{"external API with UAA and HTTPS", externalAPIProps(t), "disable"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			p := with(policyServerProps(t), c.set)
@@ -352,6 +374,24 @@ func TestPolicyServerTemplateValidates(t *testing.T) {
 					t.Errorf("certs/%s does not hold %s", file, prop)
 				}
 			}
+			for prop, field := range map[string]string{
+				"policy-server.uaa_ca": "uaa_ca_cert_file", "policy-server.external_server_cert": "external_server_cert_file",
+				"policy-server.external_server_key": "external_server_key_file",
+			} {
+				file, _ := cfg[field].(string)
+				if _, set := p[prop]; set != (file != "") {
+					t.Errorf("property %s set: %v, but config field %s is %q", prop, set, field, file)
+				}
+				if file != "" {
+					got, _ := os.ReadFile(file)
+					if strings.TrimSpace(string(got)) != strings.TrimSpace(p[prop].(string)) {
+						t.Errorf("%s does not hold %s", field, prop)
+					}
+				}
+			}
+			if _, set := p["policy-server.uaa_url"]; set && cfg["uaa_url"] != p["policy-server.uaa_url"] {
+				t.Errorf("uaa_url %v", cfg["uaa_url"])
+			}
 			out, err := exec.Command(bin, "-config-file", cfgPath, "-validate-config").CombinedOutput()
 			if err != nil {
 				t.Fatalf("policy-server -validate-config refuses the rendered config: %v\n%s", err, out)
@@ -367,7 +407,7 @@ func TestPolicyServerTemplateValidates(t *testing.T) {
 // post-start script sees it healthy.
 func TestPolicyServerJobRuns(t *testing.T) {
 	testenv.RequireCommand(t, "curl")
-	bin := buildPolicyServer(t)
+	bin := buildCmd(t, "policy-server")
 	dsn, err := url.Parse(pgtest.NewDatabase(t))
 	if err != nil {
 		t.Fatal(err)
@@ -495,26 +535,26 @@ func checkScripts(t testing.TB, dir string) {
 }
 
 var (
-	policyServerOnce sync.Once
-	policyServerBin  string
-	policyServerErr  error
+	buildMu    sync.Mutex
+	buildCache = map[string]string{}
 )
 
-// buildPolicyServer builds cmd/policy-server once per test binary.
-func buildPolicyServer(t testing.TB) string {
+// buildCmd builds ./cmd/<name> once per test run.
+func buildCmd(t testing.TB, name string) string {
 	t.Helper()
-	policyServerOnce.Do(func() {
-		policyServerBin = filepath.Join(binDir, "policy-server")
-		cmd := exec.Command("go", "build", "-o", policyServerBin, "./cmd/policy-server")
-		cmd.Dir = repoRoot(t)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			policyServerErr = fmt.Errorf("go build ./cmd/policy-server: %v\n%s", err, out)
-		}
-	})
-	if policyServerErr != nil {
-		t.Fatal(policyServerErr)
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if bin, ok := buildCache[name]; ok {
+		return bin
 	}
-	return policyServerBin
+	bin := filepath.Join(binDir, name)
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/"+name)
+	cmd.Dir = repoRoot(t)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/%s: %v\n%s", name, err, out)
+	}
+	buildCache[name] = bin
+	return bin
 }
 
 func freePorts(t testing.TB, n int) []int {
