@@ -7,23 +7,30 @@ import (
 	"time"
 )
 
-// The figures these give are recorded in docs by the policy-server owner; run them with
+// Run with
 //
 //	scripts/with-postgres go test -run xxx -bench . -benchtime 200x ./policy-server/store/
 
-func BenchmarkByGroupIDs10At100k(b *testing.B) {
+// seededStore returns a store over 100,000 seeded policies, the seeded app ids and a
+// context for the benchmark's calls.
+func seededStore(b *testing.B) (*Store, []string, context.Context) {
 	db, ids := seeded(b, 100_000)
 	s, err := New(db, Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
+	b.Cleanup(cancel)
+	b.ReportAllocs()
+	b.ResetTimer()
+	return s, ids, ctx
+}
+
+func BenchmarkByGroupIDs10At100k(b *testing.B) {
+	s, ids, ctx := seededStore(b)
 	rng := rand.New(rand.NewPCG(5, 6))
 	query := make([]string, 10)
 	rows := 0
-	b.ReportAllocs()
-	b.ResetTimer()
 	for b.Loop() {
 		for i := range query {
 			query[i] = ids[rng.IntN(len(ids))]
@@ -38,15 +45,7 @@ func BenchmarkByGroupIDs10At100k(b *testing.B) {
 }
 
 func BenchmarkAllAt100k(b *testing.B) {
-	db, _ := seeded(b, 100_000)
-	s, err := New(db, Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	b.ReportAllocs()
-	b.ResetTimer()
+	s, _, ctx := seededStore(b)
 	for b.Loop() {
 		ps, err := s.All(ctx)
 		if err != nil {

@@ -237,8 +237,8 @@ func (s *Store) allocateTags(ctx context.Context, tx *sql.Tx, n int) ([]int, err
 		return nil, fmt.Errorf("taking freed tags: %w", err)
 	}
 	if len(reused) < rest {
-		return nil, fmt.Errorf("%w: all %d tags of tag_length %d (%d bytes) are in use",
-			ErrTagsExhausted, s.maxTag, s.tagLength, s.tagLength)
+		return nil, fmt.Errorf("%w: all %d tags that fit tag_length %d are in use",
+			ErrTagsExhausted, s.maxTag, s.tagLength)
 	}
 	slices.SortFunc(reused, func(a, b freed) int { return int(a.seq - b.seq) })
 	for _, f := range reused {
