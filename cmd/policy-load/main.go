@@ -25,6 +25,7 @@ import (
 
 	_ "github.com/lib/pq" // database/sql driver "postgres"
 
+	"netman/lib/models"
 	"netman/lib/mutualtls"
 	"netman/policy-server/api"
 	"netman/policy-server/store"
@@ -39,6 +40,9 @@ then runs each scenario for -duration and prints one line per scenario:
   filtered, concurrency C: C simulated agents, each on its own keep-alive mutual-TLS
                            connection, polling ?id= with -ids random app ids, back to back
   full list, concurrency 1: one client fetching all policies, back to back
+
+With -churn, a policy is created or deleted every interval during the filtered
+scenarios, so the figures include the server's work of following changes.
 
 Reported: requests/s, p50/p90/p99/max latency, mean bytes per response, errors, and, with
 -server-pid, the server's peak resident memory while the scenario ran (sampled VmRSS) and
@@ -66,6 +70,7 @@ type options struct {
 	duration     time.Duration
 	fullDuration time.Duration
 	waitTimeout  time.Duration
+	churn        time.Duration
 	jsonOut      bool
 }
 
@@ -93,6 +98,7 @@ func run(args []string) error {
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "how long each filtered scenario runs")
 	fs.DurationVar(&o.fullDuration, "full-duration", 10*time.Second, "how long the full-list scenario runs (0 skips it)")
 	fs.DurationVar(&o.waitTimeout, "wait", 2*time.Minute, "how long to wait for the server to serve the seeded policies")
+	fs.DurationVar(&o.churn, "churn", 0, "during the filtered scenarios, create or delete one policy through the store this often, as operators changing policies would (0: no changes)")
 	fs.BoolVar(&o.jsonOut, "json", false, "print results as JSON lines instead of text")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -177,6 +183,14 @@ func load(ctx context.Context, o options, base *url.URL, tlsConfig *tls.Config) 
 	}
 
 	var results []result
+	stopChurn := func() int { return 0 }
+	if o.churn > 0 {
+		st, err := store.New(db, store.Options{})
+		if err != nil {
+			return err
+		}
+		stopChurn = churn(ctx, st, groups, o.churn)
+	}
 	for _, c := range o.concurrency {
 		r := runScenario(ctx, o, tlsConfig, fmt.Sprintf("filtered ids=%d", o.ids), c, o.duration, func(rng *rand.Rand) string {
 			ids := make([]string, o.ids)
@@ -187,6 +201,9 @@ func load(ctx context.Context, o options, base *url.URL, tlsConfig *tls.Config) 
 		})
 		results = append(results, r)
 		r.print(o.jsonOut)
+	}
+	if n := stopChurn(); o.churn > 0 {
+		fmt.Fprintf(os.Stderr, "policy-load: %d policy changes committed during the filtered scenarios\n", n)
 	}
 	if o.fullDuration > 0 {
 		r := runScenario(ctx, o, tlsConfig, "full list", 1, o.fullDuration, func(*rand.Rand) string { return policiesURL.String() })
@@ -199,6 +216,51 @@ func load(ctx context.Context, o options, base *url.URL, tlsConfig *tls.Config) 
 		}
 	}
 	return nil
+}
+
+// churn commits one change every interval until the returned stop is called, which
+// returns how many changes were made: it adds policies between seeded apps on a port
+// the seed does not use, and deletes each one on the next tick.
+func churn(ctx context.Context, st *store.Store, groups []string, interval time.Duration) (stop func() int) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan int, 1)
+	go func() {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		n := 0
+		var pending []models.Policy
+		for {
+			select {
+			case <-ctx.Done():
+				if pending != nil {
+					st.Delete(context.Background(), pending)
+				}
+				done <- n
+				return
+			case <-t.C:
+			}
+			var err error
+			if pending != nil {
+				err = st.Delete(ctx, pending)
+				pending = nil
+			} else {
+				p := models.Policy{
+					Source:      models.Source{ID: groups[n%len(groups)]},
+					Destination: models.Destination{ID: groups[(n*7+1)%len(groups)], Protocol: models.ProtocolTCP, Ports: models.Ports{Start: 9999, End: 9999}},
+				}
+				pending = []models.Policy{p}
+				if err = st.Create(ctx, pending); err != nil {
+					pending = nil
+				}
+			}
+			if err == nil {
+				n++
+			} else if ctx.Err() == nil {
+				fmt.Fprintf(os.Stderr, "policy-load: changing a policy: %v\n", err)
+			}
+		}
+	}()
+	return func() int { cancel(); return <-done }
 }
 
 // waitForServer polls the full list until it holds want policies: the server picks
