@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"text/tabwriter"
 
 	"netman/lib/mutualtls"
 )
@@ -105,16 +104,15 @@ func internalPolicies(ctx context.Context, args []string, env Env) error {
 	if err := json.Unmarshal(data, &body); err != nil {
 		return fmt.Errorf("decoding the policy list: %w", err)
 	}
-	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 3, ' ', 0)
-	fmt.Fprintln(tw, "SOURCE\tSOURCE TAG\tDESTINATION\tDESTINATION TAG\tPROTOCOL\tPORTS")
-	for _, p := range body.Policies {
+	rows := make([][]string, len(body.Policies))
+	for i, p := range body.Policies {
 		ports := portsV1{Start: p.Destination.Port, End: p.Destination.Port}
 		if p.Destination.Ports != nil {
 			ports = *p.Destination.Ports
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", p.Source.ID, p.Source.Tag, p.Destination.ID, p.Destination.Tag, p.Destination.Protocol, ports)
+		rows[i] = []string{p.Source.ID, p.Source.Tag, p.Destination.ID, p.Destination.Tag, p.Destination.Protocol, ports.String()}
 	}
-	if err := tw.Flush(); err != nil {
+	if err := writeTable(env.Stdout, []string{"SOURCE", "SOURCE TAG", "DESTINATION", "DESTINATION TAG", "PROTOCOL", "PORTS"}, rows); err != nil {
 		return err
 	}
 	_, err = fmt.Fprintf(env.Stdout, "%d policies\n", len(body.Policies))

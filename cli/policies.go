@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 )
 
 const v1 = "/networking/v1/external"
@@ -87,17 +85,15 @@ func listPolicies(ctx context.Context, args []string, env Env) error {
 	if err := json.Unmarshal(data, &list); err != nil {
 		return fmt.Errorf("decoding the policy list: %w", err)
 	}
-	bw := bufio.NewWriterSize(env.Stdout, 64<<10)
-	tw := tabwriter.NewWriter(bw, 0, 4, 3, ' ', 0)
-	fmt.Fprintln(tw, "SOURCE\tDESTINATION\tPROTOCOL\tPORTS")
-	for _, p := range list.Policies {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", p.Source.ID, p.Destination.ID, p.Destination.Protocol, p.Destination.Ports)
+	rows := make([][]string, len(list.Policies))
+	for i, p := range list.Policies {
+		rows[i] = []string{p.Source.ID, p.Destination.ID, p.Destination.Protocol, p.Destination.Ports.String()}
 	}
-	if err := tw.Flush(); err != nil {
+	if err := writeTable(env.Stdout, []string{"SOURCE", "DESTINATION", "PROTOCOL", "PORTS"}, rows); err != nil {
 		return err
 	}
-	fmt.Fprintf(bw, "%d policies\n", list.TotalPolicies)
-	return bw.Flush()
+	_, err = fmt.Fprintf(env.Stdout, "%d policies\n", list.TotalPolicies)
+	return err
 }
 
 func changePolicy(ctx context.Context, verb string, args []string, env Env) error {
@@ -192,12 +188,11 @@ func listTags(ctx context.Context, args []string, env Env) error {
 	if err := json.Unmarshal(data, &body); err != nil {
 		return fmt.Errorf("decoding the tag list: %w", err)
 	}
-	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 3, ' ', 0)
-	fmt.Fprintln(tw, "ID\tTYPE\tTAG")
-	for _, t := range body.Tags {
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", t.ID, t.Type, t.Tag)
+	rows := make([][]string, len(body.Tags))
+	for i, t := range body.Tags {
+		rows[i] = []string{t.ID, t.Type, t.Tag}
 	}
-	return tw.Flush()
+	return writeTable(env.Stdout, []string{"ID", "TYPE", "TAG"}, rows)
 }
 
 func whoami(ctx context.Context, args []string, env Env) error {

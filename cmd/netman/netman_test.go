@@ -32,17 +32,30 @@ type system struct {
 	logs        *bytes.Buffer
 }
 
-func build(t *testing.T, dir string, pkgs ...string) {
-	t.Helper()
-	args := append([]string{"build", "-o", dir + "/"}, pkgs...)
-	cmd := exec.Command("go", args...)
+// binDir holds policy-server and netman, built once for all tests of the package:
+// building them per test would cost more than the tests on a shared 2-core machine.
+var binDir string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "netman-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	cmd := exec.Command("go", "build", "-o", dir+"/", "./cmd/policy-server", "./cmd/netman")
 	cmd.Dir = "../.."
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
+		os.RemoveAll(dir)
+		os.Exit(1)
 	}
+	binDir = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
 }
 
-func freePorts(t *testing.T, n int) []int {
+func freePorts(t testing.TB, n int) []int {
 	t.Helper()
 	var ports []int
 	var lns []net.Listener
@@ -60,11 +73,10 @@ func freePorts(t *testing.T, n int) []int {
 	return ports
 }
 
-func start(t *testing.T, extra map[string]any) *system {
+func start(t testing.TB, extra map[string]any) *system {
 	t.Helper()
 	dsn := pgtest.NewDatabase(t)
-	bin := t.TempDir()
-	build(t, bin, "./cmd/policy-server", "./cmd/netman")
+	bin := binDir
 	certs, _ := mutualtlstest.WriteFiles(t, t.TempDir())
 	key := authtest.NewKey(t, "")
 	ports := freePorts(t, 4)
@@ -171,7 +183,7 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 }
 
 // run runs netman with NETMAN_API set to the server and returns stdout, stderr, exit code.
-func (s *system) run(t *testing.T, env []string, args ...string) (string, string, int) {
+func (s *system) run(t testing.TB, env []string, args ...string) (string, string, int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -191,7 +203,7 @@ func (s *system) run(t *testing.T, env []string, args ...string) (string, string
 	return stdout.String(), stderr.String(), code
 }
 
-func (s *system) mustRun(t *testing.T, args ...string) string {
+func (s *system) mustRun(t testing.TB, args ...string) string {
 	t.Helper()
 	out, errOut, code := s.run(t, nil, args...)
 	if code != 0 {
@@ -303,4 +315,37 @@ func TestNetmanAgainstThePolicyServer(t *testing.T) {
 			t.Errorf("netman %s: exit %d, stdout %q, stderr %q", strings.Join(args, " "), code, out, errOut)
 		}
 	}
+}
+
+// The external API over HTTPS, with keys from a UAA's /token_keys (over TLS too).
+func TestNetmanOverHTTPSWithUAAKeys(t *testing.T) {
+	key := authtest.NewKey(t, "uaa-key-1")
+	uaa := authtest.NewUAA(t, key)
+	ext, _ := mutualtlstest.WriteFiles(t, t.TempDir())
+	s := start(t, map[string]any{
+		"uaa_key_file":              "",
+		"uaa_url":                   uaa.URL,
+		"uaa_ca_cert_file":          uaa.CAFile,
+		"jwt_audience":              authtest.Audience,
+		"external_server_cert_file": ext.ServerCert,
+		"external_server_key_file":  ext.ServerKey,
+	})
+	if !strings.HasPrefix(s.api, "https://") {
+		t.Fatalf("api %s", s.api)
+	}
+	s.token = key.AdminToken(t)
+	if out := s.mustRun(t, "whoami", "--ca", ext.CACert); !strings.HasPrefix(out, "user:   admin\n") {
+		t.Fatalf("whoami over HTTPS: %q", out)
+	}
+	if uaa.Fetches() != 1 {
+		t.Fatalf("UAA was asked %d times for its keys, want once (at start)", uaa.Fetches())
+	}
+	s.mustRun(t, "policies", "add", "a", "b", "--ca", ext.CACert)
+	s.mustFail(t, 1, "certificate", nil, "whoami")
+	// The key file of the other test setup is not trusted here.
+	minted := strings.TrimSpace(s.mustRun(t, "dev-token", "--key", s.keyFile, "--issuer", authtest.Issuer, "--audience", authtest.Audience, "--kid", "uaa-key-1"))
+	s.mustFail(t, 1, "401 Unauthorized: token signature is invalid", []string{"NETMAN_TOKEN=" + minted}, "whoami", "--ca", ext.CACert)
+	noAud := authtest.Claims()
+	noAud.Audience = nil
+	s.mustFail(t, 1, "401 Unauthorized", []string{"NETMAN_TOKEN=" + key.Token(t, noAud)}, "whoami", "--ca", ext.CACert)
 }
