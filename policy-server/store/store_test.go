@@ -487,3 +487,38 @@ func TestSeedShape(t *testing.T) {
 		t.Errorf("tag of the first group after seeding 500 = %v, want 01F5", got)
 	}
 }
+
+// TestAllAfterManyDeletes covers All's lookup of destinations whose ids have grown sparse.
+func TestAllAfterManyDeletes(t *testing.T) {
+	t.Parallel()
+	s, _, _ := newStore(t, 0)
+	ctx := ctxT(t)
+	var ps []models.Policy
+	for i := range 3000 {
+		ps = append(ps, pol(fmt.Sprintf("s%04d", i%7), fmt.Sprintf("d%04d", i), "tcp", 1+i%5, 10+i%5))
+	}
+	mustCreate(t, s, ps...)
+	var keep, drop []models.Policy
+	for i, p := range ps {
+		if i%500 == 499 || i < 3 {
+			keep = append(keep, p)
+		} else {
+			drop = append(drop, p)
+		}
+	}
+	if err := s.Delete(ctx, drop); err != nil {
+		t.Fatal(err)
+	}
+	slices.SortFunc(keep, func(a, b models.Policy) int { return strings.Compare(key(a), key(b)) })
+	all := mustAll(t, s)
+	if got := keys(all); !slices.Equal(got, keys(keep)) {
+		t.Fatalf("All = %v\nwant %v", got, keys(keep))
+	}
+	filtered, err := s.ByGroupIDs(ctx, []string{"s0000", "s0001", "s0002", "s0003", "s0004", "s0005", "s0006"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(filtered, all) {
+		t.Fatalf("ByGroupIDs differs from All:\n%v\n%v", filtered, all)
+	}
+}

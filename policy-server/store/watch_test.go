@@ -73,8 +73,8 @@ func TestLastUpdatedAndCounts(t *testing.T) {
 }
 
 // TestWatch: a change committed through another replica reaches Watch within a second,
-// through NOTIFY alone (polling set to an hour), and a change that sent no notification
-// is found by the poll.
+// through NOTIFY alone (polling set to an hour), also when the listening connection was
+// cut, and a change that sent no notification is found by the poll.
 func TestWatch(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -83,6 +83,21 @@ func TestWatch(t *testing.T) {
 		change func(t *testing.T, other *store.Store, db *sql.DB)
 	}{
 		{"notify", time.Hour, func(t *testing.T, other *store.Store, _ *sql.DB) {
+			mustCreate(t, other, pol("a", "b", "tcp", 8080, 8080))
+		}},
+		{"reconnect", time.Hour, func(t *testing.T, other *store.Store, db *sql.DB) {
+			// Cut the listening connection, then change: the notification is lost with
+			// the connection, and Watch must find the change when it reconnects.
+			var cut int
+			for deadline := time.Now().Add(5 * time.Second); cut == 0 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+				if err := db.QueryRow(`SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+					WHERE datname = current_database() AND query LIKE 'LISTEN%'`).Scan(&cut); err != nil {
+					t.Fatalf("terminating the listener's connection: %v", err)
+				}
+			}
+			if cut != 1 {
+				t.Fatalf("terminated %d listening connections, want 1", cut)
+			}
 			mustCreate(t, other, pol("a", "b", "tcp", 8080, 8080))
 		}},
 		{"poll", 100 * time.Millisecond, func(t *testing.T, _ *store.Store, db *sql.DB) {
