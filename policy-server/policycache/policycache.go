@@ -238,19 +238,38 @@ func (s *Snapshot) Lookup(ids []string) []*Policy {
 
 func build(version int64, all []models.Policy) *Snapshot {
 	ps := compact(all)
-	byGroup := make(map[string][]int32)
+	// Two passes: count each group's policies, then fill one shared backing array, so
+	// the index costs one allocation instead of one growing slice per group.
+	counts := make(map[*Group]int32)
 	for i := range ps {
-		p := &ps[i]
-		byGroup[p.Source.ID] = append(byGroup[p.Source.ID], int32(i))
-		if p.Destination != p.Source {
-			byGroup[p.Destination.ID] = append(byGroup[p.Destination.ID], int32(i))
+		counts[ps[i].Source]++
+		if ps[i].Destination != ps[i].Source {
+			counts[ps[i].Destination]++
 		}
 	}
-	// Trim the slack append left, so the index is no larger than it needs to be.
-	for id, l := range byGroup {
-		if cap(l) != len(l) {
-			byGroup[id] = slices.Clip(slices.Clone(l))
+	total := 0
+	for _, n := range counts {
+		total += int(n)
+	}
+	backing := make([]int32, total)
+	lists := make(map[*Group][]int32, len(counts))
+	off := 0
+	for g, n := range counts {
+		// Zero length, capacity n: the appends below fill exactly this window.
+		lists[g] = backing[off : off : off+int(n)]
+		off += int(n)
+	}
+	// Policies are visited in order, so each group's list comes out sorted.
+	for i := range ps {
+		p := &ps[i]
+		lists[p.Source] = append(lists[p.Source], int32(i))
+		if p.Destination != p.Source {
+			lists[p.Destination] = append(lists[p.Destination], int32(i))
 		}
+	}
+	byGroup := make(map[string][]int32, len(lists))
+	for g, l := range lists {
+		byGroup[g.ID] = l
 	}
 	return &Snapshot{Version: version, Policies: ps, byGroup: byGroup}
 }
@@ -277,9 +296,11 @@ func compact(all []models.Policy) []Policy {
 			End:         int32(p.Destination.Ports.End),
 		}
 	}
-	// The store returns this order already; sorting again keeps the promise even for
-	// a store that does not, and costs little on sorted input.
-	slices.SortStableFunc(ps, Compare)
+	// The store returns this order already; checking is cheaper than sorting, and
+	// sorting keeps the promise for input that is not.
+	if !slices.IsSortedFunc(ps, Compare) {
+		slices.SortStableFunc(ps, Compare)
+	}
 	return ps
 }
 
