@@ -162,27 +162,37 @@ type tagV1 struct {
 	Tag  string `json:"tag"`
 }
 
-func listTags(ctx context.Context, args []string, env Env) error {
+// get runs what the read-only commands without arguments share: flags, one GET of
+// path, and --json. It returns nil data when it printed the JSON itself.
+func get(ctx context.Context, name, usage, path string, args []string, env Env) ([]byte, error) {
 	var c common
-	fs := flagSet("tags", "Usage: netman tags [--json]\n\nLists every policy group with its type and tag.\n", env)
+	fs := flagSet(name, usage, env)
 	c.register(fs, env)
 	pos, err := parse(fs, args)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if len(pos) > 0 {
-		return usageError{"tags takes no arguments"}
+		return nil, usageError{name + " takes no arguments"}
 	}
 	cl, err := newClient(c)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	data, err := cl.do(ctx, http.MethodGet, v1+"/tags", "", nil)
+	data, err := cl.do(ctx, http.MethodGet, path, "", nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if c.json {
-		return printJSON(env.Stdout, data)
+		return nil, printJSON(env.Stdout, data)
+	}
+	return data, nil
+}
+
+func listTags(ctx context.Context, args []string, env Env) error {
+	data, err := get(ctx, "tags", "Usage: netman tags [--json]\n\nLists every policy group with its type and tag.\n", v1+"/tags", args, env)
+	if data == nil {
+		return err
 	}
 	var body struct{ Tags []tagV1 }
 	if err := json.Unmarshal(data, &body); err != nil {
@@ -196,26 +206,9 @@ func listTags(ctx context.Context, args []string, env Env) error {
 }
 
 func whoami(ctx context.Context, args []string, env Env) error {
-	var c common
-	fs := flagSet("whoami", "Usage: netman whoami [--json]\n\nShows whom the token belongs to and its scopes, as the server sees them.\n", env)
-	c.register(fs, env)
-	pos, err := parse(fs, args)
-	if err != nil {
+	data, err := get(ctx, "whoami", "Usage: netman whoami [--json]\n\nShows whom the token belongs to and its scopes, as the server sees them.\n", v1+"/whoami", args, env)
+	if data == nil {
 		return err
-	}
-	if len(pos) > 0 {
-		return usageError{"whoami takes no arguments"}
-	}
-	cl, err := newClient(c)
-	if err != nil {
-		return err
-	}
-	data, err := cl.do(ctx, http.MethodGet, v1+"/whoami", "", nil)
-	if err != nil {
-		return err
-	}
-	if c.json {
-		return printJSON(env.Stdout, data)
 	}
 	var w struct {
 		UserName string   `json:"user_name"`

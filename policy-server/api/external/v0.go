@@ -18,15 +18,34 @@ type sourceIn struct {
 	Tag *string `json:"tag"`
 }
 
-func (s sourceIn) check(field string) error {
-	return firstError(checkID(field+".id", s.ID), checkNoTag(field+".tag", s.Tag))
-}
-
-type destinationV0In struct {
+// destinationIn is what v0 and v1 destinations share; each version adds its ports.
+type destinationIn struct {
 	ID       *string `json:"id"`
 	Tag      *string `json:"tag"`
 	Protocol string  `json:"protocol"`
-	Port     *int    `json:"port"`
+}
+
+// checkEnds checks what v0 and v1 policies share: both ends present, valid ids, no tags,
+// a known protocol.
+func checkEnds(field string, src *sourceIn, dst *destinationIn) error {
+	if src == nil {
+		return fmt.Errorf("%s.source is missing", field)
+	}
+	if dst == nil {
+		return fmt.Errorf("%s.destination is missing", field)
+	}
+	return firstError(
+		checkID(field+".source.id", src.ID),
+		checkNoTag(field+".source.tag", src.Tag),
+		checkID(field+".destination.id", dst.ID),
+		checkNoTag(field+".destination.tag", dst.Tag),
+		checkProtocol(field+".destination.protocol", dst.Protocol),
+	)
+}
+
+type destinationV0In struct {
+	destinationIn
+	Port *int `json:"port"`
 }
 
 type policyV0In struct {
@@ -35,21 +54,15 @@ type policyV0In struct {
 }
 
 func (p policyV0In) model(field string) (models.Policy, error) {
-	if p.Source == nil {
-		return models.Policy{}, fmt.Errorf("%s.source is missing", field)
+	var common *destinationIn
+	if p.Destination != nil {
+		common = &p.Destination.destinationIn
 	}
-	if p.Destination == nil {
-		return models.Policy{}, fmt.Errorf("%s.destination is missing", field)
+	if err := checkEnds(field, p.Source, common); err != nil {
+		return models.Policy{}, err
 	}
 	d := p.Destination
-	dst := field + ".destination"
-	if err := firstError(
-		p.Source.check(field+".source"),
-		checkID(dst+".id", d.ID),
-		checkNoTag(dst+".tag", d.Tag),
-		checkProtocol(dst+".protocol", d.Protocol),
-		checkPort(dst+".port", d.Port),
-	); err != nil {
+	if err := checkPort(field+".destination.port", d.Port); err != nil {
 		return models.Policy{}, err
 	}
 	return models.Policy{

@@ -22,10 +22,8 @@ type portsIn struct {
 }
 
 type destinationV1In struct {
-	ID       *string  `json:"id"`
-	Tag      *string  `json:"tag"`
-	Protocol string   `json:"protocol"`
-	Ports    *portsIn `json:"ports"`
+	destinationIn
+	Ports *portsIn `json:"ports"`
 }
 
 type policyV1In struct {
@@ -34,26 +32,18 @@ type policyV1In struct {
 }
 
 func (p policyV1In) model(field string) (models.Policy, error) {
-	if p.Source == nil {
-		return models.Policy{}, fmt.Errorf("%s.source is missing", field)
+	var common *destinationIn
+	if p.Destination != nil {
+		common = &p.Destination.destinationIn
 	}
-	if p.Destination == nil {
-		return models.Policy{}, fmt.Errorf("%s.destination is missing", field)
-	}
-	d := p.Destination
-	dst := field + ".destination"
-	if err := firstError(
-		p.Source.check(field+".source"),
-		checkID(dst+".id", d.ID),
-		checkNoTag(dst+".tag", d.Tag),
-		checkProtocol(dst+".protocol", d.Protocol),
-	); err != nil {
+	if err := checkEnds(field, p.Source, common); err != nil {
 		return models.Policy{}, err
 	}
+	d := p.Destination
 	if d.Ports == nil {
-		return models.Policy{}, fmt.Errorf("%s.ports is missing; a single port is {\"start\":P,\"end\":P}", dst)
+		return models.Policy{}, fmt.Errorf("%s.destination.ports is missing; a single port is {\"start\":P,\"end\":P}", field)
 	}
-	if err := checkPorts(dst+".ports", d.Ports.Start, d.Ports.End); err != nil {
+	if err := checkPorts(field+".destination.ports", d.Ports.Start, d.Ports.End); err != nil {
 		return models.Policy{}, err
 	}
 	return models.Policy{
