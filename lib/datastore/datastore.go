@@ -127,10 +127,6 @@ func decodeRaw(b []byte) (map[string]rawContainer, error) {
 		if err := checkRecord(key, c.Handle, c.IP); err != nil {
 			return nil, err
 		}
-		// Decode would fail on metadata that is not an object; so must this.
-		if m := bytes.TrimSpace(c.Metadata); len(m) > 0 && m[0] != '{' && string(m) != "null" {
-			return nil, fmt.Errorf("%w: record %q: metadata is not an object", ErrCorrupt, key)
-		}
 	}
 	return records, nil
 }

@@ -148,9 +148,29 @@ func (s *Store) Update(ctx context.Context, change func(map[string]Container) (b
 // checks each record's handle and IP but has no reason to build every container's
 // metadata map only to encode it again.
 type rawContainer struct {
-	Handle   string          `json:"handle"`
-	IP       string          `json:"ip"`
-	Metadata json.RawMessage `json:"metadata"`
+	Handle   string    `json:"handle"`
+	IP       string    `json:"ip"`
+	Metadata rawObject `json:"metadata"`
+}
+
+// rawObject holds a JSON object or null verbatim. It rejects every other value, as
+// decoding into Container.Metadata does, so writers accept exactly the files Read does
+// (including ones that repeat a key with different kinds of value).
+type rawObject []byte
+
+func (r *rawObject) UnmarshalJSON(b []byte) error {
+	if b[0] != '{' && string(b) != "null" {
+		return fmt.Errorf("metadata is not an object: %.20s", b)
+	}
+	*r = append((*r)[:0], b...)
+	return nil
+}
+
+func (r rawObject) MarshalJSON() ([]byte, error) {
+	if len(r) == 0 {
+		return []byte("null"), nil
+	}
+	return r, nil
 }
 
 // update is Update on raw records. It enforces the same format rules as Decode.
