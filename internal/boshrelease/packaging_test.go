@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -412,5 +413,84 @@ func testenvRequireTar(t testing.TB) {
 		if _, err := exec.LookPath(c); err != nil {
 			t.Fatalf("%s is needed to run packaging scripts: %v", c, err)
 		}
+	}
+}
+
+// TestGolangPackageMatchesGoMod: the toolchain the release compiles with must be at least
+// the go.mod's go version (GOTOOLCHAIN=local on the compilation VM would refuse it).
+func TestGolangPackageMatchesGoMod(t *testing.T) {
+	gomod, err := os.ReadFile(filepath.Join(repoRoot(t), "go.mod"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^go (\d+)\.(\d+)(?:\.(\d+))?$`).FindStringSubmatch(string(gomod))
+	spec := readPackageSpec(t, golangPackage)
+	var blob []string
+	for _, f := range spec.Files {
+		if b := regexp.MustCompile(`^golang-1\.26-linux/go(\d+)\.(\d+)(?:\.(\d+))?\.linux-amd64\.tar\.gz$`).FindStringSubmatch(f); b != nil {
+			blob = b
+		}
+	}
+	if m == nil || blob == nil {
+		t.Fatalf("go.mod go line %v, golang package blob %v", m, spec.Files)
+	}
+	num := func(s string) int { n, _ := strconv.Atoi(s); return n }
+	for i := 1; i <= 3; i++ {
+		if num(blob[i]) != num(m[i]) {
+			if num(blob[i]) < num(m[i]) {
+				t.Errorf("golang package has Go %s, go.mod needs %s", blob[0], m[0])
+			}
+			break
+		}
+	}
+}
+
+// TestAddReleaseBlobs runs scripts/add-release-blobs with a stand-in bosh CLI, a local Go
+// tarball and the module blob the packaging test made: it must add both blobs under the
+// paths the package specs name.
+func TestAddReleaseBlobs(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the module blob (-short)")
+	}
+	blob := modulesBlobPath(t)
+	dir := t.TempDir()
+	log := filepath.Join(dir, "bosh.log")
+	writeFile(t, filepath.Join(dir, "bin", "bosh"), "#!/bin/sh\necho \"$*\" >>"+log+"\n", 0o755)
+	tarball := filepath.Join(dir, "go1.26.8.linux-amd64.tar.gz")
+	writeFile(t, tarball, "not really go", 0o644)
+
+	run := func(goTarball string) (string, error) {
+		cmd := exec.Command(filepath.Join(repoRoot(t), "scripts", "add-release-blobs"))
+		cmd.Env = append(os.Environ(),
+			"PATH="+filepath.Join(dir, "bin")+":"+os.Getenv("PATH"),
+			"GO_TARBALL="+goTarball, "MODULES_BLOB="+blob)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	if out, err := run(tarball); err != nil {
+		t.Fatalf("add-release-blobs: %v\n%s", err, out)
+	}
+	calls, _ := os.ReadFile(log)
+	lines := strings.Split(strings.TrimSpace(string(calls)), "\n")
+	if len(lines) != 2 ||
+		lines[0] != "add-blob "+tarball+" golang-1.26-linux/go1.26.8.linux-amd64.tar.gz" ||
+		lines[1] != "add-blob "+blob+" "+modulesBlob {
+		t.Errorf("bosh calls:\n%s", calls)
+	}
+	for _, name := range []string{golangPackage, "netman-cni"} {
+		spec := readPackageSpec(t, name)
+		found := false
+		for _, f := range spec.Files {
+			found = found || strings.HasSuffix(lines[0], " "+f) || strings.HasSuffix(lines[1], " "+f)
+		}
+		if !found {
+			t.Errorf("package %s names no blob the script adds: %v", name, spec.Files)
+		}
+	}
+
+	wrong := filepath.Join(dir, "go1.25.0.linux-amd64.tar.gz")
+	writeFile(t, wrong, "x", 0o644)
+	if out, err := run(wrong); err == nil || !strings.Contains(out, "go1.26.8.linux-amd64.tar.gz") {
+		t.Errorf("a Go tarball of another version was accepted: %v\n%s", err, out)
 	}
 }
