@@ -117,6 +117,19 @@ func (p *Plugin) undoAdd(ctx context.Context, cfg *Config, conf []byte, cause *t
 	return cause
 }
 
+// delegate runs a delegate command that returns no result.
+func (p *Plugin) delegate(ctx context.Context, cfg *Config, command string, opts delegateOptions,
+	run func(context.Context, string, []byte, invoke.Exec) error) error {
+	conf, err := cfg.delegateConf(opts, p.HostMTU)
+	if err != nil {
+		return err
+	}
+	if err := run(ctx, cfg.DelegateType(), conf, p.Exec); err != nil {
+		return delegateError(cfg.DelegateType(), command, err)
+	}
+	return nil
+}
+
 // resultIP picks the address to record: the first IPv4 address, else the first one.
 func resultIP(r types.Result) (net.IP, error) {
 	res, err := current.NewResultFromResult(r)
@@ -147,14 +160,7 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 	if _, err := store.Remove(ctx, args.ContainerID); err != nil {
 		return datastoreError("removing container record", err)
 	}
-	conf, err := cfg.delegateConf(delegateOptions{}, p.HostMTU)
-	if err != nil {
-		return err
-	}
-	if err := invoke.DelegateDel(ctx, cfg.DelegateType(), conf, p.Exec); err != nil {
-		return delegateError(cfg.DelegateType(), "DEL", err)
-	}
-	return nil
+	return p.delegate(ctx, cfg, "DEL", delegateOptions{}, invoke.DelegateDel)
 }
 
 // Check verifies that the container has a record with an IP of the runtime's prevResult,
@@ -177,14 +183,7 @@ func (p *Plugin) Check(args *skel.CmdArgs) error {
 			return err
 		}
 	}
-	conf, err := cfg.delegateConf(delegateOptions{mtu: true, prevResult: true}, p.HostMTU)
-	if err != nil {
-		return err
-	}
-	if err := invoke.DelegateCheck(ctx, cfg.DelegateType(), conf, p.Exec); err != nil {
-		return delegateError(cfg.DelegateType(), "CHECK", err)
-	}
-	return nil
+	return p.delegate(ctx, cfg, "CHECK", delegateOptions{mtu: true, prevResult: true}, invoke.DelegateCheck)
 }
 
 func recordMatches(cfg *Config, rec datastore.Container) error {
@@ -233,14 +232,7 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 	if err != nil || !ok {
 		return err
 	}
-	conf, err := cfg.delegateConf(delegateOptions{validAttachments: true}, p.HostMTU)
-	if err != nil {
-		return err
-	}
-	if err := invoke.DelegateGC(ctx, cfg.DelegateType(), conf, p.Exec); err != nil {
-		return delegateError(cfg.DelegateType(), "GC", err)
-	}
-	return nil
+	return p.delegate(ctx, cfg, "GC", delegateOptions{validAttachments: true}, invoke.DelegateGC)
 }
 
 // Status reports whether an ADD could succeed now: the datastore must be readable and a
@@ -258,14 +250,7 @@ func (p *Plugin) Status(args *skel.CmdArgs) error {
 	if err != nil || !ok {
 		return err
 	}
-	conf, err := cfg.delegateConf(delegateOptions{}, p.HostMTU)
-	if err != nil {
-		return err
-	}
-	if err := invoke.DelegateStatus(ctx, cfg.DelegateType(), conf, p.Exec); err != nil {
-		return delegateError(cfg.DelegateType(), "STATUS", err)
-	}
-	return nil
+	return p.delegate(ctx, cfg, "STATUS", delegateOptions{}, invoke.DelegateStatus)
 }
 
 // delegateSpeaks asks the delegate (CNI VERSION) whether it supports the runtime's

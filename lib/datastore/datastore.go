@@ -106,32 +106,16 @@ func Snapshot(path string) (map[string]Container, uint64, error) {
 // ErrCorrupt. Numbers in metadata are kept as json.Number so they survive a rewrite
 // digit for digit.
 func Decode(b []byte) (map[string]Container, error) {
-	records, err := decode[Container](b)
-	if err != nil {
-		return nil, err
-	}
-	for key, c := range records {
-		if err := checkRecord(key, c.Handle, c.IP); err != nil {
-			return nil, err
-		}
-	}
-	return records, nil
+	return decode(b, func(c Container) (string, string) { return c.Handle, c.IP })
 }
 
 func decodeRaw(b []byte) (map[string]rawContainer, error) {
-	records, err := decode[rawContainer](b)
-	if err != nil {
-		return nil, err
-	}
-	for key, c := range records {
-		if err := checkRecord(key, c.Handle, c.IP); err != nil {
-			return nil, err
-		}
-	}
-	return records, nil
+	return decode(b, func(c rawContainer) (string, string) { return c.Handle, c.IP })
 }
 
-func decode[T any](b []byte) (map[string]T, error) {
+// decode parses the record map and checks each record's handle and IP, which fields
+// reads out of the record type.
+func decode[T any](b []byte, fields func(T) (handle, ip string)) (map[string]T, error) {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.UseNumber()
 	var records map[string]T
@@ -143,6 +127,12 @@ func decode[T any](b []byte) (map[string]T, error) {
 	}
 	if records == nil {
 		return nil, fmt.Errorf("%w: not a JSON object", ErrCorrupt)
+	}
+	for key, c := range records {
+		handle, ip := fields(c)
+		if err := checkRecord(key, handle, ip); err != nil {
+			return nil, err
+		}
 	}
 	return records, nil
 }

@@ -87,22 +87,16 @@ func BenchmarkWrapperVsBridge(b *testing.B) {
 func BenchmarkConcurrentAdd250(b *testing.B) {
 	const n = 250
 	c := newCell(b, 1500)
-	containers := make([]ns.NetNS, n)
-	for i := range containers {
-		containers[i] = newNS(b)
-	}
+	f := c.newFleet(b, n, "c%03d")
 	for round := range b.N {
-		id := func(i int) string { return fmt.Sprintf("r%d-c%03d", round, i) }
-		confs := make([][]byte, n)
-		for i := range n {
-			confs[i] = c.conf("1.0.0", c.bridgeDelegate(), map[string]any{"metadata": metadataFor(id(i))})
-		}
+		f.rename(fmt.Sprintf("r%d-", round) + "c%03d")
+		id := func(i int) string { return f.ids[i] }
 		durations := make([]time.Duration, n)
 		b.StartTimer()
 		start := time.Now()
 		errs := parallel(n, func(i int) error {
 			t0 := time.Now()
-			_, err := c.exec(invocation{command: "ADD", containerID: id(i), netns: containers[i], conf: confs[i]})
+			_, err := c.exec(f.invocation("ADD", i))
 			durations[i] = time.Since(t0)
 			return err
 		})
@@ -127,16 +121,7 @@ func BenchmarkConcurrentAdd250(b *testing.B) {
 		b.ReportMetric(float64(quantile(durations, 0.99).Microseconds())/1000, "add-p99-ms")
 		b.ReportMetric(float64(len(records)), "records")
 
-		delConf := c.conf("1.0.0", c.bridgeDelegate(), nil)
-		errs = parallel(n, func(i int) error {
-			_, err := c.exec(invocation{command: "DEL", containerID: id(i), netns: containers[i], conf: delConf})
-			return err
-		})
-		for i, err := range errs {
-			if err != nil {
-				b.Fatalf("DEL %s: %v", id(i), err)
-			}
-		}
+		f.delAll(b)
 	}
 	b.ReportMetric(0, "ns/op")
 }

@@ -24,23 +24,61 @@ func parallel(n int, f func(i int) error) []error {
 	return errs
 }
 
+// fleet is many containers on one cell, each in its own network namespace, joining the
+// local-only bridge network.
+type fleet struct {
+	c          *cell
+	ids        []string
+	containers []ns.NetNS
+	confs      [][]byte // ADD configs carrying each container's metadata
+}
+
+func (c *cell) newFleet(tb testing.TB, n int, idFormat string) *fleet {
+	f := &fleet{c: c, containers: make([]ns.NetNS, n)}
+	for i := range f.containers {
+		f.containers[i] = newNS(tb)
+	}
+	f.rename(idFormat)
+	return f
+}
+
+// rename gives the containers new IDs (and configs), reusing their namespaces.
+func (f *fleet) rename(idFormat string) {
+	f.ids, f.confs = make([]string, len(f.containers)), make([][]byte, len(f.containers))
+	for i := range f.containers {
+		f.ids[i] = fmt.Sprintf(idFormat, i)
+		f.confs[i] = f.c.conf("1.0.0", f.c.bridgeDelegate(), map[string]any{"metadata": metadataFor(f.ids[i])})
+	}
+}
+
+func (f *fleet) invocation(command string, i int) invocation {
+	return invocation{command: command, containerID: f.ids[i], netns: f.containers[i], conf: f.confs[i]}
+}
+
+// delAll deletes every container at once; every DEL must succeed.
+func (f *fleet) delAll(tb testing.TB) {
+	tb.Helper()
+	errs := parallel(len(f.ids), func(i int) error {
+		_, err := f.c.exec(f.invocation("DEL", i))
+		return err
+	})
+	for i, err := range errs {
+		if err != nil {
+			tb.Fatalf("DEL %s: %v", f.ids[i], err)
+		}
+	}
+}
+
 // A cell restart creates many containers at once: 100 parallel ADDs on one datastore
 // must all be recorded, and 100 parallel DELs must leave no record, veth or IP.
 func TestHundredParallelAddsThenDels(t *testing.T) {
 	const n = 100
 	c := newCell(t, 1500)
-	containers := make([]ns.NetNS, n)
-	for i := range containers {
-		containers[i] = newNS(t)
-	}
-	id := func(i int) string { return fmt.Sprintf("par-%03d", i) }
+	f := c.newFleet(t, n, "par-%03d")
+	id := func(i int) string { return f.ids[i] }
 	outs := make([][]byte, n)
-	confs := make([][]byte, n)
-	for i := range n {
-		confs[i] = c.conf("1.0.0", c.bridgeDelegate(), map[string]any{"metadata": metadataFor(id(i))})
-	}
 	errs := parallel(n, func(i int) (err error) {
-		outs[i], err = c.exec(invocation{command: "ADD", containerID: id(i), netns: containers[i], conf: confs[i]})
+		outs[i], err = c.exec(f.invocation("ADD", i))
 		return err
 	})
 	ips := make([]string, n)
@@ -69,16 +107,7 @@ func TestHundredParallelAddsThenDels(t *testing.T) {
 		seen[r.IP] = true
 	}
 
-	delConf := c.conf("1.0.0", c.bridgeDelegate(), nil)
-	errs = parallel(n, func(i int) error {
-		_, err := c.exec(invocation{command: "DEL", containerID: id(i), netns: containers[i], conf: delConf})
-		return err
-	})
-	for i, err := range errs {
-		if err != nil {
-			t.Fatalf("DEL %s: %v", id(i), err)
-		}
-	}
+	f.delAll(t)
 	records, err = datastore.Read(c.datastore())
 	if err != nil || len(records) != 0 {
 		t.Fatalf("after %d DELs: %d records, %v", n, len(records), err)
@@ -97,20 +126,13 @@ func TestHundredParallelAddsThenDels(t *testing.T) {
 func TestKilledAddsLeaveAValidDatastore(t *testing.T) {
 	const n = 40
 	c := newCell(t, 1500)
-	containers := make([]ns.NetNS, n)
-	for i := range containers {
-		containers[i] = newNS(t)
-	}
-	id := func(i int) string { return fmt.Sprintf("kill-%02d", i) }
+	f := c.newFleet(t, n, "kill-%02d")
+	id := func(i int) string { return f.ids[i] }
 	completed := make([]bool, n)
-	confs := make([][]byte, n)
-	for i := range n {
-		confs[i] = c.conf("1.0.0", c.bridgeDelegate(), map[string]any{"metadata": metadataFor(id(i))})
-	}
 	killed := 0
 	var mu sync.Mutex
 	startErrs := parallel(n, func(i int) error {
-		r, err := c.start(invocation{command: "ADD", containerID: id(i), netns: containers[i], conf: confs[i]})
+		r, err := c.start(f.invocation("ADD", i))
 		if err != nil {
 			return err
 		}
@@ -151,16 +173,7 @@ func TestKilledAddsLeaveAValidDatastore(t *testing.T) {
 		t.Fatalf("only %d of the %d unkilled ADDs completed", done, n/2)
 	}
 
-	delConf := c.conf("1.0.0", c.bridgeDelegate(), nil)
-	errs := parallel(n, func(i int) error {
-		_, err := c.exec(invocation{command: "DEL", containerID: id(i), netns: containers[i], conf: delConf})
-		return err
-	})
-	for i, err := range errs {
-		if err != nil {
-			t.Errorf("DEL %s: %v", id(i), err)
-		}
-	}
+	f.delAll(t)
 	if records, err := datastore.Read(c.datastore()); err != nil || len(records) != 0 {
 		t.Errorf("after DELs: %d records, %v", len(records), err)
 	}

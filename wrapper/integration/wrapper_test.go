@@ -349,3 +349,32 @@ func TestGCAndStatus(t *testing.T) {
 	_, err = c.exec(invocation{command: "GC", conf: c.conf("1.1.0", hostLocal, map[string]any{"cni.dev/valid-attachments": valid})})
 	expectCode(t, err, wrapper.ErrDatastoreCorrupt)
 }
+
+// garden-external-networker's network.properties stand in for metadata when the
+// runtime sends none, and datastore_file_owner/group own every datastore file.
+func TestNetworkPropertiesAndFileOwner(t *testing.T) {
+	c := newCell(t, 1500)
+	container := newNS(t)
+	props := map[string]any{"app_id": "from-properties", "space_id": "s", "ports": "8080,9090"}
+	extra := map[string]any{"network": map[string]any{"properties": props},
+		"datastore_file_owner": "65534", "datastore_file_group": "65533"}
+	c.mustExec(invocation{command: "ADD", containerID: "props", netns: container, conf: c.conf("1.1.0", c.bridgeDelegate(), extra)})
+	rec, ok := c.recordOf("props")
+	if !ok || !sameJSON(t, rec.Metadata, props) {
+		t.Errorf("record %+v, want metadata %v", rec, props)
+	}
+	for _, p := range []string{c.datastore(), c.datastore() + datastore.VersionSuffix, c.datastore() + datastore.LockSuffix} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := fi.Sys().(*syscall.Stat_t); st.Uid != 65534 || st.Gid != 65533 {
+			t.Errorf("%s owned by %d:%d, want 65534:65533", p, st.Uid, st.Gid)
+		}
+	}
+	c.mustExec(invocation{command: "DEL", containerID: "props", netns: container, conf: c.conf("1.1.0", c.bridgeDelegate(), extra)})
+
+	_, err := c.exec(invocation{command: "ADD", containerID: "props2", netns: newNS(t),
+		conf: c.conf("1.1.0", c.bridgeDelegate(), map[string]any{"datastore_file_owner": "no-such-user-on-this-cell"})})
+	expectCode(t, err, 7)
+}
