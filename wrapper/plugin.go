@@ -1,6 +1,3 @@
-// Package wrapper is the netman CNI plugin: it delegates interface setup to another
-// plugin (bridge, flannel, ...), hands it the right MTU, and records each container's IP
-// and metadata in the datastore that policy agents read.
 package wrapper
 
 import (

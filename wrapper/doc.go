@@ -1,0 +1,60 @@
+// Package wrapper is the netman CNI plugin (network config "type": "wrapper"): it
+// delegates interface setup to another plugin (bridge, flannel, ...), hands that plugin
+// the right MTU, and records each container's IP and metadata in the datastore that
+// policy agents read (netman/lib/datastore).
+//
+// # Configuration
+//
+// The static part comes from the BOSH job; LoadConfig accepts it on its own:
+//
+//	{
+//	  "name": "cni-wrapper",
+//	  "type": "wrapper",
+//	  "cniVersion": "0.2.0",
+//	  "datastore": "/var/vcap/data/container-metadata/store.json",
+//	  "datastore_file_owner": "vcap",
+//	  "datastore_file_group": "vcap",
+//	  "underlay_interface": "eth0",
+//	  "delegate": {
+//	    "name": "cni-flannel",
+//	    "type": "flannel",
+//	    "subnetFile": "/var/vcap/data/flannel/subnet.env",
+//	    "dataDir": "/var/vcap/data/flannel/data",
+//	    "delegate": {"bridge": "cni-flannel0", "isDefaultGateway": true, "ipMasq": false}
+//	  }
+//	}
+//
+// Fields: datastore (required) is the record file; delegate (required, with a type)
+// is passed to that plugin; mtu (0 or absent: detect) is the container MTU;
+// underlay_ip or underlay_interface name the host interface the overlay runs over (by
+// default the interface of the IPv4 default route); encapsulation_overhead replaces the
+// default overhead (50 for flannel's VXLAN, 0 otherwise); datastore_file_owner and
+// datastore_file_group (names or numeric IDs) own the datastore files.
+//
+// Per container the runtime adds "metadata" (app_id, space_id, org_id, policy_group_id
+// and any other keys, recorded verbatim); when it is absent, network.properties
+// (garden-external-networker's form) is recorded instead. runtimeConfig is passed on to
+// the delegate.
+//
+// # What the delegate receives
+//
+// The delegate object as written, plus cniVersion from the wrapper's config (so results
+// come back in the version the runtime asked for), the wrapper's name when the delegate
+// has none, runtimeConfig, and on ADD and CHECK the container MTU: as "mtu" for bridge
+// and other plugins, as the inner delegate's "mtu" for flannel. An mtu the operator
+// wrote there is never replaced. The container MTU is the explicit mtu, or the
+// underlay's MTU minus the overhead; below 576 is an error.
+//
+// # Commands
+//
+// ADD runs the delegate, records {handle: CNI_CONTAINERID, ip, metadata} and prints the
+// delegate's result; if the delegate fails halfway or the record cannot be written, the
+// delegate's DEL undoes its work. DEL removes the record, then runs the delegate's DEL;
+// both tolerate what is already gone. CHECK needs a record whose IP is in prevResult,
+// then runs the delegate's CHECK. GC (CNI 1.1) drops records of containers missing from
+// cni.dev/valid-attachments and passes GC on when the delegate speaks the config's
+// version. STATUS fails with code 50 when the datastore is unusable and otherwise asks a
+// delegate that speaks the version.
+//
+// Errors are CNI error JSON on stdout with a non-zero exit; errors.go lists the codes.
+package wrapper
