@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"slices"
@@ -184,27 +185,30 @@ func (e *Enforcer) Cleanup(ctx context.Context) error {
 	}
 	defer unlock()
 	e.synced = false
-	if err := e.ipt.DeleteIfExists(table, "FORWARD", "-j", ForwardChain); err != nil {
-		return fmt.Errorf("removing the FORWARD jump: %w", err)
+	if err := e.sync(); err != nil {
+		return err
 	}
-	names, err := e.ipt.ListChains(table)
-	if err != nil {
-		return fmt.Errorf("listing chains of the %s table: %w", table, err)
+	e.synced = false
+	if len(e.applied) == 0 {
+		return nil
 	}
-	var owned []string
+	// One transaction, like every change: the jump goes, then every chain is emptied
+	// before any is deleted, because they refer to each other.
+	var b bytes.Buffer
+	b.WriteString("*filter\n")
+	if e.jump {
+		fmt.Fprintf(&b, "-D FORWARD -j %s\n", ForwardChain)
+	}
+	names := slices.Sorted(maps.Keys(e.applied))
 	for _, n := range names {
-		if strings.HasPrefix(n, Prefix) {
-			owned = append(owned, n)
-			// Chains refer to each other, so all are emptied before any is deleted.
-			if err := e.ipt.ClearChain(table, n); err != nil {
-				return fmt.Errorf("emptying %s: %w", n, err)
-			}
-		}
+		fmt.Fprintf(&b, "-F %s\n", n)
 	}
-	for _, n := range owned {
-		if err := e.ipt.DeleteChain(table, n); err != nil {
-			return fmt.Errorf("deleting %s: %w", n, err)
-		}
+	for _, n := range names {
+		fmt.Fprintf(&b, "-X %s\n", n)
+	}
+	b.WriteString("COMMIT\n")
+	if err := e.run(ctx, b.Bytes()); err != nil {
+		return fmt.Errorf("removing netman's chains: %w", err)
 	}
 	return nil
 }

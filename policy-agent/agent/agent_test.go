@@ -31,13 +31,14 @@ type fixture struct {
 	cell    *rulestest.Cell
 	srv     *policyclienttest.Server
 	store   *datastore.Store
+	client  *policyclient.Client
 	agent   *agent.Agent
 	metrics *agent.Metrics
 	now     time.Time
 	mu      sync.Mutex
 }
 
-func newFixture(t *testing.T, opts func(*agent.Options)) *fixture {
+func newFixture(t testing.TB, opts func(*agent.Options)) *fixture {
 	t.Helper()
 	f := &fixture{cell: rulestest.NewCell(t), srv: policyclienttest.NewServer(t), now: time.Unix(1_700_000_000, 0)}
 	path := filepath.Join(t.TempDir(), "store.json")
@@ -53,6 +54,7 @@ func newFixture(t *testing.T, opts func(*agent.Options)) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
+	f.client = client
 	var enf *rules.Enforcer
 	if err := f.cell.NS.Do(func(ns.NetNS) (err error) {
 		enf, err = rules.NewEnforcer(filepath.Join(t.TempDir(), "iptables.lock"))
@@ -86,7 +88,7 @@ func (f *fixture) advance(d time.Duration) {
 	f.now = f.now.Add(d)
 }
 
-func (f *fixture) add(t *testing.T, handle, ip, group string) {
+func (f *fixture) add(t testing.TB, handle, ip, group string) {
 	t.Helper()
 	err := f.store.Add(t.Context(), datastore.Container{Handle: handle, IP: ip,
 		Metadata: map[string]any{"policy_group_id": group, "app_id": group}})
@@ -96,7 +98,7 @@ func (f *fixture) add(t *testing.T, handle, ip, group string) {
 }
 
 // cycle runs one cycle inside the cell, where its iptables calls land.
-func (f *fixture) cycle(t *testing.T) (agent.Outcome, error) {
+func (f *fixture) cycle(t testing.TB) (agent.Outcome, error) {
 	t.Helper()
 	var out agent.Outcome
 	var err error
@@ -107,7 +109,7 @@ func (f *fixture) cycle(t *testing.T) (agent.Outcome, error) {
 	return out, err
 }
 
-func (f *fixture) expect(t *testing.T, step string, want agent.Outcome) {
+func (f *fixture) expect(t testing.TB, step string, want agent.Outcome) {
 	t.Helper()
 	got, err := f.cycle(t)
 	if err != nil || got != want {
