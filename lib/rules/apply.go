@@ -40,20 +40,33 @@ type Result struct {
 	Restored     bool // false when the kernel already had exactly this set
 }
 
-// NewEnforcer finds iptables and iptables-restore (the same backend, nf_tables or legacy,
-// that the cell's other components use through the alternatives system) and prepares to
-// hold lockFile, the flock shared with the cell's other iptables writers, around each change.
+// NewEnforcer finds iptables and iptables-restore on PATH (the backend, nf_tables or
+// legacy, that the alternatives system gives every component of the cell) and prepares
+// to hold lockFile, the flock shared with the cell's other iptables writers, around each
+// change.
 func NewEnforcer(lockFile string) (*Enforcer, error) {
+	return NewEnforcerWith(lockFile, Binaries{IPTables: "iptables", Restore: "iptables-restore"})
+}
+
+// Binaries names the iptables programs of one backend, as names to look up on PATH or
+// as paths.
+type Binaries struct {
+	IPTables string // "iptables", "iptables-legacy", "iptables-nft"
+	Restore  string // the matching iptables-restore
+}
+
+// NewEnforcerWith is NewEnforcer with a chosen backend.
+func NewEnforcerWith(lockFile string, bin Binaries) (*Enforcer, error) {
 	if lockFile == "" {
 		return nil, errors.New("iptables lock file: no path given")
 	}
-	ipt, err := iptables.New(iptables.Timeout(10))
+	ipt, err := iptables.New(iptables.Path(bin.IPTables), iptables.Timeout(10))
 	if err != nil {
-		return nil, fmt.Errorf("finding iptables: %w", err)
+		return nil, fmt.Errorf("finding %s: %w", bin.IPTables, err)
 	}
-	restore, err := exec.LookPath("iptables-restore")
+	restore, err := exec.LookPath(bin.Restore)
 	if err != nil {
-		return nil, fmt.Errorf("finding iptables-restore: %w", err)
+		return nil, fmt.Errorf("finding %s: %w", bin.Restore, err)
 	}
 	return &Enforcer{ipt: ipt, restore: restore, lockFile: lockFile}, nil
 }

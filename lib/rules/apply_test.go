@@ -26,12 +26,40 @@ func inNS(t *testing.T, n ns.NetNS, f func() error) {
 	}
 }
 
-func save(t *testing.T, n ns.NetNS) string {
+// backend is one set of iptables programs.
+type backend struct {
+	name string
+	bin  rules.Binaries
+	save string
+}
+
+var defaultBackend = backend{"default", rules.Binaries{IPTables: "iptables", Restore: "iptables-restore"}, "iptables-save"}
+
+// forEachBackend runs f with the PATH default and with each explicit backend installed
+// here (nf_tables and legacy), each in its own namespaces.
+func forEachBackend(t *testing.T, f func(t *testing.T, be backend)) {
+	for _, be := range []backend{
+		defaultBackend,
+		{"nft", rules.Binaries{IPTables: "iptables-nft", Restore: "iptables-nft-restore"}, "iptables-nft-save"},
+		{"legacy", rules.Binaries{IPTables: "iptables-legacy", Restore: "iptables-legacy-restore"}, "iptables-legacy-save"},
+	} {
+		t.Run(be.name, func(t *testing.T) {
+			if be.name != "default" {
+				if _, err := exec.LookPath(be.bin.Restore); err != nil {
+					t.Skipf("%s is not installed", be.bin.Restore)
+				}
+			}
+			f(t, be)
+		})
+	}
+}
+
+func save(t *testing.T, n ns.NetNS, be backend) string {
 	t.Helper()
 	var out []byte
 	inNS(t, n, func() error {
 		var err error
-		out, err = exec.Command("iptables-save", "-t", "filter").Output()
+		out, err = exec.Command(be.save, "-t", "filter").Output()
 		return err
 	})
 	// Drop comments and counters so two dumps compare by content.
@@ -48,12 +76,12 @@ func save(t *testing.T, n ns.NetNS) string {
 	return strings.Join(lines, "\n")
 }
 
-func newEnforcer(t *testing.T, n ns.NetNS) *rules.Enforcer {
+func newEnforcer(t *testing.T, n ns.NetNS, be backend) *rules.Enforcer {
 	t.Helper()
 	var e *rules.Enforcer
 	inNS(t, n, func() error {
 		var err error
-		e, err = rules.NewEnforcer(filepath.Join(t.TempDir(), "iptables.lock"))
+		e, err = rules.NewEnforcerWith(filepath.Join(t.TempDir(), "iptables.lock"), be.bin)
 		return err
 	})
 	return e
@@ -79,7 +107,9 @@ func mustBuild(t *testing.T, cs []rules.Container, ps ...models.Policy) rules.Ru
 	return rs
 }
 
-func TestApplyOwnsOnlyNetmanChains(t *testing.T) {
+func TestApplyOwnsOnlyNetmanChains(t *testing.T) { forEachBackend(t, testApplyOwnsOnlyNetmanChains) }
+
+func testApplyOwnsOnlyNetmanChains(t *testing.T, be backend) {
 	cell := rulestest.NewCell(t)
 	// Rules of another component, which netman must leave exactly as they are.
 	inNS(t, cell.NS, func() error {
@@ -89,13 +119,13 @@ func TestApplyOwnsOnlyNetmanChains(t *testing.T) {
 			{"-A", "FORWARD", "-j", "garden-forward"},
 			{"-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT"},
 		} {
-			if out, err := exec.Command("iptables", args...).CombinedOutput(); err != nil {
+			if out, err := exec.Command(be.bin.IPTables, args...).CombinedOutput(); err != nil {
 				t.Fatalf("iptables %v: %v %s", args, err, out)
 			}
 		}
 		return nil
 	})
-	e := newEnforcer(t, cell.NS)
+	e := newEnforcer(t, cell.NS, be)
 	cs := []rules.Container{a, b}
 	withPolicy := mustBuild(t, cs, policy("app-a", "0001", "app-b", "0002", "tcp", 8080, 8080))
 
@@ -103,7 +133,7 @@ func TestApplyOwnsOnlyNetmanChains(t *testing.T) {
 	if !res.Restored || res.Rules != withPolicy.RuleCount() || res.RulesWritten != res.Rules {
 		t.Errorf("first apply: %+v, want everything written", res)
 	}
-	got := save(t, cell.NS)
+	got := save(t, cell.NS, be)
 	for _, want := range []string{
 		"-A FORWARD -j netman-forward\n-A FORWARD -j garden-forward",
 		"-A garden-forward -s 10.9.9.9/32 -j DROP",
@@ -127,7 +157,7 @@ func TestApplyOwnsOnlyNetmanChains(t *testing.T) {
 	if res.ChainsStale != 1 || res.RulesWritten != len(without.Chains[rules.ForwardChain]) {
 		t.Errorf("removal: %+v, want 1 stale chain and only netman-forward written", res)
 	}
-	got = save(t, cell.NS)
+	got = save(t, cell.NS, be)
 	if strings.Contains(got, "netman-in-0002") {
 		t.Errorf("stale chain left behind:\n%s", got)
 	}
@@ -136,16 +166,16 @@ func TestApplyOwnsOnlyNetmanChains(t *testing.T) {
 	}
 
 	// A fresh enforcer (an agent restart) finds the state and converges without duplicates.
-	e2 := newEnforcer(t, cell.NS)
+	e2 := newEnforcer(t, cell.NS, be)
 	apply(t, cell.NS, e2, withPolicy)
-	if again := save(t, cell.NS); strings.Count(again, "-j netman-forward") != 1 || !strings.Contains(again, "netman-in-0002") {
+	if again := save(t, cell.NS, be); strings.Count(again, "-j netman-forward") != 1 || !strings.Contains(again, "netman-in-0002") {
 		t.Errorf("after restart:\n%s", again)
 	}
 
 	inNS(t, cell.NS, func() error { return e2.Cleanup(t.Context()) })
 	// Again, on tables without netman: nothing to do, no error.
 	inNS(t, cell.NS, func() error { return e2.Cleanup(t.Context()) })
-	got = save(t, cell.NS)
+	got = save(t, cell.NS, be)
 	if strings.Contains(got, "netman") {
 		t.Errorf("Cleanup left netman rules:\n%s", got)
 	}
@@ -155,11 +185,15 @@ func TestApplyOwnsOnlyNetmanChains(t *testing.T) {
 }
 
 func TestFailedApplyKeepsTheOldRules(t *testing.T) {
+	forEachBackend(t, testFailedApplyKeepsTheOldRules)
+}
+
+func testFailedApplyKeepsTheOldRules(t *testing.T, be backend) {
 	cell := rulestest.NewCell(t)
-	e := newEnforcer(t, cell.NS)
+	e := newEnforcer(t, cell.NS, be)
 	good := mustBuild(t, []rules.Container{a, b}, policy("app-a", "0001", "app-b", "0002", "tcp", 8080, 8080))
 	apply(t, cell.NS, e, good)
-	before := save(t, cell.NS)
+	before := save(t, cell.NS, be)
 
 	bad := mustBuild(t, []rules.Container{a, b})
 	bad.Chains[rules.ForwardChain] = append(bad.Chains[rules.ForwardChain], "-j no-such-chain")
@@ -169,14 +203,14 @@ func TestFailedApplyKeepsTheOldRules(t *testing.T) {
 		}
 		return nil
 	})
-	if after := save(t, cell.NS); after != before {
+	if after := save(t, cell.NS, be); after != before {
 		t.Errorf("a refused transaction changed the rules:\nbefore\n%s\nafter\n%s", before, after)
 	}
 	// The next good set converges from whatever is there.
 	if res := apply(t, cell.NS, e, good); !res.Restored {
 		t.Errorf("after a failure the enforcer must rewrite: %+v", res)
 	}
-	if after := save(t, cell.NS); after != before {
+	if after := save(t, cell.NS, be); after != before {
 		t.Errorf("did not converge:\n%s", after)
 	}
 }
@@ -206,7 +240,9 @@ func TestApplyWaitsForTheSharedLock(t *testing.T) {
 	apply(t, cell.NS, e, mustBuild(t, []rules.Container{a}))
 }
 
-func TestTrafficFollowsTheRules(t *testing.T) {
+func TestTrafficFollowsTheRules(t *testing.T) { forEachBackend(t, testTrafficFollowsTheRules) }
+
+func testTrafficFollowsTheRules(t *testing.T, be backend) {
 	cell := rulestest.NewCell(t)
 	nsA := cell.AddContainer(t, "a", "10.0.0.2")
 	nsB := cell.AddContainer(t, "b", "10.0.0.3")
@@ -214,7 +250,7 @@ func TestTrafficFollowsTheRules(t *testing.T) {
 		rulestest.Serve(t, n, 8080)
 		rulestest.Serve(t, n, 9090)
 	}
-	e := newEnforcer(t, cell.NS)
+	e := newEnforcer(t, cell.NS, be)
 	cs := []rules.Container{a, b}
 
 	type probe struct {
@@ -270,12 +306,13 @@ func TestTrafficFollowsTheRules(t *testing.T) {
 // connection must never fail and a forbidden one must never pass, which both would if a
 // change left a moment with no rules or half of them.
 func TestSwapHasNoWindow(t *testing.T) {
+	be := defaultBackend
 	cell := rulestest.NewCell(t)
 	nsA := cell.AddContainer(t, "a", "10.0.0.2")
 	nsB := cell.AddContainer(t, "b", "10.0.0.3")
 	rulestest.Serve(t, nsB, 8080)
 	rulestest.Serve(t, nsB, 9090)
-	e := newEnforcer(t, cell.NS)
+	e := newEnforcer(t, cell.NS, be)
 	cs := []rules.Container{a, b}
 	allow8080 := policy("app-a", "0001", "app-b", "0002", "tcp", 8080, 8080)
 	sets := []rules.Ruleset{
