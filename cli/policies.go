@@ -102,9 +102,13 @@ func changePolicy(ctx context.Context, verb string, args []string, env Env) erro
 	c.register(fs, env)
 	protocol := fs.String("protocol", "tcp", "`protocol`: tcp or udp")
 	port := fs.String("port", "8080", "destination `port` or inclusive range, e.g. 8080 or 8080-8090")
+	dstFlag := fs.String("destination-app", "", "DST, as cf CLI v6 spelt it (`id`)")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
+	}
+	if *dstFlag != "" {
+		pos = append(pos, *dstFlag)
 	}
 	if len(pos) != 2 {
 		return usageError{fmt.Sprintf("policies %s needs SRC and DST, got %d arguments", verb, len(pos))}

@@ -234,7 +234,7 @@ func TestNetmanAgainstThePolicyServer(t *testing.T) {
 	}
 	s.mustRun(t, "policies", "add", "app-a", "app-b", "--protocol", "tcp", "--port", "8080-8090") // idempotent
 	s.mustRun(t, "policies", "add", "--port", "53", "--protocol", "udp", "app-c", "app-a")        // flags first
-	s.mustRun(t, "policies", "add", "app-c", "app-b")                                             // cf's defaults: tcp 8080
+	s.mustRun(t, "policies", "add", "app-c", "--destination-app", "app-b")                        // cf v6 spelling; cf defaults: tcp 8080
 
 	want := "SOURCE   DESTINATION   PROTOCOL   PORTS\n" +
 		"app-a    app-b         tcp        8080-8090\n" +
