@@ -115,6 +115,6 @@ func internalPolicies(ctx context.Context, args []string, env Env) error {
 	if err := writeTable(env.Stdout, []string{"SOURCE", "SOURCE TAG", "DESTINATION", "DESTINATION TAG", "PROTOCOL", "PORTS"}, rows); err != nil {
 		return err
 	}
-	_, err = fmt.Fprintf(env.Stdout, "%d policies\n", len(body.Policies))
+	_, err = fmt.Fprintln(env.Stdout, countPolicies(len(body.Policies)))
 	return err
 }

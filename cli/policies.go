@@ -92,7 +92,7 @@ func listPolicies(ctx context.Context, args []string, env Env) error {
 	if err := writeTable(env.Stdout, []string{"SOURCE", "DESTINATION", "PROTOCOL", "PORTS"}, rows); err != nil {
 		return err
 	}
-	_, err = fmt.Fprintf(env.Stdout, "%d policies\n", list.TotalPolicies)
+	_, err = fmt.Fprintln(env.Stdout, countPolicies(list.TotalPolicies))
 	return err
 }
 
@@ -224,4 +224,11 @@ func whoami(ctx context.Context, args []string, env Env) error {
 	}
 	_, err = fmt.Fprintf(env.Stdout, "user:   %s\nclient: %s\nscopes: %s\n", w.UserName, w.ClientID, strings.Join(w.Scope, " "))
 	return err
+}
+
+func countPolicies(n int) string {
+	if n == 1 {
+		return "1 policy"
+	}
+	return fmt.Sprintf("%d policies", n)
 }
