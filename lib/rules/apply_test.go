@@ -356,3 +356,28 @@ func TestSwapHasNoWindow(t *testing.T) {
 	}
 	t.Logf("%d connections during 60 swaps, all with the right verdict", probes)
 }
+
+func TestEnableBridgeNetfilterIsPerNamespace(t *testing.T) {
+	rulestest.RequireEnforcement(t)
+	host, err := os.ReadFile(rules.BridgeNFCallIPTables)
+	if err != nil {
+		t.Skipf("no bridge netfilter setting on this machine: %v", err)
+	}
+	n := rulestest.NewNS(t)
+	inNS(t, n, func() error {
+		if err := os.WriteFile(rules.BridgeNFCallIPTables, []byte("0\n"), 0o644); err != nil {
+			return err
+		}
+		if err := rules.EnableBridgeNetfilter(t.Context()); err != nil {
+			return err
+		}
+		got, err := os.ReadFile(rules.BridgeNFCallIPTables)
+		if strings.TrimSpace(string(got)) != "1" {
+			t.Errorf("after EnableBridgeNetfilter the setting is %q", got)
+		}
+		return err
+	})
+	if after, _ := os.ReadFile(rules.BridgeNFCallIPTables); string(after) != string(host) {
+		t.Errorf("the host's setting changed from %q to %q: the test must stay in its namespace", host, after)
+	}
+}

@@ -29,6 +29,10 @@
 // FORWARD. One chain per destination group, not per container, keeps the rule count at about
 // policies + 3 × containers + 2 × groups however many instances an app runs.
 //
+// The kernel limits ICMP errors per peer (net.ipv4.icmp_ratelimit), so a client that keeps
+// sending refused UDP sees some exchanges time out instead of failing at once; TCP resets
+// have no such limit.
+//
 // Containers on the same cell talk across a Linux bridge. Bridged frames only reach
 // iptables with the br_netfilter module loaded and net.bridge.bridge-nf-call-iptables = 1,
 // which on current kernels is a setting of each network namespace; EnableBridgeNetfilter
