@@ -101,6 +101,10 @@ func (e *Enforcer) Apply(ctx context.Context, rs Ruleset) (Result, error) {
 	return res, nil
 }
 
+// Resync forgets what the enforcer believes is applied: the next Apply reads which netman
+// chains exist and rewrites every chain, repairing whatever someone else changed.
+func (e *Enforcer) Resync() { e.synced = false }
+
 // sync learns which netman chains exist and whether FORWARD jumps to netman-forward. It
 // runs at start and after a failure only: listing a table with thousands of rules costs more
 // than a whole no-change cycle may.

@@ -5,7 +5,8 @@
 // A cycle that finds nothing changed costs two small reads: the datastore's version file
 // and the server's policies_last_updated counter. Only when either moved does it fetch
 // policies, and only when the computed rules differ from the applied ones does it call
-// iptables. When anything fails the rules in the kernel stay as they are, the cycle is
+// iptables. Every Resync interval (5 minutes) it rewrites the whole set regardless, so rules
+// another program removed come back. When anything fails the rules in the kernel stay as they are, the cycle is
 // retried with capped exponential backoff, and the failure is logged when it starts and
 // when it ends, not on every attempt.
 package agent
@@ -36,6 +37,8 @@ type PolicySource interface {
 // Enforcer applies rule sets (lib/rules.Enforcer).
 type Enforcer interface {
 	Apply(ctx context.Context, rs rules.Ruleset) (rules.Result, error)
+	// Resync makes the next Apply rewrite everything from what the kernel holds.
+	Resync()
 }
 
 // Freshness is how long after a change the policy server promises to serve it from every
@@ -49,10 +52,13 @@ type Options struct {
 	PollInterval time.Duration
 	// MaxBackoff caps the wait between failed cycles (default: 8 poll intervals, at most a minute).
 	MaxBackoff time.Duration
-	Source     PolicySource
-	Enforcer   Enforcer
-	Logger     *slog.Logger
-	Metrics    *Metrics
+	// Resync is how often the whole rule set is fetched and rewritten even when nothing
+	// changed, repairing rules another program removed (default 5 minutes).
+	Resync   time.Duration
+	Source   PolicySource
+	Enforcer Enforcer
+	Logger   *slog.Logger
+	Metrics  *Metrics
 	// Now is the clock (tests).
 	Now func() time.Time
 }
@@ -71,6 +77,7 @@ type Agent struct {
 	signalOK   bool
 	signalSeen time.Time
 	lastFetch  time.Time
+	lastResync time.Time
 	applied    *rules.Ruleset
 
 	status statusBox
@@ -86,6 +93,9 @@ func New(opts Options) (*Agent, error) {
 	}
 	if opts.MaxBackoff <= 0 {
 		opts.MaxBackoff = min(8*opts.PollInterval, time.Minute)
+	}
+	if opts.Resync <= 0 {
+		opts.Resync = 5 * time.Minute
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -121,6 +131,11 @@ func (a *Agent) Cycle(ctx context.Context) (Outcome, rules.Result, error) {
 
 func (a *Agent) cycle(ctx context.Context) (Outcome, rules.Result, error) {
 	log := a.opts.Logger
+	now := a.opts.Now()
+	if a.synced && now.Sub(a.lastResync) >= a.opts.Resync {
+		a.synced, a.applied = false, nil
+		a.opts.Enforcer.Resync()
+	}
 	version, err := datastore.Version(a.opts.Datastore)
 	if err != nil {
 		a.opts.Metrics.pollErrors.WithLabelValues("datastore").Inc()
@@ -139,7 +154,6 @@ func (a *Agent) cycle(ctx context.Context) (Outcome, rules.Result, error) {
 	}
 
 	// The signal is read before the policies: a change after this read moves it again.
-	now := a.opts.Now()
 	signal, err := a.opts.Source.LastUpdated(ctx)
 	signalOK := err == nil
 	if err != nil && !errors.Is(err, policyclient.ErrNoChangeSignal) {
@@ -184,6 +198,9 @@ func (a *Agent) cycle(ctx context.Context) (Outcome, rules.Result, error) {
 		log.Info("rules applied", "containers", len(containers), "policies", len(policies),
 			"rules", res.Rules, "rules_written", res.RulesWritten, "rules_changed", res.RulesChanged,
 			"stale_chains", res.ChainsStale, "took", time.Since(enforceStart).String())
+	}
+	if !a.synced {
+		a.lastResync = now
 	}
 	a.synced = true
 	a.dsVersion, a.containers, a.ids = version, containers, ids

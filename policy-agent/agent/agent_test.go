@@ -240,6 +240,38 @@ func (failingEnforcer) Apply(context.Context, rules.Ruleset) (rules.Result, erro
 	return rules.Result{}, errors.New("iptables-restore: exit status 4")
 }
 
+func (failingEnforcer) Resync() {}
+
+func TestResyncRepairsRulesSomeoneRemoved(t *testing.T) {
+	f := newFixture(t, func(o *agent.Options) { o.Resync = time.Minute })
+	f.add(t, "a", "10.0.0.2", "app-a")
+	f.add(t, "b", "10.0.0.3", "app-b")
+	f.srv.Set([]models.Policy{pol("app-a", "0001", "app-b", "0002", 8080)})
+	f.expect(t, "first", agent.Applied)
+	want := f.save(t)
+	_ = f.cell.NS.Do(func(ns.NetNS) error {
+		for _, args := range [][]string{{"-D", "FORWARD", "-j", "netman-forward"}, {"-F", "netman-in-0002"}} {
+			if out, err := exec.Command("iptables", args...).CombinedOutput(); err != nil {
+				t.Fatalf("iptables %v: %v %s", args, err, out)
+			}
+		}
+		return nil
+	})
+	f.advance(5 * time.Second)
+	f.expect(t, "confirm", agent.Unchanged)
+	f.advance(5 * time.Second)
+	f.expect(t, "quiet", agent.Skipped)
+	f.advance(time.Minute)
+	f.expect(t, "resync", agent.Applied)
+	if got := f.save(t); got != want {
+		t.Errorf("after the resync:\n%s\nwant\n%s", got, want)
+	}
+	f.advance(5 * time.Second)
+	f.expect(t, "settle", agent.Unchanged)
+	f.advance(5 * time.Second)
+	f.expect(t, "quiet again", agent.Skipped)
+}
+
 func TestHealthAndRunLogOncePerStateChange(t *testing.T) {
 	var logs syncBuffer
 	f := newFixture(t, func(o *agent.Options) {
