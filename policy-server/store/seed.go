@@ -68,6 +68,12 @@ func Seed(ctx context.Context, db *sql.DB, n int, rng *rand.Rand) (groupIDs []st
 	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, writeLockKey); err != nil {
 		return nil, fmt.Errorf("seeding: taking the write lock: %w", err)
 	}
+	// A commit that is not yet flushed (synchronous_commit=off, as on test clusters) keeps
+	// the VACUUM below from marking the new rows all-visible, and index-only scans would
+	// then visit the heap for every row.
+	if _, err := tx.ExecContext(ctx, `SET LOCAL synchronous_commit = on`); err != nil {
+		return nil, fmt.Errorf("seeding: %w", err)
+	}
 	var highWater int
 	if err := tx.QueryRowContext(ctx, `SELECT tag_high_water FROM store_meta`).Scan(&highWater); err != nil {
 		return nil, fmt.Errorf("seeding: %w", err)
@@ -102,9 +108,24 @@ func Seed(ctx context.Context, db *sql.DB, n int, rng *rand.Rand) (groupIDs []st
 	}
 	// Fresh statistics, so the planner picks the plans the server relies on right away,
 	// and a visibility map, so index-only scans need not visit the heap; autovacuum would
-	// get there too, later.
-	if _, err := db.ExecContext(ctx, `VACUUM ANALYZE groups, destinations, policies`); err != nil {
-		return nil, fmt.Errorf("seeding: analyzing: %w", err)
+	// get there too, later. The commits here must be synchronous: on a server running
+	// with synchronous_commit=off (as test clusters do) an unflushed commit near the
+	// seeding one keeps VACUUM from marking the seeded rows all-visible.
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("seeding: %w", err)
+	}
+	defer conn.Close()
+	for _, stmt := range []string{
+		`SET synchronous_commit = on`,
+		`VACUUM ANALYZE groups`,
+		`VACUUM ANALYZE destinations`,
+		`VACUUM ANALYZE policies`,
+		`RESET synchronous_commit`,
+	} {
+		if _, err := conn.ExecContext(ctx, stmt); err != nil {
+			return nil, fmt.Errorf("seeding: %s: %w", stmt, err)
+		}
 	}
 	return ids, nil
 }
