@@ -86,10 +86,13 @@ func (c *Client) Policies(ctx context.Context, ids []string) ([]models.Policy, e
 	if len(ids) == 0 {
 		return []models.Policy{}, nil
 	}
-	// Ids are joined as the API wants them, then the whole value is escaped once.
-	q := url.Values{"id": {strings.Join(ids, ",")}}
+	// The commas stay literal, as in the spec's examples; each id is escaped on its own.
+	escaped := make([]string, len(ids))
+	for i, id := range ids {
+		escaped[i] = url.QueryEscape(id)
+	}
 	var body policiesV0
-	if err := c.get(ctx, PoliciesPath, q.Encode(), &body); err != nil {
+	if err := c.get(ctx, PoliciesPath, "id="+strings.Join(escaped, ","), &body); err != nil {
 		return nil, err
 	}
 	if body.Policies == nil {
