@@ -160,18 +160,12 @@ func checkSourcesListed(t *testing.T, name string, spec packageSpec, repo []stri
 }
 
 // TestPackagingScripts runs each package's packaging script the way a BOSH compilation VM
-// does: in a BOSH_COMPILE_TARGET holding exactly the files the spec lists (sources from
-// src/netman, i.e. this repository, and the module blob), with BOSH_INSTALL_TARGET and
-// BOSH_PACKAGES_DIR set, no network for Go (GOPROXY=off), and a bare environment. Then
-// it runs the binaries it installed.
+// does (see packageInstall), then runs the binaries it installed.
 func TestPackagingScripts(t *testing.T) {
 	if testing.Short() {
 		t.Skip("compiles every package (-short)")
 	}
 	testenvRequireTar(t)
-	root := repoRoot(t)
-	repo := repoFiles(t)
-	gocache := goEnv(t, "GOCACHE")
 
 	t.Run(golangPackage, func(t *testing.T) {
 		// The real blob is Go's release tarball; a tarball of the same shape shows the
@@ -190,38 +184,9 @@ func TestPackagingScripts(t *testing.T) {
 		}
 	})
 
-	blob := modulesBlobPath(t)
-	packagesDir := t.TempDir()
-	// The golang package, as a dependency, is the toolchain running these tests.
-	if err := os.Symlink(runtime.GOROOT(), filepath.Join(packagesDir, golangPackage)); err != nil {
-		t.Fatal(err)
-	}
 	for name, binaries := range packageBinaries {
 		t.Run(name, func(t *testing.T) {
-			script, err := os.ReadFile(filepath.Join(root, "packages", name, "packaging"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, m := range cmdTarget.FindAllStringSubmatch(string(script), -1) {
-				if _, err := os.Stat(filepath.Join(root, "cmd", m[1])); err != nil {
-					t.Skipf("cmd/%s, which this package builds, is not in the tree yet", m[1])
-				}
-			}
-			spec := readPackageSpec(t, name)
-			compile, install := t.TempDir(), t.TempDir()
-			for _, pattern := range spec.Files {
-				if pattern == modulesBlob {
-					copyFile(t, blob, filepath.Join(compile, modulesBlob))
-					continue
-				}
-				if !strings.HasPrefix(pattern, "netman/") {
-					t.Fatalf("files entry %s is neither a source under netman/ nor the module blob", pattern)
-				}
-				for _, rel := range matchFiles(repo, pattern, spec.ExcludedFiles) {
-					copyFile(t, filepath.Join(root, strings.TrimPrefix(rel, "netman/")), filepath.Join(compile, rel))
-				}
-			}
-			runPackaging(t, name, compile, install, packagesDir, gocache)
+			install := packageInstall(t, name)
 			for _, b := range binaries {
 				path := filepath.Join(install, "bin", b.name)
 				if _, err := os.Stat(path); err != nil {
@@ -233,6 +198,64 @@ func TestPackagingScripts(t *testing.T) {
 			}
 		})
 	}
+}
+
+var (
+	packageMu       sync.Mutex
+	packageInstalls = map[string]string{}
+)
+
+// packageInstall compiles a package as a BOSH compilation VM would, once per test run, and
+// returns its install directory (what a VM gets as /var/vcap/packages/<name>). The
+// compile directory holds exactly the files the spec lists: sources from src/netman, i.e.
+// this repository, and the module blob. BOSH_INSTALL_TARGET and BOSH_PACKAGES_DIR are set,
+// the golang dependency is the toolchain running the tests, Go gets no network, and the
+// environment is otherwise bare.
+func packageInstall(t testing.TB, name string) string {
+	t.Helper()
+	packageMu.Lock()
+	defer packageMu.Unlock()
+	if dir, ok := packageInstalls[name]; ok {
+		return dir
+	}
+	root := repoRoot(t)
+	script, err := os.ReadFile(filepath.Join(root, "packages", name, "packaging"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range cmdTarget.FindAllStringSubmatch(string(script), -1) {
+		if _, err := os.Stat(filepath.Join(root, "cmd", m[1])); err != nil {
+			t.Skipf("cmd/%s, which package %s builds, is not in the tree yet", m[1], name)
+		}
+	}
+	blob := modulesBlobPath(t)
+	base := filepath.Join(binDir, "packages", name)
+	compile, install, packagesDir := filepath.Join(base, "compile"), filepath.Join(base, "install"), filepath.Join(base, "deps")
+	for _, d := range []string{compile, install, packagesDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink(runtime.GOROOT(), filepath.Join(packagesDir, golangPackage)); err != nil {
+		t.Fatal(err)
+	}
+	repo := repoFiles(t)
+	spec := readPackageSpec(t, name)
+	for _, pattern := range spec.Files {
+		if pattern == modulesBlob {
+			copyFile(t, blob, filepath.Join(compile, modulesBlob))
+			continue
+		}
+		if !strings.HasPrefix(pattern, "netman/") {
+			t.Fatalf("files entry %s is neither a source under netman/ nor the module blob", pattern)
+		}
+		for _, rel := range matchFiles(repo, pattern, spec.ExcludedFiles) {
+			copyFile(t, filepath.Join(root, strings.TrimPrefix(rel, "netman/")), filepath.Join(compile, rel))
+		}
+	}
+	runPackaging(t, name, compile, install, packagesDir, goEnv(t, "GOCACHE"))
+	packageInstalls[name] = install
+	return install
 }
 
 // checkStatic fails for a dynamically linked binary: it would depend on the stemcell's libc.
