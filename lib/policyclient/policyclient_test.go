@@ -156,6 +156,20 @@ func TestTLSPinIsRespected(t *testing.T) {
 	if _, err := c.Policies(t.Context(), []string{"a"}); err == nil {
 		t.Error("a server certificate from another CA was trusted")
 	}
+	// A server that offers only TLS 1.3 (which would bypass the cipher pin) is refused.
+	tls13, err := mutualtls.ServerConfig(srv.Files.ServerCert, srv.Files.ServerKey, srv.Files.CACert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tls13.MinVersion, tls13.MaxVersion = tls.VersionTLS13, tls.VersionTLS13
+	hs := httptest.NewUnstartedServer(http.NotFoundHandler())
+	hs.TLS = tls13
+	hs.StartTLS()
+	defer hs.Close()
+	c = client(t, hs.URL, srv.Files, 2*time.Second)
+	if _, err := c.LastUpdated(t.Context()); err == nil || !strings.Contains(err.Error(), "version") {
+		t.Errorf("a TLS 1.3-only server: %v, want a protocol version failure", err)
+	}
 	// The connection that works is TLS 1.2 with the pinned suite.
 	good, err := mutualtls.ClientConfig(srv.Files.ClientCert, srv.Files.ClientKey, srv.Files.CACert)
 	if err != nil {
