@@ -16,6 +16,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"netman/internal/testsupport/testenv"
+	"netman/lib/rules/rulestest"
 )
 
 // TestNetmanCNIJobOnACell puts the release's two halves of the CNI setup together the way
@@ -47,7 +48,7 @@ func TestNetmanCNIJobOnACell(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	cell := newNetNS(t)
+	cell := rulestest.NewNS(t)
 	err = cell.Do(func(ns.NetNS) error {
 		// A veth pair stands in for the cell's NIC (dummy links are not available everywhere).
 		underlay := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "underlay0", MTU: 9000}, PeerName: "underlay0p"}
@@ -83,7 +84,7 @@ func TestNetmanCNIJobOnACell(t *testing.T) {
 	}
 	containers := []*container{{id: "container-a", app: "app-a"}, {id: "container-b", app: "app-b"}}
 	for _, c := range containers {
-		c.netns = newNetNS(t)
+		c.netns = rulestest.NewNS(t)
 		network := withMetadata(t, conf, c.app)
 		rt := &libcni.RuntimeConf{ContainerID: c.id, NetNS: c.netns.Path(), IfName: "eth0"}
 		var result *current.Result
@@ -184,17 +185,4 @@ func readDatastore(t testing.TB, path string) map[string]datastoreRecord {
 		t.Fatalf("datastore %s: %v\n%s", path, err, data)
 	}
 	return records
-}
-
-func newNetNS(t testing.TB) ns.NetNS {
-	t.Helper()
-	n, err := testutils.NewNS()
-	if err != nil {
-		t.Fatalf("creating a network namespace: %v", err)
-	}
-	t.Cleanup(func() {
-		_ = n.Close()
-		_ = testutils.UnmountNS(n)
-	})
-	return n
 }
