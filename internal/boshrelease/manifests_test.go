@@ -202,9 +202,14 @@ func checkGardenCNI(t testing.TB, j manifestJob) {
 		j.Properties["cni_config_dir"] != "/var/vcap/jobs/netman-cni/config/cni" {
 		t.Errorf("garden-cni dirs: %v %v", j.Properties["cni_plugin_dir"], j.Properties["cni_config_dir"])
 	}
-	adapter, _ := j.Properties["garden-cni"].(map[string]any)["adapter"].(map[string]any)
-	if adapter["cni_plugin_dir"] != j.Properties["cni_plugin_dir"] || adapter["cni_config_dir"] != j.Properties["cni_config_dir"] {
-		t.Errorf("garden-cni.adapter dirs differ: %v", adapter)
+	// Older garden-cni jobs read the same settings under other names.
+	older, _ := j.Properties["garden-cni"].(map[string]any)
+	adapter, _ := older["adapter"].(map[string]any)
+	cfn, _ := j.Properties["cf_networking"].(map[string]any)
+	for name, m := range map[string]map[string]any{"garden-cni": older, "garden-cni.adapter": adapter, "cf_networking": cfn} {
+		if m["cni_plugin_dir"] != j.Properties["cni_plugin_dir"] || m["cni_config_dir"] != j.Properties["cni_config_dir"] {
+			t.Errorf("garden-cni's %s.* dirs differ: %v", name, m)
+		}
 	}
 	spec := readJobSpec(t, "netman-cni")
 	if _, listed := spec.Templates["30-cni-wrapper-plugin.conf.erb"]; !listed || spec.Templates["30-cni-wrapper-plugin.conf.erb"] != "config/cni/30-cni-wrapper-plugin.conf" {
