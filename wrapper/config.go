@@ -33,8 +33,8 @@ type Config struct {
 
 	// MTU of container interfaces; 0 detects it from the underlay interface.
 	MTU int `json:"mtu,omitempty"`
-	// UnderlayIP or UnderlayInterface name the host interface the overlay uses for MTU
-	// detection; without either, the interface of the IPv4 default route.
+	// UnderlayIP or UnderlayInterface (at most one) name the host interface the overlay
+	// uses for MTU detection; without either, the interface of the IPv4 default route.
 	UnderlayIP        string `json:"underlay_ip,omitempty"`
 	UnderlayInterface string `json:"underlay_interface,omitempty"`
 	// EncapsulationOverhead replaces the default overhead subtracted from the host MTU:
@@ -114,6 +114,10 @@ func (c *Config) validate() error {
 	}
 	if c.EncapsulationOverhead != nil && *c.EncapsulationOverhead < 0 {
 		return fmt.Errorf("encapsulation_overhead %d is negative", *c.EncapsulationOverhead)
+	}
+	if c.UnderlayIP != "" && c.UnderlayInterface != "" {
+		// Two answers to one question; the BOSH job refuses this as well.
+		return fmt.Errorf("set at most one of underlay_ip and underlay_interface")
 	}
 	if c.UnderlayIP != "" {
 		if _, err := netip.ParseAddr(c.UnderlayIP); err != nil {

@@ -87,6 +87,7 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"mtu too small", `{"name":"n","datastore":"/d","delegate":{"type":"bridge"},"mtu":575}`, types.ErrInvalidNetworkConfig},
 		{"negative mtu", `{"name":"n","datastore":"/d","delegate":{"type":"bridge"},"mtu":-1500}`, types.ErrInvalidNetworkConfig},
 		{"negative overhead", `{"name":"n","datastore":"/d","delegate":{"type":"bridge"},"encapsulation_overhead":-1}`, types.ErrInvalidNetworkConfig},
+		{"both underlay ip and interface", `{"name":"n","datastore":"/d","delegate":{"type":"bridge"},"underlay_ip":"10.0.0.1","underlay_interface":"eth0"}`, types.ErrInvalidNetworkConfig},
 		{"bad underlay ip", `{"name":"n","datastore":"/d","delegate":{"type":"bridge"},"underlay_ip":"eth0"}`, types.ErrInvalidNetworkConfig},
 	} {
 		_, err := LoadConfig([]byte(tc.conf))

@@ -26,8 +26,8 @@
 //
 // Fields: datastore (required) is the record file; delegate (required, with a type)
 // is passed to that plugin; mtu (0 or absent: detect) is the container MTU;
-// underlay_ip or underlay_interface name the host interface the overlay runs over (by
-// default the interface of the IPv4 default route); encapsulation_overhead replaces the
+// underlay_ip or underlay_interface (at most one) name the host interface the overlay
+// runs over (by default the interface of the IPv4 default route); encapsulation_overhead replaces the
 // default overhead (50 for flannel's VXLAN, 0 otherwise); datastore_file_owner and
 // datastore_file_group (names or numeric IDs) own the datastore files.
 //
