@@ -16,7 +16,7 @@ import (
 // hostNS makes a throwaway network namespace standing in for a cell: "underlay0" with
 // the given MTU (one end of a veth pair) carries the IPv4 default route, "other0" (MTU 1280) carries a second
 // default route with a worse metric and another address.
-func hostNS(t *testing.T, underlayMTU int) ns.NetNS {
+func hostNS(t testing.TB, underlayMTU int) ns.NetNS {
 	t.Helper()
 	testenv.RequireRoot(t)
 	netns, err := testutils.NewNS()
