@@ -76,8 +76,10 @@ Run 'netman COMMAND --help' for a command's flags.
 // common holds the flags every API command accepts.
 type common struct {
 	api, token, ca string
-	json           bool
-	timeout        time.Duration
+	// envToken is $NETMAN_TOKEN, kept out of the flag's default so --help never prints it.
+	envToken string
+	json     bool
+	timeout  time.Duration
 }
 
 func (c *common) register(fs *flag.FlagSet, env Env) {
@@ -86,7 +88,8 @@ func (c *common) register(fs *flag.FlagSet, env Env) {
 		api = "http://127.0.0.1:4002"
 	}
 	fs.StringVar(&c.api, "api", api, "external API base `URL`")
-	fs.StringVar(&c.token, "token", env.Getenv("NETMAN_TOKEN"), "UAA bearer `token` (default $NETMAN_TOKEN)")
+	c.envToken = env.Getenv("NETMAN_TOKEN")
+	fs.StringVar(&c.token, "token", "", "UAA bearer `token` (default $NETMAN_TOKEN)")
 	fs.StringVar(&c.ca, "ca", "", "CA certificate `file` for an HTTPS external API")
 	fs.BoolVar(&c.json, "json", false, "print JSON instead of a table")
 	fs.DurationVar(&c.timeout, "timeout", 30*time.Second, "give up after this `duration`")
@@ -114,8 +117,7 @@ func parse(fs *flag.FlagSet, args []string) ([]string, error) {
 	for {
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
-				fs.Usage()
-				return nil, err
+				return nil, err // the flag package has printed the usage already
 			}
 			return nil, usageError{fs.Name() + ": " + err.Error()}
 		}

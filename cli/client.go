@@ -31,6 +31,9 @@ func newClient(c common) (*client, error) {
 		return nil, usageError{fmt.Sprintf("--api %q is not an http:// or https:// URL", c.api)}
 	}
 	token := strings.TrimSpace(c.token)
+	if token == "" {
+		token = strings.TrimSpace(c.envToken)
+	}
 	// `cf oauth-token` prints "bearer eyJ...": accept it as is.
 	if scheme, rest, ok := strings.Cut(token, " "); ok && strings.EqualFold(scheme, "bearer") {
 		token = strings.TrimSpace(rest)
