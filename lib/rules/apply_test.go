@@ -280,6 +280,17 @@ func testTrafficFollowsTheRules(t *testing.T, be backend) {
 		{nsB, "b", "tcp", "10.0.0.2:8080", false},
 	})
 
+	// A container the rules do not know yet (the runtime just created it) is closed.
+	nsC := cell.AddContainer(t, "c", "10.0.0.9")
+	rulestest.Serve(t, nsC, 8080)
+	rulestest.Serve(t, cell.NS, 8081)
+	check("unknown container", []probe{
+		{nsA, "a", "tcp", "10.0.0.9:8080", false},
+		{nsA, "a", "udp", "10.0.0.9:8080", false},
+		{nsC, "c", "tcp", "10.0.0.3:8080", false},
+		{nsC, "c", "tcp", "10.0.0.1:8081", true}, // the cell itself is not a container: not netman's business
+	})
+
 	apply(t, cell.NS, e, mustBuild(t, cs,
 		policy("app-a", "0001", "app-b", "0002", "tcp", 8080, 8080),
 		policy("app-a", "0001", "app-b", "0002", "udp", 8080, 8080)))

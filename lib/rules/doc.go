@@ -11,12 +11,14 @@
 //	netman-forward   -s <container ip> -j MARK --set-xmark 0x<tag>/<mask>   one per local container whose group has a tag
 //	                 -d <container ip> -j netman-in-<tag>                   one per local container whose group receives policies
 //	                 -d <container ip> -j netman-closed                     one per other local container
+//	                 -m physdev --physdev-is-bridged -j netman-closed       containers the agent does not know yet
 //	netman-in-<tag>  -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
 //	                 -p tcp|udp --dport P[:E] -m mark --mark 0x<source tag>/<mask> -j ACCEPT   one per policy
 //	                 -j netman-reject
 //	netman-closed    -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
 //	                 -j netman-reject
-//	netman-reject    -s <container ip> -j netman-deny                       one per local container
+//	netman-reject    -m physdev --physdev-is-bridged -j netman-deny         from a container on this cell's bridge
+//	                 -s <container ip> -j netman-deny                       one per local container
 //	netman-deny      -p tcp -j REJECT --reject-with tcp-reset
 //	                 -j REJECT --reject-with icmp-port-unreachable
 //
@@ -24,7 +26,9 @@
 // at it. Traffic to a local container is then judged by the chain of the destination's group:
 // replies are let through, new connections pass only on a policy's protocol and port range and
 // only when they carry the mark of the policy's source; what is left is rejected when it came
-// from a container. Traffic that is not container to container (the router, the host, the
+// from a container. Frames the bridge forwarded always go from one container of the cell
+// to another, so they are judged even when the agent has not yet seen the container the
+// runtime just created: such a container is closed, never open, until the next cycle. Traffic that is not container to container (the router, the host, the
 // outside world) falls out of netman's chains untouched and is left to the other rules of
 // FORWARD. One chain per destination group, not per container, keeps the rule count at about
 // policies + 3 × containers + 2 × groups however many instances an app runs.

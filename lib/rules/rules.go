@@ -109,7 +109,11 @@ func Build(containers []Container, policies []models.Policy) (Ruleset, []error) 
 	mask := fmt.Sprintf("0x%x", uint64(1)<<(4*uint(max(width, 1)))-1)
 
 	chains := map[string][]string{}
-	var marks, dispatch, reject []string
+	var marks, dispatch []string
+	// Bridged traffic is always between two containers of this cell, including ones the
+	// agent has not seen yet: a container the runtime just created is closed, not open,
+	// until the next cycle knows it.
+	reject := []string{bridged + " -j " + DenyChain}
 	for _, l := range locals {
 		addr := l.ip.String() + "/32"
 		reject = append(reject, "-s "+addr+" -j "+DenyChain)
@@ -127,7 +131,7 @@ func Build(containers []Container, policies []models.Policy) (Ruleset, []error) 
 			dispatch = append(dispatch, "-d "+addr+" -j "+ClosedChain)
 		}
 	}
-	chains[ForwardChain] = append(marks, dispatch...)
+	chains[ForwardChain] = append(append(marks, dispatch...), bridged+" -j "+ClosedChain)
 	chains[ClosedChain] = []string{established, "-j " + RejectChain}
 	chains[RejectChain] = reject
 	chains[DenyChain] = deny
@@ -137,7 +141,10 @@ func Build(containers []Container, policies []models.Policy) (Ruleset, []error) 
 // InChain names the chain that admits traffic to the group with this tag.
 func InChain(tag uint64) string { return fmt.Sprintf("%s%04X", inPrefix, tag) }
 
-const established = "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"
+const (
+	established = "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"
+	bridged     = "-m physdev --physdev-is-bridged"
+)
 
 // deny refuses loudly so that clients fail at once instead of waiting for a timeout. TCP
 // gets a reset: ICMP errors are rate limited per peer, resets are not.

@@ -19,6 +19,8 @@ func policy(src, srcTag, dst, dstTag, proto string, start, end int) models.Polic
 const (
 	est    = "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"
 	toRej  = "-j netman-reject"
+	brRej  = "-m physdev --physdev-is-bridged -j netman-deny"
+	brFwd  = "-m physdev --physdev-is-bridged -j netman-closed"
 	rejA   = "-s 10.0.0.2/32 -j netman-deny"
 	rejB   = "-s 10.0.0.3/32 -j netman-deny"
 	markA1 = "-s 10.0.0.2/32 -j MARK --set-xmark 0x1/0xffff"
@@ -124,6 +126,8 @@ func TestBuild(t *testing.T) {
 				t.Errorf("problems = %v, want %d of them", problems, tt.problems)
 			}
 			tt.want["netman-deny"] = deny
+			tt.want["netman-forward"] = append(tt.want["netman-forward"], brFwd)
+			tt.want["netman-reject"] = append([]string{brRej}, tt.want["netman-reject"]...)
 			want := rules.Ruleset{Chains: tt.want}
 			if !got.Equal(want) {
 				t.Errorf("got\n%s\nwant\n%s", dump(got), dump(want))
@@ -143,8 +147,8 @@ func TestBuildIsDeterministic(t *testing.T) {
 	if !first.Equal(second) {
 		t.Fatalf("input order changed the rules:\n%s\n%s", dump(first), dump(second))
 	}
-	if n := first.RuleCount(); n != 16 {
-		t.Errorf("RuleCount = %d, want 16", n)
+	if n := first.RuleCount(); n != 18 {
+		t.Errorf("RuleCount = %d, want 18", n)
 	}
 }
 

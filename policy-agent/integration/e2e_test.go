@@ -21,6 +21,7 @@ import (
 const (
 	appA = "d5bbc5ed-886a-44e6-945d-67df1013fa16"
 	appB = "4246c57d-aefc-49cc-afe0-5f734e2656e8"
+	appC = "eb95ff20-cba8-4edc-8f4a-cf80d0669faf"
 
 	pollInterval = time.Second
 	// Two poll intervals, plus the ±10% jitter of each, plus room for one iptables-restore
@@ -102,8 +103,8 @@ func TestEndToEnd(t *testing.T) {
 	if err := os.MkdirAll(filepath.Dir(store), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	nsA, ipA := addContainer(t, bins["wrapper"], cniPath, cell, store, "container-a", appA, dir)
-	nsB, ipB := addContainer(t, bins["wrapper"], cniPath, cell, store, "container-b", appB, dir)
+	nsA, ipA, _ := addContainer(t, bins["wrapper"], cniPath, cell, store, "container-a", appA, dir)
+	nsB, ipB, _ := addContainer(t, bins["wrapper"], cniPath, cell, store, "container-b", appB, dir)
 	for _, n := range []ns.NetNS{nsA, nsB} {
 		rulestest.Serve(t, n, 8080)
 		rulestest.Serve(t, n, 9090)
@@ -280,6 +281,34 @@ func TestEndToEnd(t *testing.T) {
 		}
 		srv.policy(t, "remove", appA, appB, "udp", 8080)
 		until(t, nsA, "udp", a2b8080, false, withinTwoPolls)
+	})
+
+	t.Run("container created later is enforced, and a deleted one leaves no rules", func(t *testing.T) {
+		srv.policy(t, "add", appA, appC, "tcp", 8080)
+		nsC, ipC, deleteC := addContainer(top, bins["wrapper"], cniPath, cell, store, "container-c", appC, dir)
+		rulestest.Serve(top, nsC, 8080)
+		took := until(t, nsA, "tcp", ipC+":8080", true, 10*time.Second)
+		t.Logf("A -> new container C allowed %v after the wrapper's ADD", took.Round(time.Millisecond))
+		if took > withinTwoPolls {
+			t.Errorf("took %v, more than two poll intervals", took)
+		}
+		if reach(t, nsC, "tcp", b2a8080) {
+			t.Error("C -> A allowed by a policy for A -> C")
+		}
+
+		deleteC()
+		deadline := time.Now().Add(withinTwoPolls)
+		for {
+			var dump []byte
+			_ = cell.Do(func(ns.NetNS) (err error) { dump, err = exec.Command("iptables", "-S").Output(); return err })
+			if !strings.Contains(string(dump), ipC+"/32") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("rules for deleted container %s still there after %v:\n%s", ipC, withinTwoPolls, dump)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
 	})
 }
 

@@ -313,8 +313,9 @@ func (s *policyServer) policy(t testing.TB, verb, src, dst, proto string, port i
 
 // addContainer runs the real wrapper (delegating to the real bridge plugin) in the cell to
 // attach a new container namespace, as garden-external-networker would, and returns the
-// namespace and the IP the datastore recorded.
-func addContainer(t testing.TB, wrapper, cniPath string, cell ns.NetNS, store, handle, group, dir string) (ns.NetNS, string) {
+// namespace, the IP the datastore recorded, and a function that deletes the container
+// through the wrapper (the test's cleanup does too: DEL is idempotent).
+func addContainer(t testing.TB, wrapper, cniPath string, cell ns.NetNS, store, handle, group, dir string) (ns.NetNS, string, func()) {
 	t.Helper()
 	cont := rulestest.NewNS(t)
 	conf, _ := json.Marshal(map[string]any{
@@ -351,7 +352,7 @@ func addContainer(t testing.TB, wrapper, cniPath string, cell ns.NetNS, store, h
 		t.Fatalf("no datastore record for %s after ADD", handle)
 	}
 	ip, _, _ := strings.Cut(rec.IP, "/")
-	return cont, ip
+	return cont, ip, func() { run("DEL") }
 }
 
 // requireE2E stops the test unless everything the end-to-end test needs is here.
