@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 
 	"netman/policy-server/policycache"
 )
@@ -31,15 +30,6 @@ type InternalPolicies struct {
 	source PolicySource
 	maxIDs int
 	bufs   sync.Pool
-	full   atomic.Pointer[encodedSnapshot]
-	fullMu sync.Mutex
-}
-
-// encodedSnapshot is the full-list body of one snapshot, encoded once and served to
-// every agent that asks for all policies until the snapshot changes.
-type encodedSnapshot struct {
-	snap *policycache.Snapshot
-	body []byte
 }
 
 // NewInternalPolicies returns the handler. A request naming more than maxIDs distinct
@@ -86,20 +76,12 @@ func (h *InternalPolicies) serveAll(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, appendPolicies(nil, len(ps), func(i int) *policycache.Policy { return &ps[i] }))
 		return
 	}
-	if e := h.full.Load(); e != nil && e.snap == snap {
-		writeJSON(w, http.StatusOK, e.body)
-		return
-	}
-	// One request encodes a new snapshot; the others wait for it rather than each
-	// building its own copy of a many-megabyte body.
-	h.fullMu.Lock()
-	e := h.full.Load()
-	if e == nil || e.snap != snap {
-		e = &encodedSnapshot{snap: snap, body: appendPolicies(nil, len(ps), func(i int) *policycache.Policy { return &ps[i] })}
-		h.full.Store(e)
-	}
-	h.fullMu.Unlock()
-	writeJSON(w, http.StatusOK, e.body)
+	// Every agent asking for everything gets the same bytes: encode once per snapshot.
+	writeJSON(w, http.StatusOK, snap.Body(encodeSnapshot))
+}
+
+func encodeSnapshot(s *policycache.Snapshot) []byte {
+	return appendPolicies(nil, len(s.Policies), func(i int) *policycache.Policy { return &s.Policies[i] })
 }
 
 // ParseIDs reads the id parameters of a query string. all is true when there is no

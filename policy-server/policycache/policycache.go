@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -50,6 +51,16 @@ type Snapshot struct {
 	Version  int64
 	Policies []Policy
 	byGroup  map[string][]int32
+
+	bodyOnce sync.Once
+	body     []byte
+}
+
+// Body returns encode(s), calling encode at most once per snapshot. The internal API
+// keeps the encoded full list here so that it lives exactly as long as the snapshot.
+func (s *Snapshot) Body(encode func(*Snapshot) []byte) []byte {
+	s.bodyOnce.Do(func() { s.body = encode(s) })
+	return s.body
 }
 
 // Options tune a Cache.
