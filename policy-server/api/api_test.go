@@ -339,3 +339,25 @@ func TestHealthRunsSelectOne(t *testing.T) {
 		t.Fatal("SELECT 1 on a closed pool succeeded")
 	}
 }
+
+// The full list is encoded once per snapshot: a new snapshot must not serve the old bytes.
+func TestFullListFollowsChanges(t *testing.T) {
+	st, _, _ := apitest.NewStore(t)
+	apitest.Create(t, st, apitest.Policy("app-a", "app-b", "tcp", 8080, 8080))
+	cache := policycache.New(st, policycache.Options{MaxAge: time.Hour})
+	h, _, _ := mux(t, cache, 10)
+	want := []string{"app-a>app-b/tcp:8080"}
+	for step := range 3 {
+		if err := cache.Refresh(apitest.Ctx(t)); err != nil {
+			t.Fatal(err)
+		}
+		for range 2 { // the second answer comes from the memo
+			if got := pairs(t, do(h, http.MethodGet, api.PoliciesPath).Body.Bytes()); !slices.Equal(got, want) {
+				t.Fatalf("step %d: got %v, want %v", step, got, want)
+			}
+		}
+		dst := fmt.Sprintf("app-z%d", step)
+		apitest.Create(t, st, apitest.Policy("app-b", dst, "udp", 53, 53))
+		want = append(want, "app-b>"+dst+"/udp:53")
+	}
+}
