@@ -70,9 +70,11 @@ type Options struct {
 	MaxAge time.Duration
 	// CheckInterval is how often the database version is confirmed (default 200ms).
 	CheckInterval time.Duration
-	// QueryTimeout bounds each database call the cache makes (default 5s).
+	// QueryTimeout bounds each version check (default 5s).
 	QueryTimeout time.Duration
-	Logger       *slog.Logger
+	// LoadTimeout bounds loading all policies for a new snapshot (default 2m).
+	LoadTimeout time.Duration
+	Logger      *slog.Logger
 	// Observe, when set, is told about rebuilds and database fallbacks (metrics).
 	Observe Observer
 }
@@ -107,6 +109,9 @@ func New(store Store, opts Options) *Cache {
 	if opts.QueryTimeout <= 0 {
 		opts.QueryTimeout = 5 * time.Second
 	}
+	if opts.LoadTimeout <= 0 {
+		opts.LoadTimeout = 2 * time.Minute
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -138,7 +143,7 @@ func (c *Cache) Refresh(ctx context.Context) error {
 	// The version was read before the policies, so the snapshot holds at least
 	// everything up to version; a newer change bumps the version again and the next
 	// check rebuilds.
-	qctx, cancel = context.WithTimeout(ctx, c.opts.QueryTimeout)
+	qctx, cancel = context.WithTimeout(ctx, c.opts.LoadTimeout)
 	all, err := c.store.All(qctx)
 	cancel()
 	if err != nil {
@@ -154,29 +159,34 @@ func (c *Cache) Refresh(ctx context.Context) error {
 	return nil
 }
 
-// Run keeps the snapshot current until ctx ends.
+// Run keeps the snapshot current until ctx ends. After a failure it retries with a
+// growing pause (up to 10s), so a database that cannot deliver a full load is not
+// asked for one every CheckInterval; requests are answered from the database meanwhile.
 func (c *Cache) Run(ctx context.Context) error {
-	t := time.NewTicker(c.opts.CheckInterval)
-	defer t.Stop()
-	failing := false
+	failures := 0
 	for {
+		wait := c.opts.CheckInterval
 		if err := c.Refresh(ctx); err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			if !failing {
+			if failures == 0 {
 				c.opts.Logger.Error("policy snapshot check failed; answering from the database", "error", err)
 			}
-			failing = true
-		} else if failing {
-			c.opts.Logger.Info("policy snapshot checks recovered")
-			failing = false
+			failures++
+			wait = min(c.opts.CheckInterval<<min(failures, 10), 10*time.Second)
+		} else if failures > 0 {
+			c.opts.Logger.Info("policy snapshot checks recovered", "failed_checks", failures)
+			failures = 0
 		}
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return nil
 		case <-t.C:
 		case <-c.kick:
+			t.Stop()
 		}
 	}
 }
