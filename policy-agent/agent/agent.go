@@ -54,11 +54,13 @@ type Options struct {
 	MaxBackoff time.Duration
 	// Resync is how often the whole rule set is fetched and rewritten even when nothing
 	// changed, repairing rules another program removed (default 5 minutes).
-	Resync   time.Duration
-	Source   PolicySource
-	Enforcer Enforcer
-	Logger   *slog.Logger
-	Metrics  *Metrics
+	Resync time.Duration
+	// CycleTimeout bounds one cycle, waiting for the iptables lock included (default a minute).
+	CycleTimeout time.Duration
+	Source       PolicySource
+	Enforcer     Enforcer
+	Logger       *slog.Logger
+	Metrics      *Metrics
 	// Now is the clock (tests).
 	Now func() time.Time
 }
@@ -93,6 +95,9 @@ func New(opts Options) (*Agent, error) {
 	}
 	if opts.MaxBackoff <= 0 {
 		opts.MaxBackoff = min(8*opts.PollInterval, time.Minute)
+	}
+	if opts.CycleTimeout <= 0 {
+		opts.CycleTimeout = time.Minute
 	}
 	if opts.Resync <= 0 {
 		opts.Resync = 5 * time.Minute
@@ -239,7 +244,9 @@ func (a *Agent) Run(signals <-chan os.Signal, ready chan<- struct{}) error {
 	log := a.opts.Logger
 	failures := 0
 	for {
-		_, _, err := a.Cycle(ctx)
+		cctx, cancelCycle := context.WithTimeout(ctx, a.opts.CycleTimeout)
+		_, _, err := a.Cycle(cctx)
+		cancelCycle()
 		if ready != nil {
 			close(ready)
 			ready = nil
