@@ -28,10 +28,14 @@
 // only when they carry the mark of the policy's source; what is left is rejected when it came
 // from a container. Frames the bridge forwarded always go from one container of the cell
 // to another, so they are judged even when the agent has not yet seen the container the
-// runtime just created: such a container is closed, never open, until the next cycle. Traffic that is not container to container (the router, the host, the
-// outside world) falls out of netman's chains untouched and is left to the other rules of
-// FORWARD. One chain per destination group, not per container, keeps the rule count at about
+// runtime just created: such a container is closed, never open, until the next cycle.
+// Traffic that is not container to container (the router, the host, the outside world)
+// falls out of netman's chains untouched and is left to the other rules of FORWARD. One
+// chain per destination group, not per container, keeps the rule count at about
 // policies + 3 × containers + 2 × groups however many instances an app runs.
+//
+// Removing a policy stops new connections; established ones live on in conntrack until
+// they close, as with any stateful firewall.
 //
 // The kernel limits ICMP errors per peer (net.ipv4.icmp_ratelimit), so a client that keeps
 // sending refused UDP sees some exchanges time out instead of failing at once; TCP resets
@@ -47,17 +51,18 @@
 // The design is the one a VXLAN overlay with Group Based Policy needs: the mark is the
 // source's identity. A vxlan device created with "gbp" copies the low 16 bits of a packet's
 // mark into the VXLAN header on the sending cell and restores them on the receiving one, so
-// the netman-in chains work unchanged for remote sources. What that step adds is marking
-// for traffic leaving to the overlay (already done: marking happens for every packet a local
-// container sends) and a netman-reject rule for the overlay's address range. Tags must then
-// fit 16 bits (the policy server's tag_length 2, its default).
+// the netman-in chains work unchanged for remote sources. Marking already covers every
+// packet a local container sends, those leaving for the overlay included; that step only
+// adds netman-forward and netman-reject rules for the overlay's address range, as the
+// physdev rules do for the bridge today. Tags must then fit 16 bits (the policy server's
+// tag_length 2, its default).
 //
 // # Applying
 //
 // Each change is ONE iptables-restore --noflush transaction: it declares (and so empties
 // and refills) only the chains whose content changed, deletes the netman chains nobody
 // references any more, and adds the FORWARD jump when it is missing. Both the nf_tables and
-// the legacy backend commit such a transaction as a whole, so there is never a moment with
+// the legacy backend commit such a transaction (one table) as a whole, so there is never a moment with
 // half a rule set or none: a packet sees either the old rules or the new ones. A failed
 // restore changes nothing; the enforcer then forgets what it believes is applied and
 // rewrites everything on the next attempt.
