@@ -345,7 +345,7 @@ func TestSwapHasNoWindow(t *testing.T) {
 				to   string
 				want bool
 			}{{"10.0.0.3:8080", true}, {"10.0.0.3:9090", false}} {
-				got, err := rulestest.Reach(nsA, "tcp", p.to, time.Second)
+				got, err := rulestest.Reach(nsA, "tcp", p.to, 3*time.Second)
 				if err != nil || got != p.want {
 					wrong.Add(1)
 					t.Logf("connection %d to %s: reachable=%v err=%v, want reachable=%v", n, p.to, got, err, p.want)

@@ -63,7 +63,7 @@ func watch(from ns.NetNS, proto, addr string, want bool) (stop func() (probes, w
 	go func() {
 		defer wg.Done()
 		for !quit.Load() {
-			ok, err := rulestest.Reach(from, proto, addr, time.Second)
+			ok, err := rulestest.Reach(from, proto, addr, 3*time.Second)
 			n.Add(1)
 			if err != nil || ok != want {
 				bad.Add(1)
