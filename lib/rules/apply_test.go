@@ -2,6 +2,7 @@ package rules_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 
+	"netman/internal/testsupport/testenv"
 	"netman/lib/models"
 	"netman/lib/rules"
 	"netman/lib/rules/rulestest"
@@ -325,6 +327,9 @@ func TestSwapHasNoWindow(t *testing.T) {
 	rulestest.Serve(t, nsB, 9090)
 	e := newEnforcer(t, cell.NS, be)
 	cs := []rules.Container{a, b}
+	// A fresh bridge may take a moment to pass the first packets (neighbour discovery on
+	// a loaded machine); wait for that before judging verdicts.
+	waitReachable(t, nsA, "10.0.0.3:8080")
 	allow8080 := policy("app-a", "0001", "app-b", "0002", "tcp", 8080, 8080)
 	sets := []rules.Ruleset{
 		mustBuild(t, cs, allow8080),
@@ -372,7 +377,7 @@ func TestEnableBridgeNetfilterIsPerNamespace(t *testing.T) {
 	rulestest.RequireEnforcement(t)
 	host, err := os.ReadFile(rules.BridgeNFCallIPTables)
 	if err != nil {
-		t.Skipf("no bridge netfilter setting on this machine: %v", err)
+		testenv.Unavailable(t, fmt.Sprintf("no bridge netfilter setting on this machine: %v", err))
 	}
 	n := rulestest.NewNS(t)
 	inNS(t, n, func() error {
@@ -390,5 +395,21 @@ func TestEnableBridgeNetfilterIsPerNamespace(t *testing.T) {
 	})
 	if after, _ := os.ReadFile(rules.BridgeNFCallIPTables); string(after) != string(host) {
 		t.Errorf("the host's setting changed from %q to %q: the test must stay in its namespace", host, after)
+	}
+}
+
+// waitReachable waits up to 10 s for the first successful TCP connection to addr.
+func waitReachable(t *testing.T, from ns.NetNS, addr string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ok, err := rulestest.Reach(from, "tcp", addr, time.Second)
+		if ok && err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never became reachable without rules: reachable=%v err=%v", addr, ok, err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
