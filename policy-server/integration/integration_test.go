@@ -450,7 +450,8 @@ func TestSIGTERMDrainsInFlightRequests(t *testing.T) {
 	}
 }
 
-// Up to the configured maximum of ids fit in one request line over mutual TLS.
+// Up to the configured maximum of ids fit in one request over mutual TLS, whether the
+// agent speaks HTTP/1.1 (request line) or HTTP/2 (:path header).
 func TestManyIDsInOneRequest(t *testing.T) {
 	st, _, dsn := apitest.NewStore(t)
 	apitest.Create(t, st, apitest.Policy("app-0", "app-1", "tcp", 8080, 8080), apitest.Policy("app-4999", "app-7", "udp", 53, 53))
@@ -463,21 +464,47 @@ func TestManyIDsInOneRequest(t *testing.T) {
 		l[0], l[n-1] = "app-0", "app-4999"
 		return strings.Join(l, ",")
 	}
+	h2 := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		TLSClientConfig:   s.client.Transport.(*http.Transport).TLSClientConfig.Clone(),
+		ForceAttemptHTTP2: true,
+	}}
+	t.Cleanup(h2.CloseIdleConnections)
 	time.Sleep(time.Second)
-	if got := s.policies(t, "?id="+ids(5000)).Policies; len(got) != 2 {
-		t.Fatalf("5,000 ids: %d policies, want 2", len(got))
-	}
-	if got := s.policies(t, "?id="+ids(10000)).Policies; len(got) != 2 {
-		t.Fatalf("10,000 ids: %d policies, want 2", len(got))
-	}
-	resp, err := s.client.Get(s.url("?id=" + ids(10001)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var e api.ErrorBody
-	if err := json.NewDecoder(resp.Body).Decode(&e); err != nil || resp.StatusCode != http.StatusBadRequest || !strings.Contains(e.Error, "too many ids") {
-		t.Fatalf("10,001 ids: status %d, error %q (%v)", resp.StatusCode, e.Error, err)
+	for _, c := range []struct {
+		name   string
+		client *http.Client
+		proto  int
+	}{{"HTTP/1.1", s.client, 1}, {"HTTP/2", h2, 2}} {
+		t.Run(c.name, func(t *testing.T) {
+			get := func(n int) (int, []byte) {
+				t.Helper()
+				resp, err := c.client.Get(s.url("?id=" + ids(n)))
+				if err != nil {
+					t.Fatalf("%d ids: %v", n, err)
+				}
+				defer resp.Body.Close()
+				if resp.ProtoMajor != c.proto {
+					t.Fatalf("spoke %s, want HTTP/%d", resp.Proto, c.proto)
+				}
+				b, err := io.ReadAll(resp.Body)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return resp.StatusCode, b
+			}
+			for _, n := range []int{5000, 10000} {
+				status, body := get(n)
+				var got api.PoliciesV0
+				if err := json.Unmarshal(body, &got); status != http.StatusOK || err != nil || len(got.Policies) != 2 {
+					t.Fatalf("%d ids: status %d, %d policies, %v", n, status, len(got.Policies), err)
+				}
+			}
+			status, body := get(10001)
+			var e api.ErrorBody
+			if err := json.Unmarshal(body, &e); err != nil || status != http.StatusBadRequest || !strings.Contains(e.Error, "too many ids") {
+				t.Fatalf("10,001 ids: status %d, body %s", status, body)
+			}
+		})
 	}
 }
 
