@@ -4,12 +4,12 @@ import (
 	"bytes"
 	"debug/elf"
 	"encoding/json"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,6 +27,7 @@ type packageSpec struct {
 const (
 	golangPackage = "golang-1.26-linux"
 	modulesBlob   = "netman-go-modules/go-modules.tar.gz"
+	sourceBlob    = "netman-source/netman-source.tar.gz"
 )
 
 // What each package must install, and how to tell the binary works.
@@ -82,14 +83,15 @@ func readPackageSpec(t testing.TB, name string) packageSpec {
 	return s
 }
 
-// TestPackageSpecs checks the package metadata create-release reads.
+// TestPackageSpecs checks the package metadata create-release reads, and collects each
+// package's files the way bosh create-release does.
 func TestPackageSpecs(t *testing.T) {
 	root := repoRoot(t)
 	entries, err := os.ReadDir(filepath.Join(root, "packages"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	repo := repoFiles(t)
+	blobs := releaseBlobsDir(t)
 	for _, e := range entries {
 		t.Run(e.Name(), func(t *testing.T) {
 			spec := readPackageSpec(t, e.Name())
@@ -104,15 +106,10 @@ func TestPackageSpecs(t *testing.T) {
 					t.Errorf("dependency %s is not a package", d)
 				}
 			}
-			for _, pattern := range spec.Files {
-				if !strings.HasPrefix(pattern, "netman/") {
-					continue // a blob
-				}
-				if len(matchFiles(repo, pattern, nil)) == 0 {
-					t.Errorf("files pattern %s matches nothing", pattern)
-				}
+			if _, err := collectPackageFiles(root, blobs, spec); err != nil {
+				t.Errorf("bosh create-release would fail: %v", err)
 			}
-			checkSourcesListed(t, e.Name(), spec, repo)
+			checkSourcesListed(t, e.Name(), spec)
 		})
 	}
 }
@@ -120,8 +117,8 @@ func TestPackageSpecs(t *testing.T) {
 var cmdTarget = regexp.MustCompile(`\./cmd/([\w-]+)`)
 
 // checkSourcesListed fails when a Go file the package's programs are built from is not
-// in its spec's files: BOSH would not ship it to the compilation VM.
-func checkSourcesListed(t *testing.T, name string, spec packageSpec, repo []string) {
+// in the source blob the package unpacks: the compilation VM would not have it.
+func checkSourcesListed(t *testing.T, name string, spec packageSpec) {
 	script, err := os.ReadFile(filepath.Join(repoRoot(t), "packages", name, "packaging"))
 	if err != nil {
 		t.Fatal(err)
@@ -133,30 +130,40 @@ func checkSourcesListed(t *testing.T, name string, spec packageSpec, repo []stri
 	if len(targets) == 0 {
 		return
 	}
+	if !slices.Contains(spec.Files, sourceBlob) || !strings.Contains(string(script), "tar -xzf "+sourceBlob) {
+		t.Errorf("package %s builds %v but does not list and unpack %s", name, targets, sourceBlob)
+		return
+	}
 	cmd := exec.Command("go", append([]string{"list", "-deps", "-f",
 		`{{if not .Standard}}{{$d := .Dir}}{{range .GoFiles}}{{$d}}/{{.}}{{"\n"}}{{end}}{{range .EmbedFiles}}{{$d}}/{{.}}{{"\n"}}{{end}}{{end}}`}, targets...)...)
 	cmd.Dir = repoRoot(t)
+	cmd.Env = append(os.Environ(), "GOOS=linux", "GOARCH=amd64", "CGO_ENABLED=0")
 	out, err := cmd.Output()
 	if err != nil {
 		t.Fatalf("go list %v: %v", targets, err)
 	}
-	var listed []string
-	for _, pattern := range spec.Files {
-		listed = append(listed, matchFiles(repo, pattern, spec.ExcludedFiles)...)
-	}
 	have := map[string]bool{}
-	for _, f := range listed {
+	for _, f := range tarNames(t, filepath.Join(releaseBlobsDir(t), sourceBlob)) {
 		have[f] = true
 	}
 	root := repoRoot(t) + "/"
-	for _, f := range strings.Fields(string(out)) {
+	for _, f := range append(strings.Fields(string(out)), root+"go.mod", root+"go.sum", root+"scripts/bosh-go-build") {
 		if !strings.HasPrefix(f, root) {
-			continue // a module from the blob
+			continue // a module from the module blob
 		}
 		if rel := "netman/" + strings.TrimPrefix(f, root); !have[rel] {
-			t.Errorf("%s is needed by %v but not in the spec's files", rel, targets)
+			t.Errorf("%s is needed by %v but not in %s", rel, targets, sourceBlob)
 		}
 	}
+}
+
+func tarNames(t testing.TB, path string) []string {
+	t.Helper()
+	out, err := exec.Command("tar", "-tzf", path).Output()
+	if err != nil {
+		t.Fatalf("tar -tzf %s: %v", path, err)
+	}
+	return strings.Fields(string(out))
 }
 
 // TestPackagingScripts runs each package's packaging script the way a BOSH compilation VM
@@ -171,12 +178,12 @@ func TestPackagingScripts(t *testing.T) {
 		// The real blob is Go's release tarball; a tarball of the same shape shows the
 		// script unpacks it so that bin/go sits at the package root.
 		compile, install := t.TempDir(), t.TempDir()
-		fake := filepath.Join(t.TempDir(), "go")
-		writeFile(t, filepath.Join(fake, "bin", "go"), "#!/bin/sh\necho go version go1.26.8 linux/amd64\n", 0o755)
-		blob := filepath.Join(compile, golangPackage, "go1.26.8.linux-amd64.tar.gz")
-		os.MkdirAll(filepath.Dir(blob), 0o755)
-		if out, err := exec.Command("tar", "-czf", blob, "-C", filepath.Dir(fake), "go").CombinedOutput(); err != nil {
-			t.Fatalf("%v\n%s", err, out)
+		files, err := collectPackageFiles(repoRoot(t), releaseBlobsDir(t), readPackageSpec(t, golangPackage))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range files {
+			f.copyTo(t, filepath.Join(compile, f.rel))
 		}
 		out := runPackaging(t, golangPackage, compile, install, t.TempDir(), "")
 		if _, err := os.Stat(filepath.Join(install, "bin", "go")); err != nil || !strings.Contains(out, "go1.26.8") {
@@ -207,8 +214,9 @@ var (
 
 // packageInstall compiles a package as a BOSH compilation VM would, once per test run, and
 // returns its install directory (what a VM gets as /var/vcap/packages/<name>). The
-// compile directory holds exactly the files the spec lists: sources from src/netman, i.e.
-// this repository, and the module blob. BOSH_INSTALL_TARGET and BOSH_PACKAGES_DIR are set,
+// compile directory holds exactly what collectPackageFiles finds for the spec in this
+// release's src/ and in a blobs/ directory holding the blobs scripts/add-release-blobs adds
+// (the Go source and module blobs, made by the same scripts). BOSH_INSTALL_TARGET and BOSH_PACKAGES_DIR are set,
 // the golang dependency is the toolchain running the tests, Go gets no network, and the
 // environment is otherwise bare.
 func packageInstall(t testing.TB, name string) string {
@@ -228,7 +236,6 @@ func packageInstall(t testing.TB, name string) string {
 			t.Skipf("cmd/%s, which package %s builds, is not in the tree yet", m[1], name)
 		}
 	}
-	blob := modulesBlobPath(t)
 	base := filepath.Join(binDir, "packages", name)
 	compile, install, packagesDir := filepath.Join(base, "compile"), filepath.Join(base, "install"), filepath.Join(base, "deps")
 	for _, d := range []string{compile, install, packagesDir} {
@@ -239,19 +246,12 @@ func packageInstall(t testing.TB, name string) string {
 	if err := os.Symlink(runtime.GOROOT(), filepath.Join(packagesDir, golangPackage)); err != nil {
 		t.Fatal(err)
 	}
-	repo := repoFiles(t)
-	spec := readPackageSpec(t, name)
-	for _, pattern := range spec.Files {
-		if pattern == modulesBlob {
-			copyFile(t, blob, filepath.Join(compile, modulesBlob))
-			continue
-		}
-		if !strings.HasPrefix(pattern, "netman/") {
-			t.Fatalf("files entry %s is neither a source under netman/ nor the module blob", pattern)
-		}
-		for _, rel := range matchFiles(repo, pattern, spec.ExcludedFiles) {
-			copyFile(t, filepath.Join(root, strings.TrimPrefix(rel, "netman/")), filepath.Join(compile, rel))
-		}
+	files, err := collectPackageFiles(root, releaseBlobsDir(t), readPackageSpec(t, name))
+	if err != nil {
+		t.Fatalf("collecting the files of package %s as bosh create-release does: %v", name, err)
+	}
+	for _, f := range files {
+		f.copyTo(t, filepath.Join(compile, f.rel))
 	}
 	runPackaging(t, name, compile, install, packagesDir, goEnv(t, "GOCACHE"))
 	packageInstalls[name] = install
@@ -323,58 +323,8 @@ func modulesBlobPath(t testing.TB) string {
 	return blobPath
 }
 
-// repoFiles lists the repository's regular files as BOSH sees them under src/: netman/<path>.
-func repoFiles(t testing.TB) []string {
-	t.Helper()
-	root := repoRoot(t)
-	var files []string
-	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(root, path)
-		if d.IsDir() {
-			switch rel {
-			case ".git", ".cache", "bin", "blobs", ".dev_builds", "dev_releases":
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		if d.Type().IsRegular() {
-			files = append(files, "netman/"+filepath.ToSlash(rel))
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return files
-}
-
-// matchFiles applies a BOSH files pattern (doublestar: ** spans directories, * does not)
-// minus the excluded patterns.
-func matchFiles(files []string, pattern string, excluded []string) []string {
-	include := globRegexp(pattern)
-	var ex []*regexp.Regexp
-	for _, e := range excluded {
-		ex = append(ex, globRegexp(e))
-	}
-	var out []string
-next:
-	for _, f := range files {
-		if !include.MatchString(f) {
-			continue
-		}
-		for _, e := range ex {
-			if e.MatchString(f) {
-				continue next
-			}
-		}
-		out = append(out, f)
-	}
-	return out
-}
-
+// globRegexp translates a BOSH files pattern (doublestar: ** spans directories, * does
+// not) into a regular expression over slash-separated relative paths.
 func globRegexp(pattern string) *regexp.Regexp {
 	var b strings.Builder
 	b.WriteString("^")
@@ -468,17 +418,19 @@ func TestGolangPackageMatchesGoMod(t *testing.T) {
 	}
 }
 
-// TestAddReleaseBlobs runs scripts/add-release-blobs with a stand-in bosh CLI, a local Go
-// tarball and the module blob the packaging test made: it must add both blobs under the
-// paths the package specs name.
+// TestAddReleaseBlobs runs scripts/add-release-blobs with a stand-in bosh CLI that keeps
+// what it is given, a local Go tarball and the module blob the packaging test made: it must
+// add every blob the package specs name, the source blob byte for byte as
+// scripts/lib/create-source-blob makes it.
 func TestAddReleaseBlobs(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the module blob (-short)")
 	}
 	blob := modulesBlobPath(t)
 	dir := t.TempDir()
-	log := filepath.Join(dir, "bosh.log")
-	writeFile(t, filepath.Join(dir, "bin", "bosh"), "#!/bin/sh\necho \"$*\" >>"+log+"\n", 0o755)
+	log, added := filepath.Join(dir, "bosh.log"), filepath.Join(dir, "added")
+	writeFile(t, filepath.Join(dir, "bin", "bosh"), "#!/bin/sh\necho \"$*\" >>"+log+
+		"\nmkdir -p \""+added+"/$(dirname \"$3\")\" && cp \"$2\" \""+added+"/$3\"\n", 0o755)
 	tarball := filepath.Join(dir, "go1.26.8.linux-amd64.tar.gz")
 	writeFile(t, tarball, "not really go", 0o644)
 
@@ -495,20 +447,24 @@ func TestAddReleaseBlobs(t *testing.T) {
 	}
 	calls, _ := os.ReadFile(log)
 	lines := strings.Split(strings.TrimSpace(string(calls)), "\n")
-	if len(lines) != 2 ||
+	if len(lines) != 3 ||
 		lines[0] != "add-blob "+tarball+" golang-1.26-linux/go1.26.8.linux-amd64.tar.gz" ||
-		lines[1] != "add-blob "+blob+" "+modulesBlob {
+		lines[1] != "add-blob "+blob+" "+modulesBlob ||
+		!strings.HasSuffix(lines[2], " "+sourceBlob) {
 		t.Errorf("bosh calls:\n%s", calls)
 	}
-	for _, name := range []string{golangPackage, "netman-cni"} {
-		spec := readPackageSpec(t, name)
-		found := false
-		for _, f := range spec.Files {
-			found = found || strings.HasSuffix(lines[0], " "+f) || strings.HasSuffix(lines[1], " "+f)
+	entries, _ := os.ReadDir(filepath.Join(repoRoot(t), "packages"))
+	for _, e := range entries {
+		for _, f := range readPackageSpec(t, e.Name()).Files {
+			if _, err := os.Stat(filepath.Join(added, f)); err != nil {
+				t.Errorf("package %s names %s, which the script does not add", e.Name(), f)
+			}
 		}
-		if !found {
-			t.Errorf("package %s names no blob the script adds: %v", name, spec.Files)
-		}
+	}
+	got, _ := os.ReadFile(filepath.Join(added, sourceBlob))
+	want, err := os.ReadFile(filepath.Join(releaseBlobsDir(t), sourceBlob))
+	if err != nil || !bytes.Equal(got, want) {
+		t.Errorf("the source blob added (%d bytes) differs from create-source-blob's (%d bytes, %v): not reproducible", len(got), len(want), err)
 	}
 
 	wrong := filepath.Join(dir, "go1.25.0.linux-amd64.tar.gz")
