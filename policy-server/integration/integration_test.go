@@ -298,8 +298,6 @@ func TestSpecCurlCommand(t *testing.T) {
 	apitest.Create(t, st, apitest.Policy("4a2d3627-0b8c-42d1-9563-22696eedc05d", "eb95ff20-cba8-4edc-8f4a-cf80d0669faf", "tcp", 8080, 8080))
 	dir := certs(t)
 	s := start(t, dir, dsn)
-	// Let the snapshot pick up the policy even if it was loaded first.
-	time.Sleep(time.Second)
 
 	hostPort := fmt.Sprintf("%s:%d", serverName, s.ports.internal)
 	cmd := exec.Command(curl, "-s", "--fail-with-body",
@@ -469,7 +467,6 @@ func TestManyIDsInOneRequest(t *testing.T) {
 		ForceAttemptHTTP2: true,
 	}}
 	t.Cleanup(h2.CloseIdleConnections)
-	time.Sleep(time.Second)
 	for _, c := range []struct {
 		name   string
 		client *http.Client
