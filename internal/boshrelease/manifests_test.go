@@ -445,3 +445,80 @@ func generate(t testing.TB, env []string) (string, error) {
 	}
 	return stdout.String(), nil
 }
+
+// fakeBoshV1 puts a stand-in for the old v1 bosh CLI first on PATH: it reports a 1.x
+// version, answers `status --uuid` with uuid and logs every call to the returned file.
+func fakeBoshV1(t *testing.T, uuid string) (log string) {
+	t.Helper()
+	dir := t.TempDir()
+	log = filepath.Join(dir, "bosh.log")
+	writeFile(t, filepath.Join(dir, "bosh"), `#!/bin/sh
+echo "$*" >>`+log+`
+case "$*" in
+  --version) echo "BOSH 1.3262.26.0" ;;
+  "status --uuid") echo `+uuid+` ;;
+esac
+`, 0o755)
+	t.Setenv("PATH", dir+":"+os.Getenv("PATH"))
+	return log
+}
+
+// yamlAfterERB reads a manifest the way the v1 CLI does: ERB first, then YAML.
+func yamlAfterERB(t *testing.T, path string, v any) {
+	t.Helper()
+	ruby := testenv.RequireCommand(t, "ruby")
+	out, err := exec.Command(ruby, "-rerb", "-ryaml", "-rjson", "-e",
+		`puts JSON.generate(YAML.safe_load(ERB.new(File.read(ARGV[0])).result, aliases: true))`, path).Output()
+	if err != nil {
+		t.Fatalf("%s through ERB and YAML: %v", path, err)
+	}
+	if err := json.Unmarshal(out, v); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestManifestsForBoshV1 covers the spec's v1 CLI commands: local-only.yml carries a
+// director_uuid the v1 CLI fills in (and that is a plain string to the v2 CLI), and with a
+// v1 CLI on PATH generate-bosh-lite-manifests sets the deployment and writes a manifest a
+// bare `bosh deploy` takes: the director's UUID and no ((system_domain)) left for -v.
+func TestManifestsForBoshV1(t *testing.T) {
+	const uuid = "2f3c1c4a-9a1e-4c3b-8f0e-5d6c7b8a9f01"
+	root := repoRoot(t)
+	var raw map[string]any
+	yamlFile(t, filepath.Join(root, "bosh-lite", "local-only.yml"), &raw)
+	if _, ok := raw["director_uuid"].(string); !ok {
+		t.Errorf("local-only.yml has no director_uuid: %v", raw["director_uuid"])
+	}
+
+	log := fakeBoshV1(t, uuid)
+	var v1 map[string]any
+	yamlAfterERB(t, filepath.Join(root, "bosh-lite", "local-only.yml"), &v1)
+	if v1["director_uuid"] != uuid || v1["name"] != "netman-local" {
+		t.Errorf("local-only.yml as the v1 CLI reads it: director_uuid %v, name %v", v1["director_uuid"], v1["name"])
+	}
+
+	out := filepath.Join(t.TempDir(), "cf.yml")
+	cmd := exec.Command(filepath.Join(root, "scripts", "generate-bosh-lite-manifests"))
+	cmd.Env = append(os.Environ(), "CNI_BRIDGE=true", "OUTPUT="+out,
+		"CF_DEPLOYMENT="+filepath.Join(root, "internal", "boshrelease", "testdata", "cf-deployment"))
+	stdout, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("generate-bosh-lite-manifests with a v1 CLI: %v\n%s", err, stdout)
+	}
+	calls, _ := os.ReadFile(log)
+	if !strings.Contains(string(calls), "deployment "+out+"\n") || !strings.Contains(string(stdout), "run: bosh deploy") {
+		t.Errorf("the deployment was not set for a bare bosh deploy; bosh calls:\n%s\noutput:\n%s", calls, stdout)
+	}
+	data, _ := os.ReadFile(out)
+	if strings.Contains(string(data), "((system_domain))") {
+		t.Error("the v1 manifest still needs -v system_domain")
+	}
+	var m manifest
+	yamlAfterERB(t, out, &m)
+	var top map[string]any
+	yamlAfterERB(t, out, &top)
+	if top["director_uuid"] != uuid {
+		t.Errorf("director_uuid %v, want the director's %s", top["director_uuid"], uuid)
+	}
+	checkGenerated(t, m, false, "bridge")
+}
