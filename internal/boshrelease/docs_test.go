@@ -1,11 +1,16 @@
 package boshrelease
 
 import (
+	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strings"
 	"testing"
+
+	"netman/wrapper"
 )
 
 // TestSpecPathsExist: the 3rd-party plugin development guide links these files of the
@@ -49,7 +54,7 @@ var mdLink = regexp.MustCompile(`\]\(([^)\s]+)\)`)
 // TestDocLinksResolve: every relative link in the release's docs names a file that exists.
 func TestDocLinksResolve(t *testing.T) {
 	root := repoRoot(t)
-	for _, doc := range []string{"docs/3rd-party.md", "docs/operations.md"} {
+	for _, doc := range []string{"docs/3rd-party.md", "docs/operations.md", "README.md"} {
 		data, err := os.ReadFile(filepath.Join(root, doc))
 		if err != nil {
 			t.Fatal(err)
@@ -63,6 +68,85 @@ func TestDocLinksResolve(t *testing.T) {
 			if _, err := os.Stat(filepath.Join(root, filepath.Dir(doc), target)); err != nil {
 				t.Errorf("%s links to %s, which does not exist", doc, m[1])
 			}
+		}
+	}
+}
+
+var jsonBlock = regexp.MustCompile("(?s)```json\n(.*?)```")
+
+// TestThirdPartyGuideJSON: every JSON example in docs/3rd-party.md is valid JSON; the
+// rendered-file example is what the netman-cni job renders with delegate: flannel (so its
+// cniVersion is the job's default); the per-container example is what the wrapper's own
+// loader accepts, metadata included; the policy examples are in the server's order.
+func TestThirdPartyGuideJSON(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join(repoRoot(t), "docs", "3rd-party.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := jsonBlock.FindAllStringSubmatch(string(data), -1)
+	if len(blocks) < 3 {
+		t.Fatalf("only %d JSON examples in docs/3rd-party.md", len(blocks))
+	}
+	var rendered, perContainer, policies int
+	for i, b := range blocks {
+		var v map[string]any
+		if err := json.Unmarshal([]byte(b[1]), &v); err != nil {
+			t.Errorf("JSON example %d is not valid JSON: %v\n%s", i+1, err, b[1])
+			continue
+		}
+		switch {
+		case v["type"] == "wrapper" && v["metadata"] == nil:
+			rendered++
+			dir := mustRender(t, "netman-cni", props(map[string]any{"delegate": "flannel"}), nil)
+			got := readJSON(t, filepath.Join(dir, "config", "cni", "30-cni-wrapper-plugin.conf"))
+			if !reflect.DeepEqual(got, v) {
+				t.Errorf("the guide's rendered configuration differs from the job's:\nguide: %v\njob:   %v", v, got)
+			}
+		case v["type"] == "wrapper":
+			perContainer++
+			cfg, err := wrapper.LoadConfig([]byte(b[1]))
+			if err != nil {
+				t.Errorf("the wrapper refuses the guide's per-container example: %v", err)
+			} else if cfg.DelegateType() != "flannel" || cfg.Metadata["policy_group_id"] == nil {
+				t.Errorf("per-container example: delegate %s, metadata %v", cfg.DelegateType(), cfg.Metadata)
+			}
+		case v["policies"] != nil:
+			policies++
+			var resp struct {
+				Policies []struct {
+					Source      struct{ ID string }
+					Destination struct {
+						ID, Protocol string
+						Port         int
+					}
+				}
+			}
+			json.Unmarshal([]byte(b[1]), &resp)
+			key := func(i int) string {
+				p := resp.Policies[i]
+				return fmt.Sprintf("%s %s %s %05d", p.Source.ID, p.Destination.ID, p.Destination.Protocol, p.Destination.Port)
+			}
+			for j := 1; j < len(resp.Policies); j++ {
+				if key(j-1) > key(j) {
+					t.Errorf("policy example %d is not in the server's order: %s before %s", i+1, key(j-1), key(j))
+				}
+			}
+		}
+	}
+	if rendered != 1 || perContainer != 1 || policies == 0 {
+		t.Errorf("examples found: %d rendered, %d per-container, %d policy lists", rendered, perContainer, policies)
+	}
+}
+
+// TestReadmeLinksDocs: the README's first screen stays short; the guides are linked below.
+func TestReadmeLinksDocs(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join(repoRoot(t), "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, doc := range []string{"docs/3rd-party.md", "docs/operations.md", "docs/api.md", "docs/quickstart.md"} {
+		if !strings.Contains(string(data), "]("+doc+")") {
+			t.Errorf("README.md does not link %s", doc)
 		}
 	}
 }
