@@ -251,3 +251,30 @@ func TestSrcHoldsNoLinks(t *testing.T) {
 		return nil
 	})
 }
+
+// TestJobTemplateLinks: bosh create-release follows links when it packs a job (unlike
+// package files), so netman-cni may link to cni-flannel's templates; each link must still
+// resolve to a regular file inside jobs/, or the job would differ between checkouts.
+func TestJobTemplateLinks(t *testing.T) {
+	jobs := filepath.Join(repoRoot(t), "jobs")
+	links := 0
+	filepath.WalkDir(jobs, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.Type()&fs.ModeSymlink == 0 {
+			return err
+		}
+		links++
+		real, err := filepath.EvalSymlinks(path)
+		if err != nil {
+			t.Errorf("%s: %v", path, err)
+			return nil
+		}
+		info, err := os.Stat(real)
+		if rel, _ := filepath.Rel(jobs, real); err != nil || !info.Mode().IsRegular() || strings.HasPrefix(rel, "..") {
+			t.Errorf("%s -> %s is not a file inside jobs/", path, real)
+		}
+		return nil
+	})
+	if links == 0 {
+		t.Log("no linked templates")
+	}
+}
