@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"netman/internal/testsupport/freeport"
 	"netman/internal/testsupport/pgtest"
 	"netman/lib/mutualtls/mutualtlstest"
 	"netman/policy-server/auth/authtest"
@@ -55,31 +56,13 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func freePorts(t testing.TB, n int) []int {
-	t.Helper()
-	var ports []int
-	var lns []net.Listener
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		lns = append(lns, ln)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
-	}
-	for _, ln := range lns {
-		ln.Close()
-	}
-	return ports
-}
-
 func start(t testing.TB, extra map[string]any) *system {
 	t.Helper()
 	dsn := pgtest.NewDatabase(t)
 	bin := binDir
 	certs, _ := mutualtlstest.WriteFiles(t, t.TempDir())
 	key := authtest.NewKey(t, "")
-	ports := freePorts(t, 4)
+	ports := freeport.Take(t, 4)
 	cfg := map[string]any{
 		"listen_host":          "127.0.0.1",
 		"listen_port":          ports[0],

@@ -11,13 +11,13 @@ import (
 	"reflect"
 	"regexp"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"netman/internal/testsupport/freeport"
 	"netman/internal/testsupport/pgtest"
 	"netman/internal/testsupport/testenv"
 	"netman/lib/mutualtls/mutualtlstest"
@@ -414,7 +414,7 @@ func TestPolicyServerJobRuns(t *testing.T) {
 	}
 	host, port, _ := net.SplitHostPort(dsn.Host)
 	pw, _ := dsn.User.Password()
-	ports := freePorts(t, 4)
+	ports := freeport.Take(t, 4)
 	p := with(policyServerProps(t), map[string]any{
 		"policy-server.listen_ip":                        "127.0.0.1",
 		"policy-server.listen_port":                      ports[0],
@@ -555,24 +555,4 @@ func buildCmd(t testing.TB, name string) string {
 	}
 	buildCache[name] = bin
 	return bin
-}
-
-func freePorts(t testing.TB, n int) []int {
-	t.Helper()
-	var ports []int
-	var listeners []net.Listener
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		listeners = append(listeners, l)
-		_, p, _ := net.SplitHostPort(l.Addr().String())
-		n, _ := strconv.Atoi(p)
-		ports = append(ports, n)
-	}
-	for _, l := range listeners {
-		l.Close()
-	}
-	return ports
 }

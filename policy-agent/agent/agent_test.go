@@ -1,7 +1,6 @@
 package agent_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 
+	"netman/internal/testsupport/syncbuf"
 	"netman/lib/datastore"
 	"netman/lib/models"
 	"netman/lib/mutualtls"
@@ -273,7 +273,7 @@ func TestResyncRepairsRulesSomeoneRemoved(t *testing.T) {
 }
 
 func TestHealthAndRunLogOncePerStateChange(t *testing.T) {
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	f := newFixture(t, func(o *agent.Options) {
 		o.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
 		o.PollInterval = 20 * time.Millisecond
@@ -341,23 +341,6 @@ func waitFor(t *testing.T, cond func() bool) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // gauge and counter read a series from the agent's registry, as a scrape would.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 
+	"netman/internal/testsupport/freeport"
 	"netman/lib/rules"
 	"netman/lib/rules/rulestest"
 )
@@ -122,7 +123,8 @@ func TestEndToEnd(t *testing.T) {
 
 	// The agent, inside the cell, reaching the server through the cell's loopback.
 	forward(t, cell, "127.0.0.1:"+strconv.Itoa(srv.internalPort))
-	health, debug := freePort(t), freePort(t)
+	ports := freeport.Take(t, 2)
+	health, debug := ports[0], ports[1]
 	agentConfig := filepath.Join(dir, "policy-agent.json")
 	writeJSON(t, agentConfig, map[string]any{
 		"policy_server_url":     "https://127.0.0.1:" + strconv.Itoa(srv.internalPort),

@@ -20,6 +20,7 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 
+	"netman/internal/testsupport/freeport"
 	"netman/internal/testsupport/pgtest"
 	"netman/internal/testsupport/testenv"
 	"netman/lib/datastore"
@@ -58,16 +59,6 @@ func build(t testing.TB, dir string, cmds []string, optional map[string]bool) ma
 func firstLine(b []byte) string {
 	s, _, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
 	return s
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 func writeJSON(t testing.TB, path string, v any) {
@@ -254,10 +245,11 @@ func startPolicyServer(t testing.TB, bins map[string]string, dir string) *policy
 	key := authtest.NewKey(t, "key-1")
 	s := &policyServer{
 		bin: bins["policy-server"], config: filepath.Join(dir, "policy-server.json"),
-		log: filepath.Join(dir, "policy-server.log"), internalPort: freePort(t),
+		log: filepath.Join(dir, "policy-server.log"), internalPort: freeport.One(t),
 		token: key.AdminToken(t), netman: bins["netman"], certs: certs,
 	}
-	listen, health, debug := freePort(t), freePort(t), freePort(t)
+	ports := freeport.Take(t, 3)
+	listen, health, debug := ports[0], ports[1], ports[2]
 	s.external = "http://127.0.0.1:" + strconv.Itoa(listen)
 	s.health = "http://127.0.0.1:" + strconv.Itoa(health) + "/health"
 	writeJSON(t, s.config, map[string]any{

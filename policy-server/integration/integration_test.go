@@ -3,7 +3,6 @@
 package integration_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/x509"
 	"database/sql"
@@ -20,12 +19,13 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"netman/internal/testsupport/freeport"
 	"netman/internal/testsupport/pgtest"
+	"netman/internal/testsupport/syncbuf"
 	"netman/internal/testsupport/testenv"
 	"netman/lib/models"
 	"netman/lib/mutualtls"
@@ -77,23 +77,13 @@ func certs(t testing.TB) string {
 	return dir
 }
 
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 type ports struct{ internal, health, debug int }
 
 func writeConfig(t testing.TB, certDir, dsn string, p ports, extra map[string]any) string {
 	t.Helper()
 	c := map[string]any{
 		"listen_host":          "127.0.0.1",
-		"listen_port":          freePort(t),
+		"listen_port":          freeport.One(t),
 		"internal_listen_port": p.internal,
 		"health_check_port":    p.health,
 		"debug_server_port":    p.debug,
@@ -117,27 +107,9 @@ func writeConfig(t testing.TB, certDir, dsn string, p ports, extra map[string]an
 	return path
 }
 
-// syncBuffer collects a process's output while it runs.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type server struct {
 	cmd    *exec.Cmd
-	out    *syncBuffer
+	out    *syncbuf.Buffer
 	done   chan error
 	ports  ports
 	client *http.Client
@@ -147,9 +119,10 @@ type server struct {
 // start runs the binary and waits until /health answers 200.
 func start(t *testing.T, certDir, dsn string) *server {
 	t.Helper()
-	p := ports{freePort(t), freePort(t), freePort(t)}
+	fp := freeport.Take(t, 3)
+	p := ports{fp[0], fp[1], fp[2]}
 	cfg := writeConfig(t, certDir, dsn, p, nil)
-	s := &server{out: &syncBuffer{}, done: make(chan error, 1), ports: p, certs: certDir}
+	s := &server{out: &syncbuf.Buffer{}, done: make(chan error, 1), ports: p, certs: certDir}
 	s.cmd = exec.Command(binary, "-config-file", cfg)
 	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
 	if err := s.cmd.Start(); err != nil {
@@ -554,7 +527,8 @@ func externalIP(t *testing.T) string {
 
 func TestMigrateOnly(t *testing.T) {
 	dsn := newDatabase(t)
-	cfg := writeConfig(t, certs(t), dsn, ports{freePort(t), freePort(t), freePort(t)}, nil)
+	fp := freeport.Take(t, 3)
+	cfg := writeConfig(t, certs(t), dsn, ports{fp[0], fp[1], fp[2]}, nil)
 	out, err := exec.Command(binary, "-config-file", cfg, "-migrate-only").CombinedOutput()
 	if err != nil {
 		t.Fatalf("-migrate-only: %v\n%s", err, out)
@@ -640,8 +614,9 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 		}
 	}
 
-	deadDSN := fmt.Sprintf("postgres://netman:%s@127.0.0.1:%d/netman?sslmode=disable", password, freePort(t))
-	cfg := writeConfig(t, dir, deadDSN, ports{freePort(t), freePort(t), freePort(t)}, nil)
+	deadDSN := fmt.Sprintf("postgres://netman:%s@127.0.0.1:%d/netman?sslmode=disable", password, freeport.One(t))
+	fp := freeport.Take(t, 3)
+	cfg := writeConfig(t, dir, deadDSN, ports{fp[0], fp[1], fp[2]}, nil)
 	out, err := exec.Command(binary, "-config-file", cfg).CombinedOutput()
 	if err == nil {
 		t.Fatalf("started without a database: %s", out)

@@ -4,15 +4,14 @@
 package externaltest
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net/http/httptest"
-	"sync"
 	"testing"
 	"time"
 
 	"netman/internal/testsupport/pgtest"
+	"netman/internal/testsupport/syncbuf"
 	"netman/policy-server/api"
 	"netman/policy-server/api/external"
 	"netman/policy-server/auth"
@@ -37,7 +36,7 @@ type Server struct {
 	Internal *httptest.Server
 	Store    *store.Store
 	Key      authtest.Key
-	logs     *syncBuffer
+	logs     *syncbuf.Buffer
 }
 
 // New starts a server and stops it when the test ends.
@@ -69,7 +68,7 @@ func New(t testing.TB, opts Options) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	logger := slog.New(slog.NewJSONHandler(logs, nil))
 	s := &Server{Store: st, Key: key, logs: logs}
 	s.External = httptest.NewServer(api.NewMux(api.Middleware{Server: "external", Logger: logger}, a.ExternalRoutes()))
@@ -84,20 +83,3 @@ func (s *Server) AdminToken(t testing.TB) string { return s.Key.AdminToken(t) }
 
 // Logs returns what the server logged so far (JSON lines).
 func (s *Server) Logs() string { return s.logs.String() }
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
