@@ -75,6 +75,8 @@ func TestEveryRouteOfTheServer(t *testing.T) {
 		{"GET", "/networking/v0/external/policies?id=c", "", 200, `"port":8080,"ports":{"start":8080,"end":8090}`},
 		{"GET", "/networking/v1/external/policies?id=a", "", 200, `"total_policies":2`},
 		{"GET", "/networking/v1/external/policies?id=", "", 200, `{"total_policies":0,"policies":[]}`},
+		{"GET", "/networking/v0/external/policies?id=a%00b", "", 400, "is not valid"},
+		{"GET", "/networking/v1/external/policies?id=%FF", "", 400, "is not valid"},
 		{"GET", "/networking/v0/external/tags", "", 200, `{"id":"a","tag":"01"}`},
 		{"GET", "/networking/v1/external/tags", "", 200, `{"id":"a","type":"app","tag":"01"}`},
 		{"GET", "/networking/v0/external/whoami", "", 200, `"user_name":"admin"`},
@@ -97,6 +99,9 @@ func TestEveryRouteOfTheServer(t *testing.T) {
 		{"PUT", "/networking/v1/internal/tags", `{"id":"router-1","type":"router"}`, 200, `{"id":"router-1","type":"router","tag":`},
 		{"PUT", "/networking/v1/internal/tags", `{"id":"","type":"router"}`, 400, "id must not be empty"},
 		{"GET", "/networking/v1/internal/policies", "", 200, `{"total_policies":0,"policies":[]}`},
+		{"GET", "/networking/v1/internal/policies?id=a%00b", "", 400, "is not valid"},
+		{"GET", "/networking/v0/internal/policies?id=a%00b", "", 400, "is not valid"},
+		{"GET", "/networking/v0/internal/policies?id=%FF", "", 400, "is not valid"},
 	})
 	if resp, err := http.Get(strings.Replace(s.internalURL, "https", "http", 1) + "/networking/v1/internal/policies"); err == nil {
 		resp.Body.Close()

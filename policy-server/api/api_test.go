@@ -19,6 +19,7 @@ import (
 	"netman/policy-server/api"
 	"netman/policy-server/api/apitest"
 	"netman/policy-server/policycache"
+	"netman/policy-server/store"
 )
 
 // fixture: a real store holding a few policies of every kind, behind a refreshed cache.
@@ -152,6 +153,8 @@ func TestPoliciesRefusals(t *testing.T) {
 		{"too many ids over several parameters", http.MethodGet, api.PoliciesPath + "?id=a,b&id=c&id=d", http.StatusBadRequest, "at most 3"},
 		{"malformed query", http.MethodGet, api.PoliciesPath + "?id=%zz", http.StatusBadRequest, "invalid query"},
 		{"semicolon separator", http.MethodGet, api.PoliciesPath + "?id=a;id=b", http.StatusBadRequest, "invalid query"},
+		{"NUL in an id", http.MethodGet, api.PoliciesPath + "?id=a%00b", http.StatusBadRequest, "not valid"},
+		{"invalid UTF-8 in an id", http.MethodGet, api.PoliciesPath + "?id=%FF", http.StatusBadRequest, "not valid"},
 		{"POST", http.MethodPost, api.PoliciesPath, http.StatusMethodNotAllowed, "GET"},
 		{"DELETE", http.MethodDelete, api.PoliciesPath, http.StatusMethodNotAllowed, "not allowed"},
 		{"unknown path", http.MethodGet, "/networking/v0/internal/nothing", http.StatusNotFound, "no such endpoint"},
@@ -194,6 +197,10 @@ func TestParseIDs(t *testing.T) {
 		{"id=a,b,c", 2, nil, false, true},
 		{"id=a,a,a,b", 2, []string{"a", "b"}, false, false},
 		{"id=%", 5, nil, false, true},
+		{"id=a,b%00c", 5, nil, false, true},
+		{"id=%FF%FE", 5, nil, false, true},
+		{"id=a%0Ab", 5, nil, false, true},
+		{"id=caf%C3%A9", 5, []string{"café"}, false, false},
 	}
 	for _, tc := range cases {
 		ids, all, err := api.ParseIDs(tc.query, tc.max)
@@ -222,6 +229,11 @@ func TestPoliciesDatabaseErrors(t *testing.T) {
 	}{
 		{"database error", errors.New("pq: password authentication failed for user netman"), http.StatusInternalServerError},
 		{"timeout", fmt.Errorf("listing policies: %w", context.DeadlineExceeded), http.StatusServiceUnavailable},
+		// The store refuses what no policy can hold (an id with a NUL byte reaching the
+		// database): the caller's mistake, never a server error.
+		{"input the store refuses", fmt.Errorf("listing policies: %w", &store.InvalidInputError{
+			Reason: "text must be valid UTF-8 without NUL characters", Err: errors.New(`pq: invalid byte sequence for encoding "UTF8": 0x00`)}),
+			http.StatusBadRequest},
 	}
 	for _, tc := range cases {
 		for _, target := range []string{api.PoliciesPath, api.PoliciesPath + "?id=a"} {
@@ -238,7 +250,7 @@ func TestPoliciesDatabaseErrors(t *testing.T) {
 				if strings.Contains(e.Error, "pq:") {
 					t.Fatalf("the database's message reached the client: %s", e.Error)
 				}
-				if !strings.Contains(logs.String(), tc.err.Error()) {
+				if tc.status >= 500 && !strings.Contains(logs.String(), tc.err.Error()) {
 					t.Fatalf("the cause was not logged: %s", logs)
 				}
 			})

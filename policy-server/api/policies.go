@@ -5,13 +5,14 @@ package api
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
 	"sync"
+	"unicode"
+	"unicode/utf8"
 
 	"netman/policy-server/policycache"
 )
@@ -50,7 +51,7 @@ func (h *InternalPolicies) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ps, err := h.source.ByGroupIDs(r.Context(), ids)
 	if err != nil {
-		storeError(w, r, err)
+		WriteStoreError(w, r, err)
 		return
 	}
 	bp, _ := h.bufs.Get().(*[]byte)
@@ -69,7 +70,7 @@ func (h *InternalPolicies) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (h *InternalPolicies) serveAll(w http.ResponseWriter, r *http.Request) {
 	ps, snap, err := h.source.All(r.Context())
 	if err != nil {
-		storeError(w, r, err)
+		WriteStoreError(w, r, err)
 		return
 	}
 	if snap == nil {
@@ -106,6 +107,12 @@ func ParseIDs(rawQuery string, max int) (ids []string, all bool, err error) {
 			if id == "" {
 				continue
 			}
+			if !utf8.ValidString(id) || strings.ContainsFunc(id, unicode.IsControl) {
+				// No policy can name such an id (the store refuses it), so the answer
+				// would be empty; refusing it answers the same whether the request is
+				// served from the snapshot or the database.
+				return nil, false, fmt.Errorf("id %q is not valid: ids are UTF-8 text without control characters", id)
+			}
 			if _, dup := seen[id]; dup {
 				continue
 			}
@@ -117,15 +124,6 @@ func ParseIDs(rawQuery string, max int) (ids []string, all bool, err error) {
 		}
 	}
 	return ids, false, nil
-}
-
-func storeError(w http.ResponseWriter, r *http.Request, err error) {
-	status, msg := http.StatusInternalServerError, "reading policies failed"
-	if errors.Is(err, context.DeadlineExceeded) {
-		status, msg = http.StatusServiceUnavailable, "reading policies timed out"
-	}
-	Logger(r.Context()).Error("reading policies", "error", err)
-	WriteError(w, r, status, msg)
 }
 
 func writeJSON(w http.ResponseWriter, status int, body []byte) {

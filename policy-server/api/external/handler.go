@@ -19,7 +19,6 @@ import (
 	"netman/lib/models"
 	"netman/policy-server/api"
 	"netman/policy-server/auth"
-	"netman/policy-server/store"
 )
 
 // MaxBodyBytes caps a request body: 10 MiB holds tens of thousands of policies.
@@ -205,7 +204,7 @@ func (a *API) changePolicies(version string, decode decodeFunc, apply func(conte
 			return
 		}
 		if err := apply(r.Context(), policies); err != nil {
-			status, msg := storeError(r, err)
+			status, msg := api.StoreError(r, err)
 			audit(r, action, version, policies, status, msg)
 			api.WriteError(w, r, status, msg)
 			return
@@ -256,28 +255,6 @@ func policyStrings(ps []models.Policy) []string {
 	return out
 }
 
-// storeError maps a store failure to a status and a message for the client.
-func storeError(r *http.Request, err error) (int, string) {
-	var invalid *store.InvalidInputError
-	switch {
-	case errors.Is(err, store.ErrTagsExhausted):
-		// 507: the request is fine, the server has no room left for new groups.
-		detail := err.Error()
-		if i := strings.Index(detail, store.ErrTagsExhausted.Error()); i >= 0 {
-			detail = detail[i:] // drop the store's "creating policies: " context
-		}
-		return http.StatusInsufficientStorage, "tags ran out (" + detail +
-			"): delete policies of groups no longer needed, or raise tag_length"
-	case errors.As(err, &invalid):
-		return http.StatusBadRequest, invalid.Reason
-	case errors.Is(err, context.DeadlineExceeded):
-		api.Logger(r.Context()).Error("policy store timed out", "error", err)
-		return http.StatusServiceUnavailable, "the policy store did not answer in time; retry"
-	}
-	api.Logger(r.Context()).Error("policy store failed", "error", err)
-	return http.StatusInternalServerError, "the policy store failed; see the server log"
-}
-
 func (a *API) listPolicies(shape func([]models.Policy) any) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ids, all, err := api.ParseIDs(r.URL.RawQuery, a.maxIDs)
@@ -292,8 +269,7 @@ func (a *API) listPolicies(shape func([]models.Policy) any) http.Handler {
 			ps, err = a.store.ByGroupIDs(r.Context(), ids)
 		}
 		if err != nil {
-			status, msg := storeError(r, err)
-			api.WriteError(w, r, status, msg)
+			api.WriteStoreError(w, r, err)
 			return
 		}
 		writeJSON(w, r, http.StatusOK, shape(ps))
@@ -304,8 +280,7 @@ func (a *API) listTags(shape func([]models.Tag) any) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ts, err := a.store.Tags(r.Context())
 		if err != nil {
-			status, msg := storeError(r, err)
-			api.WriteError(w, r, status, msg)
+			api.WriteStoreError(w, r, err)
 			return
 		}
 		writeJSON(w, r, http.StatusOK, shape(ts))
@@ -332,8 +307,7 @@ func whoami(w http.ResponseWriter, r *http.Request) {
 func (a *API) lastUpdated(w http.ResponseWriter, r *http.Request) {
 	v, err := a.store.LastUpdated(r.Context())
 	if err != nil {
-		status, msg := storeError(r, err)
-		api.WriteError(w, r, status, msg)
+		api.WriteStoreError(w, r, err)
 		return
 	}
 	writeJSON(w, r, http.StatusOK, v)
@@ -351,8 +325,7 @@ func (a *API) ensureTag(w http.ResponseWriter, r *http.Request) {
 	}
 	t, err := a.store.EnsureTag(r.Context(), *req.ID, *req.Type)
 	if err != nil {
-		status, msg := storeError(r, err)
-		api.WriteError(w, r, status, msg)
+		api.WriteStoreError(w, r, err)
 		return
 	}
 	writeJSON(w, r, http.StatusOK, TagV1{ID: t.ID, Type: t.Type, Tag: t.Tag})

@@ -1,0 +1,41 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+
+	"netman/policy-server/store"
+)
+
+// StoreError maps a policy store failure to the status and message a client gets: 400
+// with the store's reason for input it refused, 507 when tags ran out, 503 when the
+// store did not answer in time, 500 otherwise. The cause of a 5xx is logged, never sent:
+// database messages can name users and hosts.
+func StoreError(r *http.Request, err error) (int, string) {
+	var invalid *store.InvalidInputError
+	switch {
+	case errors.As(err, &invalid):
+		return http.StatusBadRequest, invalid.Reason
+	case errors.Is(err, store.ErrTagsExhausted):
+		// 507: the request is fine, the server has no room left for new groups.
+		detail := err.Error()
+		if i := strings.Index(detail, store.ErrTagsExhausted.Error()); i >= 0 {
+			detail = detail[i:] // drop the store's "creating policies: " context
+		}
+		return http.StatusInsufficientStorage, "tags ran out (" + detail +
+			"): delete policies of groups no longer needed, or raise tag_length"
+	case errors.Is(err, context.DeadlineExceeded):
+		Logger(r.Context()).Error("policy store timed out", "error", err)
+		return http.StatusServiceUnavailable, "the policy store did not answer in time; retry"
+	}
+	Logger(r.Context()).Error("policy store failed", "error", err)
+	return http.StatusInternalServerError, "the policy store failed; see the server log"
+}
+
+// WriteStoreError answers a request whose store call failed (see StoreError).
+func WriteStoreError(w http.ResponseWriter, r *http.Request, err error) {
+	status, msg := StoreError(r, err)
+	WriteError(w, r, status, msg)
+}
