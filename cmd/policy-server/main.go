@@ -103,7 +103,7 @@ func serve(cfg *config.Config, tlsConfig *tls.Config, migrateOnly bool, logger *
 		return nil
 	}
 
-	st, err := store.New(db, store.Options{TagLength: cfg.TagLength, Logger: logger.With("component", "store")})
+	st, err := store.New(db, store.Options{TagLength: cfg.TagLength, Logger: logger.With("component", "store"), QueryTimeout: cfg.RequestTimeout()})
 	if err != nil {
 		return err
 	}

@@ -29,6 +29,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"time"
 
 	"github.com/lib/pq"
 
@@ -60,14 +61,18 @@ type Options struct {
 	TagLength int
 	// Logger receives Watch's connection events; nil discards them.
 	Logger *slog.Logger
+	// QueryTimeout bounds each version read of Watch, which has no caller deadline of
+	// its own (default 5s). Every other method runs under its caller's context.
+	QueryTimeout time.Duration
 }
 
 // Store is the Postgres policy store. It is safe for concurrent use.
 type Store struct {
-	db        *sql.DB
-	tagLength int
-	maxTag    int
-	log       *slog.Logger
+	db           *sql.DB
+	tagLength    int
+	maxTag       int
+	log          *slog.Logger
+	queryTimeout time.Duration
 }
 
 // New returns a Store on db, which must have been migrated (Migrate). It checks only the
@@ -87,7 +92,11 @@ func New(db *sql.DB, opts Options) (*Store, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Store{db: db, tagLength: n, maxTag: 1<<(8*n) - 1, log: log}, nil
+	timeout := opts.QueryTimeout
+	if timeout <= 0 {
+		timeout = 5 * time.Second
+	}
+	return &Store{db: db, tagLength: n, maxTag: 1<<(8*n) - 1, log: log, queryTimeout: timeout}, nil
 }
 
 // TagLength is the tag length in bytes in force.

@@ -45,7 +45,10 @@ func (s *Store) Watch(ctx context.Context, dsn string, pollInterval time.Duratio
 
 	last, known := int64(0), false
 	check := func() {
-		v, err := s.LastUpdated(ctx)
+		// A connection that hangs (a lock, a dead peer) must not stall the feed.
+		qctx, cancel := context.WithTimeout(ctx, s.queryTimeout)
+		v, err := s.LastUpdated(qctx)
+		cancel()
 		if err != nil {
 			if ctx.Err() == nil {
 				s.log.Warn("store watch cannot read the version", "error", err.Error())

@@ -3,10 +3,13 @@ package store_test
 import (
 	"context"
 	"database/sql"
+	"log/slog"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"netman/internal/testsupport/syncbuf"
 	"netman/lib/models"
 	"netman/policy-server/store"
 )
@@ -162,5 +165,53 @@ func TestWatch(t *testing.T) {
 				t.Fatal("Watch did not return after its context ended")
 			}
 		})
+	}
+}
+
+// TestWatchVersionReadsHaveADeadline: a version read that cannot finish (here: the
+// version row is locked) ends after QueryTimeout, and Watch carries on and reports the
+// version once the database answers again.
+func TestWatchVersionReadsHaveADeadline(t *testing.T) {
+	t.Parallel()
+	_, db, dsn := newStore(t, 0)
+	logs := &syncbuf.Buffer{}
+	watcher, err := store.New(db, store.Options{
+		Logger:       slog.New(slog.NewJSONHandler(logs, nil)),
+		QueryTimeout: 200 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t)
+	lock, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Rollback()
+	if _, err := lock.ExecContext(ctx, `LOCK TABLE store_meta IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	versions := make(chan int64, 16)
+	go watcher.Watch(ctx, dsn, 50*time.Millisecond, func(v int64) { versions <- v })
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(logs.String(), "cannot read the version"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no failed version read logged while the version was locked; logs:\n%s", logs)
+		}
+	}
+	select {
+	case v := <-versions:
+		t.Fatalf("Watch reported version %d while it could not be read", v)
+	default:
+	}
+	if err := lock.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-versions:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Watch did not report the version after the lock was released")
 	}
 }
