@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"netman/lib/rules"
@@ -29,53 +30,42 @@ type Metrics struct {
 
 // NewMetrics creates the series and registers them, with the Go and process collectors.
 func NewMetrics() *Metrics {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	auto := promauto.With(reg)
+	gauge := func(name, help string) prometheus.Gauge {
+		return auto.NewGauge(prometheus.GaugeOpts{Name: name, Help: help})
+	}
+	counter := func(name, help string) prometheus.Counter {
+		return auto.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
+	}
 	m := &Metrics{
-		Registry: prometheus.NewRegistry(),
-		cycle: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Registry: reg,
+		cycle: auto.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "netman_agent_cycle_duration_seconds",
 			Help:    "Duration of enforcement cycles by outcome (skipped, unchanged, applied, failed).",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}, []string{"outcome"}),
-		enforce: prometheus.NewHistogram(prometheus.HistogramOpts{
+		enforce: auto.NewHistogram(prometheus.HistogramOpts{
 			Name:    "netman_agent_enforce_duration_seconds",
 			Help:    "Duration of applying a changed rule set (one iptables-restore).",
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}),
-		rules: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "netman_agent_rules",
-			Help: "Rules in netman's chains after the last apply.",
-		}),
-		rulesWritten: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "netman_agent_rules_written_total",
-			Help: "Rules sent to iptables-restore (all rules of each chain that changed).",
-		}),
-		rulesChanged: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "netman_agent_rules_changed_total",
-			Help: "Rules added or removed by applies.",
-		}),
-		pollErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+		rules:        gauge("netman_agent_rules", "Rules in netman's chains after the last apply."),
+		rulesWritten: counter("netman_agent_rules_written_total", "Rules sent to iptables-restore (all rules of each chain that changed)."),
+		rulesChanged: counter("netman_agent_rules_changed_total", "Rules added or removed by applies."),
+		pollErrors: auto.NewCounterVec(prometheus.CounterOpts{
 			Name: "netman_agent_poll_errors_total",
 			Help: "Failed cycles by what failed: datastore, policy_server or iptables.",
 		}, []string{"source"}),
-		containers: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "netman_agent_containers",
-			Help: "Containers in the datastore at the last fetch.",
-		}),
-		policies: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "netman_agent_policies",
-			Help: "Policies concerning local containers at the last fetch.",
-		}),
-		lastApplied: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "netman_agent_last_applied_timestamp_seconds",
-			Help: "Unix time of the last apply that changed rules.",
-		}),
+		containers:  gauge("netman_agent_containers", "Containers in the datastore at the last fetch."),
+		policies:    gauge("netman_agent_policies", "Policies concerning local containers at the last fetch."),
+		lastApplied: gauge("netman_agent_last_applied_timestamp_seconds", "Unix time of the last apply that changed rules."),
 	}
+	// Every source is exported from the start, so a scrape sees 0 rather than no series.
 	for _, source := range []string{"datastore", "policy_server", "iptables"} {
 		m.pollErrors.WithLabelValues(source)
 	}
-	m.Registry.MustRegister(m.cycle, m.enforce, m.rules, m.rulesWritten, m.rulesChanged,
-		m.pollErrors, m.containers, m.policies, m.lastApplied,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
