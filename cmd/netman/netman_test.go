@@ -11,13 +11,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"netman/internal/testsupport/freeport"
 	"netman/internal/testsupport/pgtest"
+	"netman/internal/testsupport/syncbuf"
 	"netman/lib/mutualtls/mutualtlstest"
 	"netman/policy-server/auth/authtest"
 )
@@ -30,7 +30,7 @@ type system struct {
 	certs       mutualtlstest.Files
 	keyFile     string // private key that signs tokens (the server has the public half)
 	token       string
-	logs        *bytes.Buffer
+	logs        *syncbuf.Buffer
 }
 
 // binDir holds policy-server and netman, built once for all tests of the package:
@@ -91,14 +91,13 @@ func start(t testing.TB, extra map[string]any) *system {
 		internalURL: fmt.Sprintf("https://127.0.0.1:%d", ports[1]),
 		certs:       certs,
 		keyFile:     key.PrivateKeyFile(t),
-		logs:        &bytes.Buffer{},
+		logs:        &syncbuf.Buffer{},
 	}
 	if ca, ok := extra["external_server_cert_file"]; ok && ca != "" {
 		s.api = fmt.Sprintf("https://127.0.0.1:%d", ports[0])
 	}
 	cmd := exec.Command(filepath.Join(bin, "policy-server"), "-config-file", cfgFile)
-	var mu sync.Mutex
-	cmd.Stdout, cmd.Stderr = lockedWriter{&mu, s.logs}, lockedWriter{&mu, s.logs}
+	cmd.Stdout, cmd.Stderr = s.logs, s.logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -116,9 +115,7 @@ func start(t testing.TB, extra map[string]any) *system {
 			t.Error("policy-server did not stop within 20s of SIGTERM")
 		}
 		if t.Failed() {
-			mu.Lock()
 			t.Logf("policy-server output:\n%s", s.logs.String())
-			mu.Unlock()
 		}
 	})
 	health := fmt.Sprintf("http://127.0.0.1:%d/health", ports[2])
@@ -133,7 +130,6 @@ func start(t testing.TB, extra map[string]any) *system {
 		}
 		select {
 		case err := <-exited:
-			mu.Lock()
 			t.Fatalf("policy-server exited at start: %v\n%s", err, s.logs.String())
 		default:
 		}
@@ -152,17 +148,6 @@ func start(t testing.TB, extra map[string]any) *system {
 	}
 	s.token = strings.TrimSpace(s.mustRun(t, "dev-token", "--key", s.keyFile, "--issuer", authtest.Issuer))
 	return s
-}
-
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  *bytes.Buffer
-}
-
-func (l lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }
 
 // run runs netman with NETMAN_API set to the server and returns stdout, stderr, exit code.

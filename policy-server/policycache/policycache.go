@@ -74,7 +74,15 @@ type Options struct {
 	QueryTimeout time.Duration
 	// LoadTimeout bounds loading all policies for a new snapshot (default 2m).
 	LoadTimeout time.Duration
-	Logger      *slog.Logger
+	// RebuildPause is the shortest pause Run leaves between the end of one rebuild and
+	// the start of the next (default 100ms). The pause also lasts at least as long as
+	// the last rebuild took (up to MaxAge/2), so while the version keeps moving (a bulk
+	// import commits every few milliseconds) rebuilds use at most about half the time
+	// instead of running back to back. A change after a quiet period is still picked up
+	// at once. Freshness does not depend on it: a snapshot that waits for its rebuild
+	// ages out after MaxAge like any other, and requests then go to the database.
+	RebuildPause time.Duration
+	Logger       *slog.Logger
 	// Observe, when set, is told about rebuilds and database fallbacks (metrics).
 	Observe Observer
 }
@@ -112,6 +120,9 @@ func New(store Store, opts Options) *Cache {
 	if opts.LoadTimeout <= 0 {
 		opts.LoadTimeout = 2 * time.Minute
 	}
+	if opts.RebuildPause <= 0 {
+		opts.RebuildPause = 100 * time.Millisecond
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -129,16 +140,27 @@ func (c *Cache) Changed(int64) {
 // Refresh confirms the snapshot against the database version, rebuilding it when the
 // version moved. Run calls it in a loop; tests call it directly.
 func (c *Cache) Refresh(ctx context.Context) error {
+	_, _, err := c.refresh(ctx, true)
+	return err
+}
+
+// refresh is Refresh; when the version moved and mayRebuild is false it leaves the
+// snapshot as it is (to age out) and reports pending. took is how long a rebuild took,
+// 0 when there was none.
+func (c *Cache) refresh(ctx context.Context, mayRebuild bool) (pending bool, took time.Duration, err error) {
 	started := time.Now()
 	qctx, cancel := context.WithTimeout(ctx, c.opts.QueryTimeout)
 	version, err := c.store.LastUpdated(qctx)
 	cancel()
 	if err != nil {
-		return fmt.Errorf("reading policy version: %w", err)
+		return false, 0, fmt.Errorf("reading policy version: %w", err)
 	}
 	if cur := c.state.Load(); cur != nil && cur.snap.Version == version {
 		c.state.Store(&state{snap: cur.snap, confirmed: started})
-		return nil
+		return false, 0, nil
+	}
+	if !mayRebuild {
+		return true, 0, nil
 	}
 	// The version was read before the policies, so the snapshot holds at least
 	// everything up to version; a newer change bumps the version again and the next
@@ -147,26 +169,38 @@ func (c *Cache) Refresh(ctx context.Context) error {
 	all, err := c.store.All(qctx)
 	cancel()
 	if err != nil {
-		return fmt.Errorf("loading policies: %w", err)
+		return false, 0, fmt.Errorf("loading policies: %w", err)
 	}
 	snap := build(version, all)
 	c.state.Store(&state{snap: snap, confirmed: started})
-	took := time.Since(started)
+	took = time.Since(started)
 	if c.opts.Observe != nil {
 		c.opts.Observe.Rebuilt(version, len(snap.Policies), took)
 	}
 	c.opts.Logger.Info("policy snapshot rebuilt", "version", version, "policies", len(snap.Policies), "took_ms", took.Milliseconds())
-	return nil
+	return false, took, nil
 }
 
 // Run keeps the snapshot current until ctx ends. After a failure it retries with a
 // growing pause (up to 10s), so a database that cannot deliver a full load is not
 // asked for one every CheckInterval; requests are answered from the database meanwhile.
+// Rebuilds are spaced by RebuildPause (see Options).
 func (c *Cache) Run(ctx context.Context) error {
 	failures := 0
+	var nextRebuild time.Time // no rebuild starts before this
 	for {
 		wait := c.opts.CheckInterval
-		if err := c.Refresh(ctx); err != nil {
+		pending, took, err := c.refresh(ctx, !time.Now().Before(nextRebuild))
+		if took > 0 {
+			nextRebuild = time.Now().Add(max(c.opts.RebuildPause, min(took, c.opts.MaxAge/2)))
+		}
+		kick := c.kick
+		if pending {
+			// Wake when the rebuild may start; notifications meanwhile say nothing new.
+			wait = min(wait, time.Until(nextRebuild))
+			kick = nil
+		}
+		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -185,7 +219,7 @@ func (c *Cache) Run(ctx context.Context) error {
 			t.Stop()
 			return nil
 		case <-t.C:
-		case <-c.kick:
+		case <-kick:
 			t.Stop()
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -243,5 +244,126 @@ func TestRunStopsWithContext(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("Run did not stop")
+	}
+}
+
+// movingStore's version moves on every read, as during a bulk import, and each full
+// load takes load and is recorded.
+type movingStore struct {
+	policycache.Store
+	load    time.Duration
+	mu      sync.Mutex
+	version int64
+	loads   [][2]time.Time // start, end
+}
+
+func (m *movingStore) LastUpdated(context.Context) (int64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.version++
+	return m.version, nil
+}
+
+func (m *movingStore) All(context.Context) ([]models.Policy, error) {
+	start := time.Now()
+	time.Sleep(m.load)
+	m.mu.Lock()
+	m.loads = append(m.loads, [2]time.Time{start, time.Now()})
+	m.mu.Unlock()
+	return nil, nil
+}
+
+// While the version keeps moving, Run does not rebuild back to back: it pauses at
+// least RebuildPause, and at least as long as the last rebuild took.
+func TestRunSpacesRebuildsWhileTheVersionMoves(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		load, pause time.Duration
+		wantGap     time.Duration
+	}{
+		{"pause longer than a rebuild", 5 * time.Millisecond, 40 * time.Millisecond, 40 * time.Millisecond},
+		{"rebuild longer than the pause", 40 * time.Millisecond, time.Millisecond, 40 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := &movingStore{load: tc.load}
+			c := policycache.New(m, policycache.Options{CheckInterval: time.Millisecond, RebuildPause: tc.pause})
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- c.Run(ctx) }()
+			// Notifications arrive all the time, too.
+			for end := time.Now().Add(600 * time.Millisecond); time.Now().Before(end); time.Sleep(time.Millisecond) {
+				c.Changed(0)
+			}
+			cancel()
+			<-done
+			m.mu.Lock()
+			defer m.mu.Unlock()
+			if len(m.loads) < 3 {
+				t.Fatalf("%d rebuilds in 600ms while the version moved; want it to keep rebuilding", len(m.loads))
+			}
+			for i := 1; i < len(m.loads); i++ {
+				if gap := m.loads[i][0].Sub(m.loads[i-1][1]); gap < tc.wantGap {
+					t.Fatalf("rebuild %d started %s after the previous one ended; want at least %s", i, gap, tc.wantGap)
+				}
+			}
+			t.Logf("%d rebuilds in 600ms", len(m.loads))
+		})
+	}
+}
+
+// The freshness promise holds while rebuilds are spaced out: with a change committed
+// every few milliseconds, every answer holds every change committed more than a second
+// before it was asked for, whether it comes from a snapshot or from the database.
+func TestFreshWithinASecondWhileTheVersionMoves(t *testing.T) {
+	st, _, _ := apitest.NewStore(t)
+	ctx := apitest.Ctx(t)
+	c := policycache.New(st, policycache.Options{RebuildPause: 300 * time.Millisecond})
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go c.Run(runCtx)
+
+	var mu sync.Mutex
+	committed := map[string]time.Time{} // destination id -> when its Create returned
+	writing := make(chan struct{})
+	go func() {
+		defer close(writing)
+		for i := 0; runCtx.Err() == nil && i < 400; i++ {
+			dst := fmt.Sprintf("d%04d", i)
+			if err := st.Create(runCtx, []models.Policy{apitest.Policy("src", dst, "tcp", 8080, 8080)}); err != nil {
+				return
+			}
+			mu.Lock()
+			committed[dst] = time.Now()
+			mu.Unlock()
+			time.Sleep(3 * time.Millisecond)
+		}
+	}()
+	checked := 0
+	for end := time.Now().Add(2500 * time.Millisecond); time.Now().Before(end); time.Sleep(7 * time.Millisecond) {
+		asked := time.Now()
+		got, err := c.ByGroupIDs(ctx, []string{"src"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := map[string]bool{}
+		for _, p := range got {
+			seen[p.Destination.ID] = true
+		}
+		mu.Lock()
+		for dst, at := range committed {
+			if asked.Sub(at) > time.Second && !seen[dst] {
+				mu.Unlock()
+				t.Fatalf("policy to %s committed %s before the request is missing from its answer", dst, asked.Sub(at))
+			}
+			if asked.Sub(at) > time.Second {
+				checked++
+			}
+		}
+		mu.Unlock()
+	}
+	cancel()
+	<-writing
+	if checked == 0 {
+		t.Fatal("no answer was old enough to check")
 	}
 }
