@@ -2,15 +2,11 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
-	"net/http"
-	"net/url"
 	"strings"
 
 	"netman/lib/mutualtls"
+	"netman/lib/policyclient"
 )
 
 const internalUsage = `Usage: netman internal policies --url URL --ca FILE --cert FILE --key FILE [--id ID,...] [--v1] [--json]
@@ -19,22 +15,6 @@ Shows the policies exactly as an agent gets them from the internal API, over the
 mutual TLS (TLS 1.2, TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, a client certificate).
 Without --v1 it asks GET /networking/v0/internal/policies, the route agents poll.
 `
-
-// internalPolicy is a policy as both internal API versions show it: v0 has "port" (and
-// "ports" for a range), v1 only "ports".
-type internalPolicy struct {
-	Source struct {
-		ID  string `json:"id"`
-		Tag string `json:"tag"`
-	} `json:"source"`
-	Destination struct {
-		ID       string   `json:"id"`
-		Tag      string   `json:"tag"`
-		Protocol string   `json:"protocol"`
-		Port     int      `json:"port"`
-		Ports    *portsV1 `json:"ports"`
-	} `json:"destination"`
-}
 
 func internalPolicies(ctx context.Context, args []string, env Env) error {
 	fs := flagSet("internal policies", internalUsage, env)
@@ -56,10 +36,6 @@ func internalPolicies(ctx context.Context, args []string, env Env) error {
 	if *ca == "" || *cert == "" || *key == "" {
 		return usageError{"internal policies needs --ca, --cert and --key (the internal API requires mutual TLS)"}
 	}
-	u, err := url.Parse(*base)
-	if err != nil || u.Scheme != "https" || u.Host == "" {
-		return usageError{fmt.Sprintf("--url %q is not an https:// URL", *base)}
-	}
 	tlsConfig, err := mutualtls.ClientConfig(*cert, *key, *ca)
 	if err != nil {
 		return fmt.Errorf("loading the client certificate: %w", err)
@@ -67,54 +43,30 @@ func internalPolicies(ctx context.Context, args []string, env Env) error {
 	if *timeout <= 0 {
 		*timeout = defaultTimeout
 	}
-	path := "/networking/v0/internal/policies"
-	if *useV1 {
-		path = "/networking/v1/internal/policies"
-	}
-	u.Path = strings.TrimSuffix(u.Path, "/") + path
-	if isSet(fs, "id") {
-		u.RawQuery = url.Values{"id": {*ids}}.Encode()
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	c, err := policyclient.New(*base, tlsConfig, *timeout)
 	if err != nil {
-		return fmt.Errorf("building request: %w", err)
+		return usageError{fmt.Sprintf("--url: %v", err)}
 	}
-	transport := &http.Transport{TLSClientConfig: tlsConfig}
-	defer transport.CloseIdleConnections()
-	resp, err := (&http.Client{Transport: transport, Timeout: *timeout}).Do(req)
+	q := policyclient.Query{V1: *useV1, All: !isSet(fs, "id")}
+	if !q.All {
+		q.IDs = strings.Split(*ids, ",")
+	}
+	policies, body, err := c.List(ctx, q)
 	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return fmt.Errorf("GET %s: %w", u.Redacted(), err)
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
-	if err != nil {
-		return fmt.Errorf("GET %s: reading the answer: %w", path, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return serverError(http.MethodGet, path, resp.StatusCode, data)
+		return err
 	}
 	if *asJSON {
-		return printJSON(env.Stdout, data)
+		return printJSON(env.Stdout, body)
 	}
-	var body struct{ Policies []internalPolicy }
-	if err := json.Unmarshal(data, &body); err != nil {
-		return fmt.Errorf("decoding the policy list: %w", err)
-	}
-	rows := make([][]string, len(body.Policies))
-	for i, p := range body.Policies {
-		ports := portsV1{Start: p.Destination.Port, End: p.Destination.Port}
-		if p.Destination.Ports != nil {
-			ports = *p.Destination.Ports
-		}
-		rows[i] = []string{p.Source.ID, p.Source.Tag, p.Destination.ID, p.Destination.Tag, p.Destination.Protocol, ports.String()}
+	rows := make([][]string, len(policies))
+	for i, p := range policies {
+		d := p.Destination
+		ports := portsV1{Start: d.Ports.Start, End: d.Ports.End}
+		rows[i] = []string{p.Source.ID, p.Source.Tag, d.ID, d.Tag, d.Protocol, ports.String()}
 	}
 	if err := writeTable(env.Stdout, []string{"SOURCE", "SOURCE TAG", "DESTINATION", "DESTINATION TAG", "PROTOCOL", "PORTS"}, rows); err != nil {
 		return err
 	}
-	_, err = fmt.Fprintln(env.Stdout, countPolicies(len(body.Policies)))
+	_, err = fmt.Fprintln(env.Stdout, countPolicies(len(policies)))
 	return err
 }

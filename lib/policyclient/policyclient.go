@@ -28,6 +28,7 @@ import (
 // Paths of the internal API.
 const (
 	PoliciesPath    = "/networking/v0/internal/policies"
+	PoliciesV1Path  = "/networking/v1/internal/policies"
 	LastUpdatedPath = "/networking/v1/internal/policies_last_updated"
 )
 
@@ -86,17 +87,48 @@ func (c *Client) Policies(ctx context.Context, ids []string) ([]models.Policy, e
 	if len(ids) == 0 {
 		return []models.Policy{}, nil
 	}
-	// The commas stay literal, as in the spec's examples; each id is escaped on its own.
-	escaped := make([]string, len(ids))
-	for i, id := range ids {
-		escaped[i] = url.QueryEscape(id)
+	ps, _, err := c.List(ctx, Query{IDs: ids})
+	return ps, err
+}
+
+// Query says which policies List asks for.
+type Query struct {
+	// V1 asks PoliciesV1Path instead of the v0 route that agents poll.
+	V1 bool
+	// All asks for every policy; IDs is then ignored.
+	All bool
+	// IDs selects the policies whose source or destination is one of them. None
+	// selects none, but the server is still asked.
+	IDs []string
+}
+
+// List returns the policies q selects together with the server's answer as it was
+// sent, for tools that show what an agent gets.
+func (c *Client) List(ctx context.Context, q Query) ([]models.Policy, []byte, error) {
+	path, rawQuery := PoliciesPath, ""
+	if q.V1 {
+		path = PoliciesV1Path
 	}
+	if !q.All {
+		// The commas stay literal, as in the spec's examples; each id is escaped on its own.
+		escaped := make([]string, len(q.IDs))
+		for i, id := range q.IDs {
+			escaped[i] = url.QueryEscape(id)
+		}
+		rawQuery = "id=" + strings.Join(escaped, ",")
+	}
+	data, err := c.get(ctx, path, rawQuery)
+	if err != nil {
+		return nil, nil, err
+	}
+	// One shape reads both versions: v0 has "port" (and "ports" for a range), v1 only
+	// "ports".
 	var body policiesV0
-	if err := c.get(ctx, PoliciesPath, "id="+strings.Join(escaped, ","), &body); err != nil {
-		return nil, err
+	if err := json.Unmarshal(data, &body); err != nil {
+		return nil, nil, fmt.Errorf("GET %s: decoding answer: %w", path, err)
 	}
 	if body.Policies == nil {
-		return nil, errors.New("policy server answer has no \"policies\" list")
+		return nil, nil, fmt.Errorf("GET %s: answer has no \"policies\" list", path)
 	}
 	out := make([]models.Policy, len(body.Policies))
 	for i, p := range body.Policies {
@@ -112,17 +144,24 @@ func (c *Client) Policies(ctx context.Context, ids []string) ([]models.Policy, e
 			},
 		}
 	}
-	return out, nil
+	return out, data, nil
 }
 
 // LastUpdated returns the server's policy version, which grows with every change.
 func (c *Client) LastUpdated(ctx context.Context) (int64, error) {
+	data, err := c.get(ctx, LastUpdatedPath, "")
+	if err != nil {
+		return 0, err
+	}
 	var v int64
-	err := c.get(ctx, LastUpdatedPath, "", &v)
-	return v, err
+	if err := json.Unmarshal(data, &v); err != nil {
+		return 0, fmt.Errorf("GET %s: decoding answer: %w", LastUpdatedPath, err)
+	}
+	return v, nil
 }
 
-func (c *Client) get(ctx context.Context, path, rawQuery string, into any) error {
+// get returns the body of a 200 answer to GET path?rawQuery.
+func (c *Client) get(ctx context.Context, path, rawQuery string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	u := *c.base
@@ -130,28 +169,27 @@ func (c *Client) get(ctx context.Context, path, rawQuery string, into any) error
 	u.RawQuery = rawQuery
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
-		return fmt.Errorf("building request: %w", err)
+		return nil, fmt.Errorf("building request: %w", err)
 	}
 	req.Header.Set("Accept", "application/json")
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("GET %s: %w", path, err)
+		return nil, fmt.Errorf("GET %s: %w", path, err)
 	}
 	defer resp.Body.Close()
 	body := io.LimitReader(resp.Body, maxBody)
 	if resp.StatusCode != http.StatusOK {
 		if resp.StatusCode == http.StatusNotFound && path == LastUpdatedPath {
 			_, _ = io.Copy(io.Discard, body)
-			return ErrNoChangeSignal
+			return nil, ErrNoChangeSignal
 		}
-		return statusError(path, resp.StatusCode, body)
+		return nil, statusError(path, resp.StatusCode, body)
 	}
-	if err := json.NewDecoder(body).Decode(into); err != nil {
-		return fmt.Errorf("GET %s: decoding answer: %w", path, err)
+	data, err := io.ReadAll(body)
+	if err != nil {
+		return nil, fmt.Errorf("GET %s: reading answer: %w", path, err)
 	}
-	// Drain what is left so the connection can be reused.
-	_, _ = io.Copy(io.Discard, body)
-	return nil
+	return data, nil
 }
 
 func statusError(path string, status int, body io.Reader) error {
@@ -166,7 +204,8 @@ func statusError(path string, status int, body io.Reader) error {
 	return fmt.Errorf("GET %s: %s: %s", path, strconv.Itoa(status)+" "+http.StatusText(status), msg)
 }
 
-// Wire shape of the v0 internal API (the spec's, plus the optional "ports" range).
+// Wire shape of the v0 internal API (the spec's, plus the optional "ports" range); it
+// reads v1 answers too, whose "ports" is always there.
 type policiesV0 struct {
 	Policies []struct {
 		Source struct {

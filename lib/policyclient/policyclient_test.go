@@ -32,17 +32,23 @@ func client(t *testing.T, url string, f mutualtlstest.Files, timeout time.Durati
 	return c
 }
 
-func TestPoliciesAndChangeSignal(t *testing.T) {
-	srv := policyclienttest.NewServer(t)
-	c := client(t, srv.URL, srv.Files, 2*time.Second)
-	ab := models.Policy{
+// twoPolicies are a single-port tcp policy and a udp port-range policy.
+func twoPolicies() (ab, cd models.Policy) {
+	ab = models.Policy{
 		Source:      models.Source{ID: "app-a", Tag: "0001"},
 		Destination: models.Destination{ID: "app-b", Tag: "0002", Protocol: "tcp", Ports: models.Ports{Start: 8080, End: 8080}},
 	}
-	cd := models.Policy{
+	cd = models.Policy{
 		Source:      models.Source{ID: "app-c", Tag: "0003"},
 		Destination: models.Destination{ID: "app-d", Tag: "0004", Protocol: "udp", Ports: models.Ports{Start: 9000, End: 9010}},
 	}
+	return ab, cd
+}
+
+func TestPoliciesAndChangeSignal(t *testing.T) {
+	srv := policyclienttest.NewServer(t)
+	c := client(t, srv.URL, srv.Files, 2*time.Second)
+	ab, cd := twoPolicies()
 	v1, err := c.LastUpdated(t.Context())
 	if err != nil {
 		t.Fatal(err)
@@ -78,6 +84,42 @@ func TestPoliciesAndChangeSignal(t *testing.T) {
 	srv.WithoutChangeSignal()
 	if _, err := c.LastUpdated(t.Context()); !errors.Is(err, policyclient.ErrNoChangeSignal) {
 		t.Errorf("LastUpdated on a server without it = %v, want ErrNoChangeSignal", err)
+	}
+}
+
+// List asks every selection of both versions and hands back the server's answer too.
+func TestList(t *testing.T) {
+	srv := policyclienttest.NewServer(t)
+	c := client(t, srv.URL, srv.Files, 2*time.Second)
+	ab, cd := twoPolicies()
+	srv.Set([]models.Policy{ab, cd})
+	tests := []struct {
+		name     string
+		q        policyclient.Query
+		want     []models.Policy
+		bodyPart string
+	}{
+		{"v0 all", policyclient.Query{All: true}, []models.Policy{ab, cd}, `"port":9000,"ports":{"start":9000,"end":9010}`},
+		{"v0 filtered", policyclient.Query{IDs: []string{"app-d"}}, []models.Policy{cd}, `"port":9000`},
+		{"v0 no ids asks and gets none", policyclient.Query{IDs: nil}, []models.Policy{}, `{"policies":[]}`},
+		{"v1 all", policyclient.Query{V1: true, All: true}, []models.Policy{ab, cd}, `"total_policies":2`},
+		{"v1 filtered", policyclient.Query{V1: true, IDs: []string{"app-a"}}, []models.Policy{ab}, `"ports":{"start":8080,"end":8080}`},
+	}
+	for _, tt := range tests {
+		before := srv.PolicyRequests.Load()
+		got, body, err := c.List(t.Context(), tt.q)
+		if err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		if !slices.Equal(got, tt.want) {
+			t.Errorf("%s: List = %+v, want %+v", tt.name, got, tt.want)
+		}
+		if !strings.Contains(string(body), tt.bodyPart) {
+			t.Errorf("%s: body %s does not contain %s", tt.name, body, tt.bodyPart)
+		}
+		if srv.PolicyRequests.Load() != before+1 {
+			t.Errorf("%s: the server was not asked exactly once", tt.name)
+		}
 	}
 }
 

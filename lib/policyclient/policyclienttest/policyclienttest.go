@@ -92,28 +92,37 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		_ = json.NewEncoder(w).Encode(version)
-	case "/networking/v0/internal/policies":
+	case "/networking/v0/internal/policies", "/networking/v1/internal/policies":
 		s.PolicyRequests.Add(1)
+		values, filtered := r.URL.Query()["id"]
 		want := map[string]bool{}
-		for _, v := range r.URL.Query()["id"] {
+		for _, v := range values {
 			for _, id := range strings.Split(v, ",") {
 				want[strings.TrimSpace(id)] = true
 			}
 		}
-		_ = json.NewEncoder(w).Encode(encode(ps, want))
+		var selected []models.Policy
+		for _, p := range ps {
+			if !filtered || want[p.Source.ID] || want[p.Destination.ID] {
+				selected = append(selected, p)
+			}
+		}
+		_ = json.NewEncoder(w).Encode(encode(selected, strings.HasPrefix(r.URL.Path, "/networking/v1/")))
 	default:
 		http.NotFound(w, r)
 	}
 }
 
-func encode(ps []models.Policy, want map[string]bool) any {
+// encode writes ps in the v0 shape (port, plus ports for a range) or the v1 shape
+// (ports always, and total_policies).
+func encode(ps []models.Policy, v1 bool) any {
 	type ports struct {
 		Start int `json:"start"`
 		End   int `json:"end"`
 	}
 	type dst struct {
 		ID       string `json:"id"`
-		Port     int    `json:"port"`
+		Port     int    `json:"port,omitempty"`
 		Ports    *ports `json:"ports,omitempty"`
 		Protocol string `json:"protocol"`
 		Tag      string `json:"tag"`
@@ -128,14 +137,19 @@ func encode(ps []models.Policy, want map[string]bool) any {
 	}
 	out := []policy{}
 	for _, p := range ps {
-		if !want[p.Source.ID] && !want[p.Destination.ID] {
-			continue
+		d := dst{ID: p.Destination.ID, Protocol: p.Destination.Protocol, Tag: p.Destination.Tag}
+		pr := &ports{Start: p.Destination.Ports.Start, End: p.Destination.Ports.End}
+		if !v1 {
+			d.Port = pr.Start
+			if pr.End == pr.Start {
+				pr = nil
+			}
 		}
-		d := dst{ID: p.Destination.ID, Port: p.Destination.Ports.Start, Protocol: p.Destination.Protocol, Tag: p.Destination.Tag}
-		if p.Destination.Ports.End != p.Destination.Ports.Start {
-			d.Ports = &ports{Start: p.Destination.Ports.Start, End: p.Destination.Ports.End}
-		}
+		d.Ports = pr
 		out = append(out, policy{Destination: d, Source: src{ID: p.Source.ID, Tag: p.Source.Tag}})
+	}
+	if v1 {
+		return map[string]any{"total_policies": len(out), "policies": out}
 	}
 	return map[string]any{"policies": out}
 }
