@@ -20,6 +20,8 @@ import (
 // BenchmarkWrapperVsBridge alternates ADD+DEL through the wrapper and through the bare
 // bridge plugin (same bridge, IPAM and MTU; the wrapper's datastore already holds 249
 // other containers, as on a full cell) and reports the median and p99 of each command.
+// The wrapper is built as the release builds it (static, see buildWrapper); the bridge
+// is the one in CNI_PATH, as `make test` installs it.
 func BenchmarkWrapperVsBridge(b *testing.B) {
 	c := newCell(b, 1500)
 	prefill(b, c, 249)

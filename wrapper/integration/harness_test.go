@@ -26,13 +26,18 @@ import (
 // allVersions are the CNI versions a runtime may send.
 var allVersions = []string{"0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"}
 
+// buildWrapper builds the wrapper the way the BOSH package does (scripts/bosh-go-build:
+// static, CGO_ENABLED=0, -trimpath, stripped), so the tests and the benchmark run the
+// binary a cell runs. A cgo build would also pay the dynamic loader on every exec.
 var buildWrapper = sync.OnceValues(func() (string, error) {
 	dir, err := os.MkdirTemp("", "wrapper-bin-")
 	if err != nil {
 		return "", err
 	}
 	bin := filepath.Join(dir, "wrapper")
-	out, err := exec.Command("go", "build", "-o", bin, "netman/cmd/wrapper").CombinedOutput()
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, "netman/cmd/wrapper")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return "", fmt.Errorf("go build: %v: %s", err, out)
 	}
