@@ -184,6 +184,59 @@ func testApplyOwnsOnlyNetmanChains(t *testing.T, be backend) {
 	}
 }
 
+// TestEachChangeIsOneRestore counts the iptables-restore runs: one --noflush transaction
+// per change, whatever it adds, empties or deletes, and none when nothing changed.
+func TestEachChangeIsOneRestore(t *testing.T) {
+	cell := rulestest.NewCell(t)
+	restore, err := exec.LookPath("iptables-restore")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	calls := filepath.Join(dir, "calls")
+	counting := filepath.Join(dir, "iptables-restore")
+	script := fmt.Sprintf("#!/bin/sh\necho \"$*\" >> %s\nexec %s \"$@\"\n", calls, restore)
+	if err := os.WriteFile(counting, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var e *rules.Enforcer
+	inNS(t, cell.NS, func() (err error) {
+		e, err = rules.NewEnforcerWith(filepath.Join(dir, "iptables.lock"), rules.Binaries{IPTables: "iptables", Restore: counting})
+		return err
+	})
+	runs := func() []string {
+		b, err := os.ReadFile(calls)
+		if err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+		return strings.Fields(strings.ReplaceAll(string(b), " ", "_"))
+	}
+
+	cs := []rules.Container{a, b}
+	withPolicy := mustBuild(t, cs, policy("app-a", "0001", "app-b", "0002", "tcp", 8080, 8080))
+	for _, step := range []struct {
+		name string
+		rs   rules.Ruleset
+		runs int
+	}{
+		{"first apply: chains, rules and the FORWARD jump", withPolicy, 1},
+		{"the same set again", withPolicy, 1},
+		{"a policy removed: a chain rewritten and a stale one deleted", mustBuild(t, cs), 2},
+		{"a container and a policy added", mustBuild(t, append(cs, rules.Container{Handle: "c", IP: "10.0.0.9", GroupID: "app-c"}),
+			policy("app-c", "0003", "app-b", "0002", "udp", 53, 53)), 3},
+	} {
+		apply(t, cell.NS, e, step.rs)
+		if got := runs(); len(got) != step.runs {
+			t.Fatalf("%s: %d iptables-restore runs in all, want %d: %v", step.name, len(got), step.runs, got)
+		}
+	}
+	for _, r := range runs() {
+		if !strings.Contains(r, "--noflush") {
+			t.Errorf("iptables-restore ran without --noflush: %s", r)
+		}
+	}
+}
+
 func TestFailedApplyKeepsTheOldRules(t *testing.T) {
 	forEachBackend(t, testFailedApplyKeepsTheOldRules)
 }
