@@ -112,6 +112,9 @@ func (c *Config) validate() error {
 			return err
 		}
 	}
+	if err := validateOperatorMTU(t, c.Delegate); err != nil {
+		return err
+	}
 	if c.EncapsulationOverhead != nil && *c.EncapsulationOverhead < 0 {
 		return fmt.Errorf("encapsulation_overhead %d is negative", *c.EncapsulationOverhead)
 	}
@@ -123,6 +126,33 @@ func (c *Config) validate() error {
 		if _, err := netip.ParseAddr(c.UnderlayIP); err != nil {
 			return fmt.Errorf("underlay_ip: %w", err)
 		}
+	}
+	return nil
+}
+
+// validateOperatorMTU refuses an mtu the operator wrote where the delegate reads it
+// (bridge: its own, flannel: its inner delegate's) when no container can use it. The
+// wrapper never replaces that mtu, so this is the only place it is checked before an
+// interface gets it. 0 is left to the delegate, which reads it as its default.
+func validateOperatorMTU(delegateType string, delegate map[string]any) error {
+	target := delegate
+	if delegateType == "flannel" {
+		target, _ = delegate["delegate"].(map[string]any)
+	}
+	v, ok := target["mtu"]
+	if !ok || v == nil {
+		return nil
+	}
+	n, isNumber := v.(json.Number)
+	m, err := n.Int64()
+	if !isNumber || err != nil {
+		return fmt.Errorf("delegate mtu %v is not a whole number", v)
+	}
+	if m == 0 {
+		return nil
+	}
+	if err := mtu.Validate(int(m)); err != nil {
+		return fmt.Errorf("delegate mtu: %w", err)
 	}
 	return nil
 }

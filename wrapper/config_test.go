@@ -88,6 +88,9 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"negative mtu", `{"name":"n","datastore":"/d","delegate":{"type":"bridge"},"mtu":-1500}`, types.ErrInvalidNetworkConfig},
 		{"negative overhead", `{"name":"n","datastore":"/d","delegate":{"type":"bridge"},"encapsulation_overhead":-1}`, types.ErrInvalidNetworkConfig},
 		{"both underlay ip and interface", `{"name":"n","datastore":"/d","delegate":{"type":"bridge"},"underlay_ip":"10.0.0.1","underlay_interface":"eth0"}`, types.ErrInvalidNetworkConfig},
+		{"operator's bridge mtu too small", `{"name":"n","datastore":"/d","delegate":{"type":"bridge","mtu":575}}`, types.ErrInvalidNetworkConfig},
+		{"operator's flannel inner mtu negative", `{"name":"n","datastore":"/d","delegate":{"type":"flannel","delegate":{"mtu":-1500}}}`, types.ErrInvalidNetworkConfig},
+		{"operator's bridge mtu not a number", `{"name":"n","datastore":"/d","delegate":{"type":"bridge","mtu":"1500"}}`, types.ErrInvalidNetworkConfig},
 		{"bad underlay ip", `{"name":"n","datastore":"/d","delegate":{"type":"bridge"},"underlay_ip":"eth0"}`, types.ErrInvalidNetworkConfig},
 	} {
 		_, err := LoadConfig([]byte(tc.conf))

@@ -42,8 +42,8 @@
 // come back in the version the runtime asked for), the wrapper's name when the delegate
 // has none, runtimeConfig, and on ADD and CHECK the container MTU: as "mtu" for bridge
 // and other plugins, as the inner delegate's "mtu" for flannel. An mtu the operator
-// wrote there is never replaced. The container MTU is the explicit mtu, or the
-// underlay's MTU minus the overhead; below 576 is an error.
+// wrote there is never replaced, but refused when it is below 576. The container MTU
+// is the explicit mtu, or the underlay's MTU minus the overhead; below 576 is an error.
 //
 // # Commands
 //
