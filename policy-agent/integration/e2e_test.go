@@ -285,6 +285,24 @@ func TestEndToEnd(t *testing.T) {
 		until(t, nsA, "udp", a2b8080, false, withinTwoPolls)
 	})
 
+	t.Run("every log line is a JSON object with a level and a message", func(t *testing.T) {
+		logText, err := os.ReadFile(agentLog)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.Split(strings.TrimSpace(string(logText)), "\n")
+		for _, line := range lines {
+			var entry struct {
+				Level string `json:"level"`
+				Msg   string `json:"msg"`
+			}
+			if err := json.Unmarshal([]byte(line), &entry); err != nil || entry.Level == "" || entry.Msg == "" {
+				t.Errorf("log line is not a JSON object with level and msg: %q", line)
+			}
+		}
+		t.Logf("%d JSON log lines across two agent runs and an outage", len(lines))
+	})
+
 	t.Run("container created later is enforced, and a deleted one leaves no rules", func(t *testing.T) {
 		srv.policy(t, "add", appA, appC, "tcp", 8080)
 		nsC, ipC, deleteC := addContainer(top, bins["wrapper"], cniPath, cell, store, "container-c", appC, dir)
