@@ -232,15 +232,16 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 	return p.delegate(ctx, cfg, "GC", delegateOptions{validAttachments: true}, invoke.DelegateGC)
 }
 
-// Status reports whether an ADD could succeed now: the datastore must be readable and a
-// delegate that knows STATUS must report itself ready.
+// Status reports whether an ADD could succeed now: the datastore and its version file
+// must be readable (every write bumps the version) and a delegate that knows STATUS
+// must report itself ready.
 func (p *Plugin) Status(args *skel.CmdArgs) error {
 	ctx := context.Background()
 	cfg, _, err := load(args)
 	if err != nil {
 		return err
 	}
-	if _, err := datastore.Read(cfg.Datastore); err != nil {
+	if _, _, err := datastore.Snapshot(cfg.Datastore); err != nil {
 		return types.NewError(types.ErrPluginNotAvailable, "datastore unusable", err.Error())
 	}
 	ok, err := p.delegateSpeaks(ctx, cfg)

@@ -165,6 +165,36 @@ func TestContainersPingEachOther(t *testing.T) {
 	c.mustExec(invocation{command: "DEL", containerID: "ping-b", netns: b, conf: c.conf("1.1.0", c.bridgeDelegate(), nil)})
 }
 
+// A runtime may remove a container's network namespace before DEL, or repeat DEL
+// without one after a restart: DEL still exits 0, drops the record and releases the IP.
+func TestDelAfterTheNamespaceIsGone(t *testing.T) {
+	c := newCell(t, 1500)
+	container := newNS(t)
+	c.addAndVerify("1.0.0", "ns-gone", container, c.bridgeDelegate(), 1500)
+	if err := container.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := testutils.UnmountNS(container); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(container.Path()); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("namespace %s still there: %v", container.Path(), err)
+	}
+	conf := c.conf("1.0.0", c.bridgeDelegate(), nil)
+	// The namespace's path, now gone, then no namespace at all.
+	c.mustExec(invocation{command: "DEL", containerID: "ns-gone", netns: container, conf: conf})
+	c.mustExec(invocation{command: "DEL", containerID: "ns-gone", conf: conf})
+	if _, ok := c.recordOf("ns-gone"); ok {
+		t.Error("record left after DEL")
+	}
+	if ips := c.reservedIPs("netman-test"); len(ips) != 0 {
+		t.Errorf("host-local still holds %v after DEL", ips)
+	}
+	if !eventually(func() bool { return c.hostVeths() == 0 }) {
+		t.Errorf("%d host veths left after DEL", c.hostVeths())
+	}
+}
+
 // When the record cannot be written, ADD fails and the delegate's work is undone: no
 // eth0, no host veth, no reserved IP.
 func TestAddRollsBackWhenRecordingFails(t *testing.T) {
@@ -342,6 +372,14 @@ func TestGCAndStatus(t *testing.T) {
 		t.Error("GC with a flannel delegate kept a stale record")
 	}
 	c.mustExec(invocation{command: "STATUS", conf: c.conf("1.1.0", c.flannelDelegate(), nil)})
+
+	// An unreadable version file fails every ADD's write as well.
+	version := c.datastore() + datastore.VersionSuffix
+	mustWrite(t, version, "x7")
+	_, err = c.exec(invocation{command: "STATUS", conf: c.conf("1.1.0", c.bridgeDelegate(), nil)})
+	expectCode(t, err, 50)
+	mustWrite(t, version, "7\n")
+	c.mustExec(invocation{command: "STATUS", conf: c.conf("1.1.0", c.bridgeDelegate(), nil)})
 
 	mustWrite(t, c.datastore(), "{not json")
 	_, err = c.exec(invocation{command: "STATUS", conf: c.conf("1.1.0", c.bridgeDelegate(), nil)})
