@@ -25,7 +25,9 @@ import (
 
 // Store is what the cache reads from.
 type Store interface {
-	All(ctx context.Context) ([]models.Policy, error)
+	// Snapshot returns every policy and the version they are exactly the state of,
+	// read together.
+	Snapshot(ctx context.Context) ([]models.Policy, int64, error)
 	ByGroupIDs(ctx context.Context, ids []string) ([]models.Policy, error)
 	LastUpdated(ctx context.Context) (int64, error)
 }
@@ -162,11 +164,11 @@ func (c *Cache) refresh(ctx context.Context, mayRebuild bool) (pending bool, too
 	if !mayRebuild {
 		return true, 0, nil
 	}
-	// The version was read before the policies, so the snapshot holds at least
-	// everything up to version; a newer change bumps the version again and the next
-	// check rebuilds.
+	// The snapshot is labelled with the version its policies were read at, not the
+	// one just checked: a change committed in between is then in both, and the next
+	// check does not rebuild for it again.
 	qctx, cancel = context.WithTimeout(ctx, c.opts.LoadTimeout)
-	all, err := c.store.All(qctx)
+	all, version, err := c.store.Snapshot(qctx)
 	cancel()
 	if err != nil {
 		return false, 0, fmt.Errorf("loading policies: %w", err)
@@ -241,7 +243,7 @@ func (c *Cache) All(ctx context.Context) (policies []Policy, snap *Snapshot, err
 		return s.Policies, s, nil
 	}
 	c.fallback()
-	all, err := c.store.All(ctx)
+	all, _, err := c.store.Snapshot(ctx)
 	if err != nil {
 		return nil, nil, err
 	}

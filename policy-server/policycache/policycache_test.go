@@ -187,11 +187,11 @@ func (f *failingStore) LastUpdated(ctx context.Context) (int64, error) {
 	return f.Store.LastUpdated(ctx)
 }
 
-func (f *failingStore) All(ctx context.Context) ([]models.Policy, error) {
+func (f *failingStore) Snapshot(ctx context.Context) ([]models.Policy, int64, error) {
 	if f.listErr != nil {
-		return nil, f.listErr
+		return nil, 0, f.listErr
 	}
-	return f.Store.All(ctx)
+	return f.Store.Snapshot(ctx)
 }
 
 func TestDatabaseFailures(t *testing.T) {
@@ -264,13 +264,14 @@ func (m *movingStore) LastUpdated(context.Context) (int64, error) {
 	return m.version, nil
 }
 
-func (m *movingStore) All(context.Context) ([]models.Policy, error) {
+func (m *movingStore) Snapshot(context.Context) ([]models.Policy, int64, error) {
 	start := time.Now()
 	time.Sleep(m.load)
 	m.mu.Lock()
+	defer m.mu.Unlock()
 	m.loads = append(m.loads, [2]time.Time{start, time.Now()})
-	m.mu.Unlock()
-	return nil, nil
+	m.version++
+	return nil, m.version, nil
 }
 
 // While the version keeps moving, Run does not rebuild back to back: it pauses at
@@ -365,5 +366,45 @@ func TestFreshWithinASecondWhileTheVersionMoves(t *testing.T) {
 	<-writing
 	if checked == 0 {
 		t.Fatal("no answer was old enough to check")
+	}
+}
+
+// racingStore commits a change right after a version read, as another replica might
+// while the cache loads.
+type racingStore struct {
+	*store.Store
+	change func()
+}
+
+func (r *racingStore) LastUpdated(ctx context.Context) (int64, error) {
+	v, err := r.Store.LastUpdated(ctx)
+	if r.change != nil {
+		r.change()
+		r.change = nil
+	}
+	return v, err
+}
+
+// A change committed between the version check and the load is in the snapshot, and
+// the snapshot carries its version: the next check confirms it instead of rebuilding.
+func TestChangeDuringLoadIsNotRebuiltTwice(t *testing.T) {
+	st, _, _ := apitest.NewStore(t)
+	ctx := apitest.Ctx(t)
+	apitest.Create(t, st, apitest.Policy("a", "b", "tcp", 8080, 8080))
+	rs := &racingStore{Store: st, change: func() { apitest.Create(t, st, apitest.Policy("a", "c", "tcp", 8080, 8080)) }}
+	rebuilds := &countingObserver{}
+	c := policycache.New(rs, policycache.Options{MaxAge: time.Hour, Observe: rebuilds})
+	if err := c.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.ByGroupIDs(ctx, []string{"a"})
+	if err != nil || len(got) != 2 {
+		t.Fatalf("snapshot after a change during the load: %v, %v; want both policies", keys(got), err)
+	}
+	if err := c.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if rebuilds.rebuilds != 1 {
+		t.Fatalf("%d rebuilds, want 1: the second check should confirm the snapshot", rebuilds.rebuilds)
 	}
 }
