@@ -82,13 +82,8 @@ func watch(from ns.NetNS, proto, addr string, want bool) (stop func() (probes, w
 func TestEndToEnd(t *testing.T) {
 	cniPath := requireE2E(t)
 	dir := t.TempDir()
-	bins := build(t, dir, []string{"wrapper", "policy-server", "policy-agent", "netman"}, map[string]bool{"netman": true})
+	bins := build(t, dir, "wrapper", "policy-server", "policy-agent", "netman")
 	srv := startPolicyServer(t, bins, dir)
-	if srv.netman == "" {
-		t.Log("policies are changed through the external API: the netman CLI does not build in this tree")
-	} else {
-		t.Log("policies are changed with `netman policies add|remove`")
-	}
 
 	cell := rulestest.NewNS(t)
 	if err := cell.Do(func(ns.NetNS) error {

@@ -35,30 +35,22 @@ func repoRoot(t testing.TB) string {
 	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
 }
 
-// build compiles the named commands into dir and returns their paths by name. A command
-// that does not build (because it does not exist yet) is left out when optional.
-func build(t testing.TB, dir string, cmds []string, optional map[string]bool) map[string]string {
+// build compiles the named commands into dir, in one go invocation as `make build` does,
+// and returns their paths by name.
+func build(t testing.TB, dir string, cmds ...string) map[string]string {
 	t.Helper()
+	args := []string{"build", "-o", dir + "/"}
 	out := map[string]string{}
 	for _, c := range cmds {
-		bin := filepath.Join(dir, c)
-		cmd := exec.Command("go", "build", "-o", bin, "./cmd/"+c)
-		cmd.Dir = repoRoot(t)
-		if b, err := cmd.CombinedOutput(); err != nil {
-			if optional[c] {
-				t.Logf("cmd/%s does not build; going without it: %s", c, firstLine(b))
-				continue
-			}
-			t.Fatalf("building cmd/%s: %v\n%s", c, err, b)
-		}
-		out[c] = bin
+		args = append(args, "./cmd/"+c)
+		out[c] = filepath.Join(dir, c)
+	}
+	cmd := exec.Command("go", args...)
+	cmd.Dir = repoRoot(t)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building %v: %v\n%s", cmds, err, b)
 	}
 	return out
-}
-
-func firstLine(b []byte) string {
-	s, _, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
-	return s
 }
 
 func writeJSON(t testing.TB, path string, v any) {
@@ -234,7 +226,7 @@ type policyServer struct {
 	internalPort     int
 	health           string
 	token            string
-	netman           string // the netman CLI, when it builds
+	netman           string // the netman CLI
 	proc             *process
 	certs            mutualtlstest.Files
 }
@@ -269,37 +261,13 @@ func (s *policyServer) start(t testing.TB) {
 	waitHTTP(t, nil, s.health, 60*time.Second)
 }
 
-// policy adds ("add") or removes ("remove") one policy: with `netman policies` when the CLI
-// builds, else with the same request on the external API.
+// policy adds ("add") or removes ("remove") one policy with `netman policies`.
 func (s *policyServer) policy(t testing.TB, verb, src, dst, proto string, port int) {
 	t.Helper()
-	if s.netman != "" {
-		cmd := exec.Command(s.netman, "policies", verb, src, dst, "--protocol", proto, "--port", strconv.Itoa(port), "--api", s.external)
-		cmd.Env = append(os.Environ(), "NETMAN_TOKEN="+s.token)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("netman policies %s %s %s: %v\n%s", verb, src, dst, err, out)
-		}
-		return
-	}
-	path := "/networking/v1/external/policies"
-	if verb == "remove" {
-		path += "/delete"
-	}
-	body, _ := json.Marshal(map[string]any{"policies": []any{map[string]any{
-		"source":      map[string]any{"id": src},
-		"destination": map[string]any{"id": dst, "protocol": proto, "ports": map[string]any{"start": port, "end": port}},
-	}}})
-	req, _ := http.NewRequestWithContext(context.Background(), http.MethodPost, s.external+path, bytes.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+s.token)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("external API %s: %v", verb, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(resp.Body)
-		t.Fatalf("external API %s: %d %s", verb, resp.StatusCode, b)
+	cmd := exec.Command(s.netman, "policies", verb, src, dst, "--protocol", proto, "--port", strconv.Itoa(port), "--api", s.external)
+	cmd.Env = append(os.Environ(), "NETMAN_TOKEN="+s.token)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("netman policies %s %s %s: %v\n%s", verb, src, dst, err, out)
 	}
 }
 
