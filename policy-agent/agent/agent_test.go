@@ -131,6 +131,15 @@ func (f *fixture) save(t *testing.T) string {
 	return string(out)
 }
 
+// twoApps puts a container of app-a and one of app-b on the cell, and a policy
+// app-a -> app-b tcp 8080 on the server.
+func (f *fixture) twoApps(t testing.TB) {
+	t.Helper()
+	f.add(t, "a", "10.0.0.2", "app-a")
+	f.add(t, "b", "10.0.0.3", "app-b")
+	f.srv.Set([]models.Policy{pol("app-a", "0001", "app-b", "0002", 8080)})
+}
+
 func pol(src, srcTag, dst, dstTag string, port int) models.Policy {
 	return models.Policy{
 		Source:      models.Source{ID: src, Tag: srcTag},
@@ -140,9 +149,7 @@ func pol(src, srcTag, dst, dstTag string, port int) models.Policy {
 
 func TestCycleDoesWorkOnlyWhenSomethingChanged(t *testing.T) {
 	f := newFixture(t, nil)
-	f.add(t, "a", "10.0.0.2", "app-a")
-	f.add(t, "b", "10.0.0.3", "app-b")
-	f.srv.Set([]models.Policy{pol("app-a", "0001", "app-b", "0002", 8080)})
+	f.twoApps(t)
 
 	f.expect(t, "first cycle", agent.Applied)
 	if !strings.Contains(f.save(t), "-A netman-in-0002 -p tcp -m tcp --dport 8080 -m mark --mark 0x1/0xffff -j ACCEPT") {
@@ -186,9 +193,7 @@ func TestCycleDoesWorkOnlyWhenSomethingChanged(t *testing.T) {
 
 func TestServerDownKeepsTheRules(t *testing.T) {
 	f := newFixture(t, nil)
-	f.add(t, "a", "10.0.0.2", "app-a")
-	f.add(t, "b", "10.0.0.3", "app-b")
-	f.srv.Set([]models.Policy{pol("app-a", "0001", "app-b", "0002", 8080)})
+	f.twoApps(t)
 	f.expect(t, "first cycle", agent.Applied)
 	before := f.save(t)
 
@@ -244,9 +249,7 @@ func (failingEnforcer) Resync() {}
 
 func TestResyncRepairsRulesSomeoneRemoved(t *testing.T) {
 	f := newFixture(t, func(o *agent.Options) { o.Resync = time.Minute })
-	f.add(t, "a", "10.0.0.2", "app-a")
-	f.add(t, "b", "10.0.0.3", "app-b")
-	f.srv.Set([]models.Policy{pol("app-a", "0001", "app-b", "0002", 8080)})
+	f.twoApps(t)
 	f.expect(t, "first", agent.Applied)
 	want := f.save(t)
 	_ = f.cell.NS.Do(func(ns.NetNS) error {
