@@ -165,12 +165,13 @@ func (a *Agent) cycle(ctx context.Context) (Outcome, rules.Result, error) {
 		a.opts.Metrics.pollErrors.WithLabelValues("policy_server").Inc()
 		return Failed, rules.Result{}, fmt.Errorf("asking the policy server for changes: %w", err)
 	}
+	// Without a change signal (either time) every cycle counts as a change.
+	signalMoved := !a.synced || !signalOK || !a.signalOK || signal != a.signal
 	signalSeen := a.signalSeen
-	if !a.synced || !signalOK || !a.signalOK || signal != a.signal {
+	if signalMoved {
 		signalSeen = now
 	}
-	if a.synced && !dsChanged && signalOK && a.signalOK && signal == a.signal &&
-		!a.lastFetch.Before(signalSeen.Add(Freshness)) {
+	if !dsChanged && !signalMoved && !a.lastFetch.Before(signalSeen.Add(Freshness)) {
 		return Skipped, rules.Result{}, nil
 	}
 
