@@ -24,7 +24,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: netprobe listen|dial [flags]")
+		fmt.Fprintln(os.Stderr, "usage: netprobe listen|dial|forward [flags]")
 		os.Exit(2)
 	}
 	var err error
@@ -36,7 +36,7 @@ func main() {
 	case "forward":
 		err = forward(os.Args[2:])
 	default:
-		err = fmt.Errorf("unknown command %q (want listen or dial)", os.Args[1])
+		err = fmt.Errorf("unknown command %q (want listen, dial or forward)", os.Args[1])
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "netprobe:", err)
@@ -151,7 +151,8 @@ func forward(args []string) error {
 			defer out.Close()
 			go func() {
 				io.Copy(out, in)
-				out.Close() // the client is done: let the server see it
+				// The client is done sending: pass that on, and keep its answer coming.
+				out.(*net.TCPConn).CloseWrite()
 			}()
 			io.Copy(in, out)
 		}()
