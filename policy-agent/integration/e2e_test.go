@@ -82,7 +82,7 @@ func watch(from ns.NetNS, proto, addr string, want bool) (stop func() (probes, w
 func TestEndToEnd(t *testing.T) {
 	cniPath := requireE2E(t)
 	dir := t.TempDir()
-	bins := build(t, dir, "wrapper", "policy-server", "policy-agent", "netman")
+	bins := build(t, dir, "cmd/wrapper", "cmd/policy-server", "cmd/policy-agent", "cmd/netman", "internal/tools/netprobe")
 	srv := startPolicyServer(t, bins, dir)
 
 	cell := rulestest.NewNS(t)
@@ -117,7 +117,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 
 	// The agent, inside the cell, reaching the server through the cell's loopback.
-	forward(t, cell, "127.0.0.1:"+strconv.Itoa(srv.internalPort))
+	forward(t, bins["netprobe"], cell, "127.0.0.1:"+strconv.Itoa(srv.internalPort), dir)
 	ports := freeport.Take(t, 2)
 	health, debug := ports[0], ports[1]
 	agentConfig := filepath.Join(dir, "policy-agent.json")

@@ -13,7 +13,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -35,20 +34,20 @@ func repoRoot(t testing.TB) string {
 	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
 }
 
-// build compiles the named commands into dir, in one go invocation as `make build` does,
-// and returns their paths by name.
-func build(t testing.TB, dir string, cmds ...string) map[string]string {
+// build compiles the named packages (paths from the module root) into dir, in one go
+// invocation as `make build` does, and returns the binaries' paths by their names.
+func build(t testing.TB, dir string, pkgs ...string) map[string]string {
 	t.Helper()
 	args := []string{"build", "-o", dir + "/"}
 	out := map[string]string{}
-	for _, c := range cmds {
-		args = append(args, "./cmd/"+c)
-		out[c] = filepath.Join(dir, c)
+	for _, p := range pkgs {
+		args = append(args, "./"+p)
+		out[filepath.Base(p)] = filepath.Join(dir, filepath.Base(p))
 	}
 	cmd := exec.Command("go", args...)
 	cmd.Dir = repoRoot(t)
 	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("building %v: %v\n%s", cmds, err, b)
+		t.Fatalf("building %v: %v\n%s", pkgs, err, b)
 	}
 	return out
 }
@@ -186,37 +185,31 @@ func getBody(t testing.TB, in ns.NetNS, url string) string {
 	return string(body)
 }
 
-// forward listens on addr inside namespace in and connects every connection to the same
-// address in this namespace: the cell reaches the policy server on the host's loopback the
-// way a real cell reaches it over the network, with TLS end to end.
-func forward(t testing.TB, in ns.NetNS, addr string) {
+// forward runs the demo's `netprobe forward`: it listens on addr inside namespace in and
+// connects every connection to the same address in this namespace, so the cell reaches
+// the policy server on the host's loopback the way a real cell reaches it over the
+// network, with TLS end to end. It returns once the listener accepts.
+func forward(t testing.TB, netprobe string, in ns.NetNS, addr, dir string) {
 	t.Helper()
-	var ln net.Listener
-	if err := in.Do(func(ns.NetNS) (err error) { ln, err = net.Listen("tcp", addr); return err }); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			down, err := ln.Accept()
-			if err != nil {
-				return
+	start(t, nil, "netprobe forward", filepath.Join(dir, "forward.log"), netprobe, "forward",
+		"-netns", in.Path(), "-listen", addr, "-to", addr)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := in.Do(func(ns.NetNS) error {
+			c, err := net.DialTimeout("tcp", addr, time.Second)
+			if err == nil {
+				c.Close()
 			}
-			go func() {
-				defer down.Close()
-				up, err := net.DialTimeout("tcp", addr, 2*time.Second)
-				if err != nil {
-					return
-				}
-				defer up.Close()
-				var wg sync.WaitGroup
-				wg.Add(1)
-				go func() { defer wg.Done(); _, _ = io.Copy(up, down); up.(*net.TCPConn).CloseWrite() }()
-				_, _ = io.Copy(down, up)
-				wg.Wait()
-			}()
+			return err
+		})
+		if err == nil {
+			return
 		}
-	}()
+		if time.Now().After(deadline) {
+			t.Fatalf("netprobe forward does not listen on %s in the cell: %v", addr, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // policyServer is the real policy server binary on a real Postgres database.
