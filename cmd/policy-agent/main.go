@@ -118,7 +118,9 @@ in. GET /health on 127.0.0.1:health_check_port, Prometheus /metrics on
 	return 0
 }
 
-// httpRunner serves handler on 127.0.0.1:port until signalled.
+// httpRunner serves handler on 127.0.0.1:port until signalled. It is not ifrit's
+// http_server because that one sets no timeouts: a client that never finishes its request
+// headers would hold a connection forever.
 func httpRunner(port int, handler http.Handler, logger *slog.Logger) ifrit.Runner {
 	return ifrit.RunFunc(func(signals <-chan os.Signal, ready chan<- struct{}) error {
 		srv := &http.Server{
