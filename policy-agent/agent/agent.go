@@ -74,7 +74,6 @@ type Agent struct {
 	synced     bool
 	dsVersion  uint64
 	containers []rules.Container
-	ids        []string
 	signal     int64
 	signalOK   bool
 	signalSeen time.Time
@@ -146,7 +145,7 @@ func (a *Agent) cycle(ctx context.Context) (Outcome, rules.Result, error) {
 		a.opts.Metrics.pollErrors.WithLabelValues("datastore").Inc()
 		return Failed, rules.Result{}, fmt.Errorf("reading datastore version: %w", err)
 	}
-	containers, ids := a.containers, a.ids
+	containers := a.containers
 	dsChanged := !a.synced || version != a.dsVersion
 	if dsChanged {
 		records, v, err := datastore.Snapshot(a.opts.Datastore)
@@ -155,7 +154,7 @@ func (a *Agent) cycle(ctx context.Context) (Outcome, rules.Result, error) {
 			return Failed, rules.Result{}, fmt.Errorf("reading datastore: %w", err)
 		}
 		version = v
-		containers, ids = local(records)
+		containers = local(records)
 	}
 
 	// The signal is read before the policies: a change after this read moves it again.
@@ -175,7 +174,7 @@ func (a *Agent) cycle(ctx context.Context) (Outcome, rules.Result, error) {
 		return Skipped, rules.Result{}, nil
 	}
 
-	policies, err := a.opts.Source.Policies(ctx, ids)
+	policies, err := a.opts.Source.Policies(ctx, groupIDs(containers))
 	if err != nil {
 		a.opts.Metrics.pollErrors.WithLabelValues("policy_server").Inc()
 		return Failed, rules.Result{}, fmt.Errorf("fetching policies: %w", err)
@@ -209,27 +208,35 @@ func (a *Agent) cycle(ctx context.Context) (Outcome, rules.Result, error) {
 		a.lastResync = now
 	}
 	a.synced = true
-	a.dsVersion, a.containers, a.ids = version, containers, ids
+	a.dsVersion, a.containers = version, containers
 	a.signal, a.signalOK, a.signalSeen, a.lastFetch = signal, signalOK, signalSeen, now
 	return out, res, nil
 }
 
-// local turns datastore records into containers and the sorted, distinct group ids.
-func local(records map[string]datastore.Container) ([]rules.Container, []string) {
+// local turns datastore records into containers.
+func local(records map[string]datastore.Container) []rules.Container {
 	cs := make([]rules.Container, 0, len(records))
-	var ids []string
 	for handle, r := range records {
-		group, _ := r.Metadata["policy_group_id"].(string)
 		if r.IP == "" {
 			continue
 		}
+		group, _ := r.Metadata["policy_group_id"].(string)
 		cs = append(cs, rules.Container{Handle: handle, IP: r.IP, GroupID: group})
-		if group != "" {
-			ids = append(ids, group)
+	}
+	return cs
+}
+
+// groupIDs is the sorted, distinct policy_group_ids of containers: what the agent asks
+// the policy server about.
+func groupIDs(cs []rules.Container) []string {
+	ids := make([]string, 0, len(cs))
+	for _, c := range cs {
+		if c.GroupID != "" {
+			ids = append(ids, c.GroupID)
 		}
 	}
 	slices.Sort(ids)
-	return cs, slices.Compact(ids)
+	return slices.Compact(ids)
 }
 
 // Run cycles until a signal arrives (an ifrit.Runner). The first cycle runs at once; ready
