@@ -191,7 +191,8 @@ func (a *Agent) cycle(ctx context.Context) (Outcome, rules.Result, error) {
 	if a.applied == nil || !rs.Equal(*a.applied) {
 		enforceStart := time.Now()
 		res, err = a.opts.Enforcer.Apply(ctx, rs)
-		a.opts.Metrics.enforce.Observe(time.Since(enforceStart).Seconds())
+		took := time.Since(enforceStart)
+		a.opts.Metrics.enforce.Observe(took.Seconds())
 		if err != nil {
 			a.opts.Metrics.pollErrors.WithLabelValues("iptables").Inc()
 			a.applied = nil
@@ -202,7 +203,7 @@ func (a *Agent) cycle(ctx context.Context) (Outcome, rules.Result, error) {
 		a.opts.Metrics.applied(res)
 		log.Info("rules applied", "containers", len(containers), "policies", len(policies),
 			"rules", res.Rules, "rules_written", res.RulesWritten, "rules_changed", res.RulesChanged,
-			"stale_chains", res.ChainsStale, "took", time.Since(enforceStart).String())
+			"stale_chains", res.ChainsStale, "took", took.String())
 	}
 	if !a.synced {
 		a.lastResync = now
