@@ -67,24 +67,43 @@ func Build(containers []Container, policies []models.Policy) (Ruleset, []error) 
 	var problems []error
 
 	type local struct {
-		ip    netip.Addr
-		group string
+		ip            netip.Addr
+		group, handle string
 	}
 	locals := make([]local, 0, len(containers))
-	localGroups := map[string]bool{}
 	for _, c := range containers {
 		ip, err := parseIPv4(c.IP)
 		if err != nil {
 			problems = append(problems, fmt.Errorf("container %s: %w", c.Handle, err))
 			continue
 		}
-		locals = append(locals, local{ip: ip, group: c.GroupID})
-		if c.GroupID != "" {
-			localGroups[c.GroupID] = true
+		locals = append(locals, local{ip: ip, group: c.GroupID, handle: c.Handle})
+	}
+	// Two records with one address (a stale one, until the runtime's GC drops it) are
+	// enforced as the first by group and handle, whatever order the datastore gave, so
+	// the rules do not flip between reads.
+	slices.SortFunc(locals, func(a, b local) int {
+		if c := a.ip.Compare(b.ip); c != 0 {
+			return c
+		}
+		if c := strings.Compare(a.group, b.group); c != 0 {
+			return c
+		}
+		return strings.Compare(a.handle, b.handle)
+	})
+	kept := locals[:0]
+	localGroups := map[string]bool{}
+	for _, l := range locals {
+		if n := len(kept); n > 0 && kept[n-1].ip == l.ip {
+			problems = append(problems, fmt.Errorf("container %s: ip %s is also container %s's, enforced as that one", l.handle, l.ip, kept[n-1].handle))
+			continue
+		}
+		kept = append(kept, l)
+		if l.group != "" {
+			localGroups[l.group] = true
 		}
 	}
-	slices.SortFunc(locals, func(a, b local) int { return a.ip.Compare(b.ip) })
-	locals = slices.CompactFunc(locals, func(a, b local) bool { return a.ip == b.ip })
+	locals = kept
 
 	// Tags of local groups, learnt from either end of any policy, and the allow rules
 	// of each local destination group.

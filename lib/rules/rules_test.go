@@ -152,6 +152,26 @@ func TestBuildIsDeterministic(t *testing.T) {
 	}
 }
 
+func TestBuildOneAddressTwoRecords(t *testing.T) {
+	// A stale record of a deleted container whose address the runtime gave to a new one.
+	stale := rules.Container{Handle: "old", IP: "10.0.0.3", GroupID: "app-old"}
+	ps := []models.Policy{
+		policy("app-a", "0001", "app-b", "0002", "tcp", 8080, 8080),
+		policy("app-a", "0001", "app-old", "0003", "tcp", 9090, 9090),
+	}
+	first, problems := rules.Build([]rules.Container{a, b, stale}, ps)
+	second, _ := rules.Build([]rules.Container{stale, a, b}, ps)
+	if !first.Equal(second) {
+		t.Fatalf("record order changed the rules:\n%s\n%s", dump(first), dump(second))
+	}
+	if len(problems) != 1 || !strings.Contains(problems[0].Error(), "10.0.0.3") {
+		t.Errorf("problems = %v, want one naming the shared address", problems)
+	}
+	if n := strings.Count(dump(first), "-d 10.0.0.3/32"); n != 1 {
+		t.Errorf("%d dispatch rules for the shared address, want 1:\n%s", n, dump(first))
+	}
+}
+
 func dump(r rules.Ruleset) string {
 	var names []string
 	for n := range r.Chains {
