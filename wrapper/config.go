@@ -112,7 +112,7 @@ func (c *Config) validate() error {
 			return err
 		}
 	}
-	if err := validateOperatorMTU(t, c.Delegate); err != nil {
+	if err := validateOperatorMTU(c.Delegate); err != nil {
 		return err
 	}
 	if c.EncapsulationOverhead != nil && *c.EncapsulationOverhead < 0 {
@@ -134,13 +134,9 @@ func (c *Config) validate() error {
 // (bridge: its own, flannel: its inner delegate's) when no container can use it. The
 // wrapper never replaces that mtu, so this is the only place it is checked before an
 // interface gets it. 0 is left to the delegate, which reads it as its default.
-func validateOperatorMTU(delegateType string, delegate map[string]any) error {
-	target := delegate
-	if delegateType == "flannel" {
-		target, _ = delegate["delegate"].(map[string]any)
-	}
-	v, ok := target["mtu"]
-	if !ok || v == nil {
+func validateOperatorMTU(delegate map[string]any) error {
+	v := mtuTarget(maps.Clone(delegate))["mtu"]
+	if v == nil {
 		return nil
 	}
 	n, isNumber := v.(json.Number)
