@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/types/create"
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -159,20 +160,8 @@ type invocation struct {
 	plugin                       string // path; the wrapper when empty
 }
 
-// cniError is the error JSON a failing plugin prints.
-type cniError struct {
-	Code    uint   `json:"code"`
-	Msg     string `json:"msg"`
-	Details string `json:"details"`
-	Stderr  string `json:"-"`
-}
-
-func (e *cniError) Error() string {
-	return fmt.Sprintf("code %d msg %q details %q stderr %q", e.Code, e.Msg, e.Details, e.Stderr)
-}
-
 // exec runs the plugin in the cell's namespace as a runtime would and returns its
-// stdout; a failure is a *cniError decoded from stdout.
+// stdout; a failure wraps the *types.Error the plugin printed on stdout.
 func (c *cell) exec(inv invocation) ([]byte, error) {
 	r, err := c.start(inv)
 	if err != nil {
@@ -226,11 +215,11 @@ func (r *running) wait() ([]byte, error) {
 	if !errors.As(err, &exit) {
 		return nil, err
 	}
-	e := &cniError{Stderr: r.stderr.String()}
+	e := &types.Error{}
 	if jerr := json.Unmarshal(r.stdout.Bytes(), e); jerr != nil {
 		return nil, fmt.Errorf("%s exited %v with stdout %q (not CNI error JSON: %v), stderr %q", r.command, err, r.stdout.String(), jerr, r.stderr.String())
 	}
-	return nil, e
+	return nil, fmt.Errorf("%s: CNI error code %d: %w; stderr %q", r.command, e.Code, e, r.stderr.String())
 }
 
 func (c *cell) mustExec(inv invocation) []byte {
@@ -243,9 +232,9 @@ func (c *cell) mustExec(inv invocation) []byte {
 }
 
 // expectCode fails unless err is a CNI error with the code.
-func expectCode(t testing.TB, err error, code uint) *cniError {
+func expectCode(t testing.TB, err error, code uint) *types.Error {
 	t.Helper()
-	var ce *cniError
+	var ce *types.Error
 	if !errors.As(err, &ce) {
 		t.Fatalf("got %v, want CNI error code %d", err, code)
 	}

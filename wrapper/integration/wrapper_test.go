@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/testutils"
 
@@ -289,15 +290,15 @@ func TestErrorsAreCNIErrorJSON(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := c.exec(invocation{command: "ADD", containerID: "e1", netns: newNS(t), conf: tc.conf})
-			var ce *cniError
+			var ce *types.Error
 			if !errors.As(err, &ce) {
 				t.Fatalf("got %v, want CNI error JSON", err)
 			}
 			if (tc.code != 0 && ce.Code != tc.code) || ce.Code == 0 || ce.Msg == "" {
-				t.Fatalf("got %s, want code %d", ce, tc.code)
+				t.Fatalf("got %s, want code %d", err, tc.code)
 			}
 			if tc.msgPart != "" && !strings.Contains(ce.Msg+ce.Details, tc.msgPart) {
-				t.Fatalf("got %s, want %q in it", ce, tc.msgPart)
+				t.Fatalf("got %s, want %q in it", err, tc.msgPart)
 			}
 		})
 	}
