@@ -77,12 +77,13 @@ type Options struct {
 	// LoadTimeout bounds loading all policies for a new snapshot (default 2m).
 	LoadTimeout time.Duration
 	// RebuildPause is the shortest pause Run leaves between the end of one rebuild and
-	// the start of the next (default 100ms). The pause also lasts at least as long as
-	// the last rebuild took (up to MaxAge/2), so while the version keeps moving (a bulk
-	// import commits every few milliseconds) rebuilds use at most about half the time
-	// instead of running back to back. A change after a quiet period is still picked up
-	// at once. Freshness does not depend on it: a snapshot that waits for its rebuild
-	// ages out after MaxAge like any other, and requests then go to the database.
+	// the start of the next (default 100ms). While the version keeps moving (a bulk
+	// import commits every few milliseconds) the pause also lasts as long as the last
+	// rebuild took, so rebuilds use about half the time instead of running back to
+	// back, unless that would let the served snapshot expire before the next one is
+	// ready (see rebuildPause). A change after a quiet period is picked up at once.
+	// Freshness does not depend on it: a snapshot that waits for its rebuild ages out
+	// after MaxAge like any other, and requests then go to the database.
 	RebuildPause time.Duration
 	Logger       *slog.Logger
 	// Observe, when set, is told about rebuilds and database fallbacks (metrics).
@@ -194,7 +195,7 @@ func (c *Cache) Run(ctx context.Context) error {
 		wait := c.opts.CheckInterval
 		pending, took, err := c.refresh(ctx, !time.Now().Before(nextRebuild))
 		if took > 0 {
-			nextRebuild = time.Now().Add(max(c.opts.RebuildPause, min(took, c.opts.MaxAge/2)))
+			nextRebuild = time.Now().Add(c.rebuildPause(took))
 		}
 		kick := c.kick
 		if pending {
@@ -225,6 +226,15 @@ func (c *Cache) Run(ctx context.Context) error {
 			t.Stop()
 		}
 	}
+}
+
+// rebuildPause is how long Run waits after a rebuild that took took before starting
+// another: as long as the rebuild took, but short enough that the next rebuild, if it
+// takes as long, is ready before the snapshot just built expires (its confirmation
+// started took before now), so polls keep being served from memory; and never less
+// than RebuildPause.
+func (c *Cache) rebuildPause(took time.Duration) time.Duration {
+	return max(c.opts.RebuildPause, min(took, c.opts.MaxAge-2*took-c.opts.RebuildPause))
 }
 
 // Fresh returns the snapshot if it may be served now, or nil.
