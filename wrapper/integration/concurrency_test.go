@@ -112,12 +112,7 @@ func TestHundredParallelAddsThenDels(t *testing.T) {
 	if err != nil || len(records) != 0 {
 		t.Fatalf("after %d DELs: %d records, %v", n, len(records), err)
 	}
-	if got := c.reservedIPs("netman-test"); len(got) != 0 {
-		t.Errorf("host-local still holds %d IPs", len(got))
-	}
-	if !eventually(func() bool { return c.hostVeths() == 0 }) {
-		t.Errorf("%d host veths left", c.hostVeths())
-	}
+	c.expectNothingLeft(t, "netman-test", fmt.Sprintf("after %d DELs", n))
 }
 
 // Wrapper processes killed with SIGKILL in the middle of ADD (as an OOM killer or a
@@ -177,10 +172,5 @@ func TestKilledAddsLeaveAValidDatastore(t *testing.T) {
 	if records, err := datastore.Read(c.datastore()); err != nil || len(records) != 0 {
 		t.Errorf("after DELs: %d records, %v", len(records), err)
 	}
-	if got := c.reservedIPs("netman-test"); len(got) != 0 {
-		t.Errorf("host-local still holds %v", got)
-	}
-	if !eventually(func() bool { return c.hostVeths() == 0 }) {
-		t.Errorf("%d host veths left", c.hostVeths())
-	}
+	c.expectNothingLeft(t, "netman-test", "after DELs")
 }

@@ -333,6 +333,18 @@ func (c *cell) reservedIPs(network string) []string {
 	return ips
 }
 
+// expectNothingLeft fails the test when host-local still holds an address of network
+// or a container's veth is still on the cell; when says after what.
+func (c *cell) expectNothingLeft(t testing.TB, network, when string) {
+	t.Helper()
+	if ips := c.reservedIPs(network); len(ips) != 0 {
+		t.Errorf("%s: host-local still holds %v", when, ips)
+	}
+	if !eventually(func() bool { return c.hostVeths() == 0 }) {
+		t.Errorf("%s: %d host veths left", when, c.hostVeths())
+	}
+}
+
 // eventually retries f for a short while (the kernel deletes a veth's peer
 // asynchronously).
 func eventually(f func() bool) bool {

@@ -87,12 +87,7 @@ func (c *cell) delAndVerify(version, id string, container ns.NetNS, delegate map
 	if _, _, ok := containerLink(t, container); ok {
 		t.Errorf("%s: eth0 left after DEL", id)
 	}
-	if ips := c.reservedIPs(network); len(ips) != 0 {
-		t.Errorf("%s: host-local still holds %v after DEL", id, ips)
-	}
-	if !eventually(func() bool { return c.hostVeths() == 0 }) {
-		t.Errorf("%s: %d host veths left after DEL", id, c.hostVeths())
-	}
+	c.expectNothingLeft(t, network, id+" after DEL")
 }
 
 func TestBridgeEveryVersionAndMTU(t *testing.T) {
@@ -188,12 +183,7 @@ func TestDelAfterTheNamespaceIsGone(t *testing.T) {
 	if _, ok := c.recordOf("ns-gone"); ok {
 		t.Error("record left after DEL")
 	}
-	if ips := c.reservedIPs("netman-test"); len(ips) != 0 {
-		t.Errorf("host-local still holds %v after DEL", ips)
-	}
-	if !eventually(func() bool { return c.hostVeths() == 0 }) {
-		t.Errorf("%d host veths left after DEL", c.hostVeths())
-	}
+	c.expectNothingLeft(t, "netman-test", "after DEL")
 }
 
 // When the record cannot be written, ADD fails and the delegate's work is undone: no
@@ -233,12 +223,7 @@ func TestAddRollsBackWhenRecordingFails(t *testing.T) {
 			if _, _, ok := containerLink(t, container); ok {
 				t.Error("eth0 left in the container")
 			}
-			if ips := c.reservedIPs("netman-test"); len(ips) != 0 {
-				t.Errorf("host-local still holds %v", ips)
-			}
-			if !eventually(func() bool { return c.hostVeths() == 0 }) {
-				t.Errorf("%d host veths left", c.hostVeths())
-			}
+			c.expectNothingLeft(t, "netman-test", "after the failed ADD")
 			if after, _ := os.ReadFile(c.datastore()); string(after) != string(before) {
 				t.Errorf("datastore changed from %q to %q", before, after)
 			}
@@ -302,9 +287,7 @@ func TestErrorsAreCNIErrorJSON(t *testing.T) {
 			}
 		})
 	}
-	if !eventually(func() bool { return c.hostVeths() == 0 }) || len(c.reservedIPs("netman-test")) != 0 {
-		t.Error("a failed ADD left a veth or an IP behind")
-	}
+	c.expectNothingLeft(t, "netman-test", "after the failed ADDs")
 
 	// Missing CNI_CONTAINERID.
 	_, err := c.exec(invocation{command: "ADD", netns: newNS(t), conf: c.conf("1.0.0", bridge, nil)})
