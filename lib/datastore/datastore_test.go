@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"reflect"
 	"strconv"
@@ -251,6 +252,33 @@ func TestOwnerAndGroup(t *testing.T) {
 	}
 	if _, err := datastore.New(path, datastore.Options{Owner: "no-such-user-here"}); err == nil {
 		t.Fatal("an unknown owner was accepted")
+	}
+}
+
+// The release names the owner and group (vcap); names resolve to the same IDs.
+func TestOwnerAndGroupByName(t *testing.T) {
+	testenv.RequireRoot(t)
+	u, uerr := user.LookupId("65534")
+	g, gerr := user.LookupGroupId("65534")
+	if uerr != nil || gerr != nil {
+		testenv.Unavailable(t, fmt.Sprintf("needs a user and a group with ID 65534 (%v, %v)", uerr, gerr))
+	}
+	path := filepath.Join(t.TempDir(), "store.json")
+	s, err := datastore.New(path, datastore.Options{Owner: u.Username, Group: g.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Add(context.Background(), record("a", "10.0.0.1")); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{path, path + datastore.VersionSuffix, path + datastore.LockSuffix} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := fi.Sys().(*syscall.Stat_t); st.Uid != 65534 || st.Gid != 65534 {
+			t.Errorf("%s owned by %d:%d, want %s:%s (65534:65534)", p, st.Uid, st.Gid, u.Username, g.Name)
+		}
 	}
 }
 
