@@ -123,27 +123,6 @@ func (s *Store) Get(handle string) (Container, bool, error) {
 	return c, ok, nil
 }
 
-// Update runs change on the current records while holding the datastore lock and
-// writes the result when change reports a modification. An error from change, or a
-// corrupt datastore, leaves every file as it was.
-func (s *Store) Update(ctx context.Context, change func(map[string]Container) (bool, error)) error {
-	return s.locked(ctx, func() error {
-		records, err := Read(s.path)
-		if err != nil {
-			return err
-		}
-		changed, err := change(records)
-		if err != nil || !changed {
-			return err
-		}
-		b, err := Encode(records)
-		if err != nil {
-			return err
-		}
-		return s.write(b)
-	})
-}
-
 // rawContainer is a record whose metadata stays undecoded: the ADD and DEL hot path
 // checks each record's handle and IP but has no reason to build every container's
 // metadata map only to encode it again.
@@ -173,7 +152,9 @@ func (r rawObject) MarshalJSON() ([]byte, error) {
 	return r, nil
 }
 
-// update is Update on raw records. It enforces the same format rules as Decode.
+// update runs change on the current records while holding the datastore lock and
+// writes the result when change reports a modification. It enforces the same format
+// rules as Decode; a corrupt datastore leaves every file as it was.
 func (s *Store) update(ctx context.Context, change func(map[string]rawContainer) bool) error {
 	return s.locked(ctx, func() error {
 		b, err := os.ReadFile(s.path)

@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -134,15 +133,12 @@ func prefill(b *testing.B, c *cell, n int) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	err = store.Update(context.Background(), func(records map[string]datastore.Container) (bool, error) {
-		for i := range n {
-			h := fmt.Sprintf("other-%03d", i)
-			records[h] = datastore.Container{Handle: h, IP: fmt.Sprintf("10.255.%d.%d", 100+i/250, 1+i%250), Metadata: metadataFor(h)}
+	for i := range n {
+		h := fmt.Sprintf("other-%03d", i)
+		err := store.Add(b.Context(), datastore.Container{Handle: h, IP: fmt.Sprintf("10.255.%d.%d", 100+i/250, 1+i%250), Metadata: metadataFor(h)})
+		if err != nil {
+			b.Fatal(err)
 		}
-		return true, nil
-	})
-	if err != nil {
-		b.Fatal(err)
 	}
 }
 
