@@ -39,13 +39,15 @@ func Configure(ctx context.Context, cfg *config.Config, st Store, logger *slog.L
 		v.Prefetch(ctx)
 		verifier = v
 	}
-	a := &API{store: st, verifier: verifier, maxPolicies: e.MaxPoliciesPerRequest, maxIDs: cfg.MaxPolicyGroupIDs}
-	r := Routes{Internal: a.InternalRoutes()}
-	if verifier == nil {
+	a, err := New(Options{Store: st, Verifier: verifier, MaxPolicies: e.MaxPoliciesPerRequest, MaxIDs: cfg.MaxPolicyGroupIDs})
+	if err != nil {
+		return Routes{}, err
+	}
+	r := Routes{Internal: a.InternalRoutes(), External: a.ExternalRoutes()}
+	if r.External == nil {
 		logger.Warn("external API disabled: set uaa_url or uaa_key_file to serve it on listen_port")
 		return r, nil
 	}
-	r.External = a.ExternalRoutes()
 	if e.ExternalCertFile != "" {
 		cert, err := tls.LoadX509KeyPair(e.ExternalCertFile, e.ExternalKeyFile)
 		if err != nil {
