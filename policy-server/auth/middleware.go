@@ -2,9 +2,10 @@ package auth
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 	"strings"
+
+	"netman/policy-server/api"
 )
 
 // Scopes the external API knows.
@@ -37,12 +38,12 @@ func (v *Verifier) Require(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		raw, ok := bearer(r.Header.Get("Authorization"))
 		if !ok {
-			unauthorized(w, "missing bearer token: send Authorization: Bearer <UAA token>", "")
+			unauthorized(w, r, "missing bearer token: send Authorization: Bearer <UAA token>", "")
 			return
 		}
 		claims, err := v.Verify(r.Context(), raw)
 		if err != nil {
-			unauthorized(w, err.Error(), "invalid_token")
+			unauthorized(w, r, err.Error(), "invalid_token")
 			return
 		}
 		if !claims.HasScope(ScopeAdmin) {
@@ -51,7 +52,7 @@ func (v *Verifier) Require(next http.Handler) http.Handler {
 				msg = "token lacks scope " + ScopeAdmin + ": " + ScopeWrite +
 					" alone is not supported yet (it needs a Cloud Controller integration to check app ownership)"
 			}
-			writeError(w, http.StatusForbidden, msg)
+			api.WriteError(w, r, http.StatusForbidden, msg)
 			return
 		}
 		next.ServeHTTP(w, r.WithContext(WithClaims(r.Context(), claims)))
@@ -67,18 +68,12 @@ func bearer(header string) (string, bool) {
 	return token, token != ""
 }
 
-func unauthorized(w http.ResponseWriter, msg, code string) {
+func unauthorized(w http.ResponseWriter, r *http.Request, msg, code string) {
 	challenge := "Bearer"
 	if code != "" {
 		// RFC 6750: say the token was the problem, so clients fetch a new one.
 		challenge += ` error="` + code + `"`
 	}
 	w.Header().Set("WWW-Authenticate", challenge)
-	writeError(w, http.StatusUnauthorized, msg)
-}
-
-func writeError(w http.ResponseWriter, status int, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
+	api.WriteError(w, r, http.StatusUnauthorized, msg)
 }
