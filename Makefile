@@ -14,10 +14,10 @@ export CNI_PATH := $(CNI_BIN)
 
 .PHONY: build test unit bench lint fmt deps demo clean
 
-## build: compile every binary under cmd/ into bin/
+## build: compile every binary under cmd/ into bin/ (static, as the BOSH packages build them)
 build:
 	@mkdir -p $(BIN)
-	$(GO) build -o $(BIN)/ $(addprefix ./cmd/,$(BINARIES))
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ $(addprefix ./cmd/,$(BINARIES))
 
 ## deps: install what tests and the demo need (Debian packages, CNI plugins)
 deps:
