@@ -150,7 +150,7 @@ func TestValidation(t *testing.T) {
 		{"v0 bad protocol", v0, v1Body(v0Policy("a", "b", "sctp", 80)), 400, `"sctp" is not allowed`},
 		{"v0 delete validates too", v0 + "/delete", v1Body(v0Policy("a", "b", "udp", 70000)), 400, "outside 1-65535"},
 		{"v1 delete validates too", v1 + "/delete", `{"policies":[]}`, 400, "no policies given"},
-		{"oversized body", v1, `{"policies":[` + strings.Repeat(" ", external.MaxBodyBytes) + `]}`, 413, "larger than 10485760 bytes (10 MiB)"},
+		{"oversized body", v1, `{"policies":[` + strings.Repeat(" ", external.MaxBodyBytes) + `]}`, 400, "larger than 10485760 bytes (10 MiB)"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -160,7 +160,8 @@ func decodeBody(r *http.Request, v any) (int, error) {
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			return http.StatusRequestEntityTooLarge, fmt.Errorf("request body is larger than %d bytes (10 MiB)", MaxBodyBytes)
+			// 400 like every other refused body, so clients need one error path.
+			return http.StatusBadRequest, fmt.Errorf("request body is larger than %d bytes (10 MiB)", MaxBodyBytes)
 		}
 		return http.StatusBadRequest, fmt.Errorf("reading request body: %v", err)
 	}
