@@ -145,7 +145,8 @@ func TestUnknownKeyIDRefetchesKeys(t *testing.T) {
 	old := authtest.NewKey(t, "key-1")
 	rotated := authtest.NewKey(t, "key-2")
 	uaa := authtest.NewUAA(t, old)
-	v := newVerifier(t, auth.Options{UAAURL: uaa.URL, UAACAFile: uaa.CAFile, RefreshInterval: 200 * time.Millisecond})
+	// The interval is long enough that a stall on a loaded machine cannot end it early.
+	v := newVerifier(t, auth.Options{UAAURL: uaa.URL, UAACAFile: uaa.CAFile, RefreshInterval: 2 * time.Second})
 
 	if status, _, body := call(t, v, "Bearer "+old.AdminToken(t)); status != http.StatusOK {
 		t.Fatalf("token of the first key: %d %s", status, body)
@@ -165,7 +166,7 @@ func TestUnknownKeyIDRefetchesKeys(t *testing.T) {
 		t.Fatalf("fetches = %d, want 1: an unknown kid inside the interval must not reach UAA", uaa.Fetches())
 	}
 
-	time.Sleep(250 * time.Millisecond)
+	time.Sleep(2100 * time.Millisecond)
 	// Many requests with the new kid at once cause one fetch between them.
 	var wg sync.WaitGroup
 	statuses := make([]int, 20)

@@ -137,7 +137,9 @@ func TestStaleSnapshotIsNotServed(t *testing.T) {
 	ctx := apitest.Ctx(t)
 	apitest.Create(t, st, apitest.Policy("a", "b", "tcp", 8080, 8080))
 	fallbacks := &countingObserver{}
-	c := policycache.New(st, policycache.Options{MaxAge: 50 * time.Millisecond, Observe: fallbacks})
+	// MaxAge leaves room for a slow Create on a loaded machine between Refresh and the
+	// "still fresh" check below.
+	c := policycache.New(st, policycache.Options{MaxAge: time.Second, Observe: fallbacks})
 
 	// Before the first snapshot, requests are answered from the database.
 	got, err := c.ByGroupIDs(ctx, []string{"a"})
@@ -152,7 +154,7 @@ func TestStaleSnapshotIsNotServed(t *testing.T) {
 	if len(got) != 1 {
 		t.Fatalf("a fresh snapshot should still be served: %v", keys(got))
 	}
-	time.Sleep(60 * time.Millisecond)
+	time.Sleep(1100 * time.Millisecond)
 	if c.Fresh() != nil {
 		t.Fatal("snapshot still fresh after MaxAge without a check")
 	}
