@@ -233,7 +233,7 @@ func packageInstall(t testing.TB, name string) string {
 	}
 	for _, m := range cmdTarget.FindAllStringSubmatch(string(script), -1) {
 		if _, err := os.Stat(filepath.Join(root, "cmd", m[1])); err != nil {
-			t.Skipf("cmd/%s, which package %s builds, is not in the tree yet", m[1], name)
+			t.Fatalf("package %s builds cmd/%s, which does not exist", name, m[1])
 		}
 	}
 	base := filepath.Join(binDir, "packages", name)
