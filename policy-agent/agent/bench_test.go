@@ -1,6 +1,6 @@
 package agent_test
 
-// Benchmarks of the sizing: 250 containers on a cell and 10,000 policies that
+// Benchmarks at the size we design for: 250 containers on a cell and 10,000 policies that
 // concern them, served over real mutual TLS, enforced with the real iptables-restore in a
 // throwaway network namespace. Run as root:
 //

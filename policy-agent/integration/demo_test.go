@@ -94,7 +94,7 @@ func TestDemoInterruptedLeavesNothing(t *testing.T) {
 		t.Errorf("interrupted demo: %v, want exit status 130", err)
 	}
 	text := out.String()
-	if !strings.Contains(text, "logs are in /tmp/netman-demo-logs") {
+	if !strings.Contains(text, "logs are in /tmp/netman-demo-logs.") {
 		t.Error("the interrupted demo did not say where the logs are")
 	}
 

@@ -225,9 +225,9 @@ func TestEndToEnd(t *testing.T) {
 	})
 
 	t.Run("policy server stopped: nothing that was allowed changes", func(t *testing.T) {
-		// The issue says a minute; four poll intervals exercise the same path (failed polls,
-		// backoff, rules kept) in a test-sized time.
-		outage := 4 * pollInterval
+		// Sixteen poll intervals: long enough for the backoff to reach its cap (8 intervals)
+		// and stay there, as in a real outage of a minute or more at the default interval.
+		outage := 16 * pollInterval
 		stopAllowed := watch(nsA, "tcp", a2b8080, true)
 		stopUDP := watch(nsA, "udp", a2b8080, true)
 		stopDenied := watch(nsB, "tcp", b2a8080, false)
