@@ -65,6 +65,9 @@ SIGTERM or SIGINT drains in-flight requests and exits 0.
 		return 1
 	}
 	tlsConfig, err := cfg.CheckFiles()
+	if err == nil {
+		err = external.CheckFiles(cfg)
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "policy-server: invalid configuration: %v\n", err)
 		return 1

@@ -31,6 +31,7 @@ import (
 	"netman/lib/mutualtls"
 	"netman/policy-server/api"
 	"netman/policy-server/api/apitest"
+	"netman/policy-server/auth/authtest"
 	"netman/policy-server/store"
 )
 
@@ -553,18 +554,28 @@ func TestValidateConfig(t *testing.T) {
 	other := certs(t)
 	p := ports{4003, 4004, 22222}
 	dsn := "postgres://netman:hunter2secret@127.0.0.1:1/netman?sslmode=disable"
+	uaaKey := authtest.NewKey(t, "key-1").PublicKeyFile(t)
+	notPEM := filepath.Join(t.TempDir(), "uaa.pem")
+	if err := os.WriteFile(notPEM, []byte("not a key\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		name  string
 		extra map[string]any
 		field string // "" means valid
 	}{
 		{"valid", nil, ""},
+		{"valid with the external API", map[string]any{"uaa_key_file": uaaKey}, ""},
 		{"unknown field", map[string]any{"listen_prot": 1}, "listen_prot"},
 		{"bad tag length", map[string]any{"tag_length": 9}, "tag_length"},
 		{"bad log level", map[string]any{"log_level": "loud"}, "log_level"},
 		{"missing CA file", map[string]any{"ca_cert_file": filepath.Join(dir, "nope.crt")}, "ca_cert_file"},
 		{"key of another certificate", map[string]any{"server_key_file": filepath.Join(other, "server.key")}, "server_key_file"},
 		{"database type", map[string]any{"database": map[string]any{"type": "mysql", "connection_string": dsn}}, "database.type"},
+		{"missing UAA key file", map[string]any{"uaa_key_file": filepath.Join(dir, "nope.pem")}, "uaa_key_file"},
+		{"UAA key file that is no key", map[string]any{"uaa_key_file": notPEM}, "uaa_key_file"},
+		{"external certificate with another certificate's key", map[string]any{"uaa_key_file": uaaKey,
+			"external_server_cert_file": filepath.Join(dir, "server.crt"), "external_server_key_file": filepath.Join(other, "server.key")}, "external_server_key_file"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
