@@ -102,8 +102,9 @@ type Verifier struct {
 	lastFetch time.Time
 }
 
-// New builds a Verifier. It reads KeyFile and the CA now, so a bad path fails at start;
-// /token_keys is fetched on the first token, so a UAA outage does not stop the server.
+// New builds a Verifier. It reads KeyFile and the CA now, so a bad path fails at start.
+// It does not contact UAA: the server calls Prefetch at start, and a UAA that is down
+// then only delays verification until /token_keys answers, it does not stop the server.
 func New(opts Options) (*Verifier, error) {
 	if opts.UAAURL == "" && opts.KeyFile == "" {
 		return nil, errors.New("token verification needs uaa_url or uaa_key_file")
