@@ -6,18 +6,16 @@
 package config
 
 import (
-	"bytes"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/url"
 	"os"
 	"strings"
 	"time"
 
+	"netman/lib/jsonconfig"
 	"netman/lib/mutualtls"
 )
 
@@ -64,18 +62,8 @@ func Load(path string) (*Config, error) {
 // Parse decodes a configuration, applies defaults and validates it.
 func Parse(b []byte) (*Config, error) {
 	c := Default()
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&c); err != nil {
-		var typeErr *json.UnmarshalTypeError
-		if errors.As(err, &typeErr) {
-			return nil, fmt.Errorf("field %q: want a %s, got a JSON %s", typeErr.Field, typeErr.Type, typeErr.Value)
-		}
-		// encoding/json names the field in its unknown-field error.
-		return nil, fmt.Errorf("parsing configuration: %w", err)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return nil, errors.New("parsing configuration: data after the JSON object")
+	if err := jsonconfig.Decode(b, &c); err != nil {
+		return nil, err
 	}
 	if err := c.Validate(); err != nil {
 		return nil, err

@@ -60,7 +60,7 @@ func TestParseRefusesNamingTheField(t *testing.T) {
 		{"same ports", replace(`22223`, `4005`), "debug_server_port"},
 		{"log level", replace(`"debug_server_port": 22223`, `"debug_server_port": 22223, "log_level": "chatty"`), "log_level"},
 		{"timeout", replace(`"debug_server_port": 22223`, `"debug_server_port": 22223, "request_timeout_seconds": 0`), "request_timeout_seconds"},
-		{"not json", `{`, "parsing configuration"},
+		{"not json", `{`, "parsing JSON"},
 		{"trailing data", rendered + `{}`, "data after"},
 	}
 	for _, tt := range tests {

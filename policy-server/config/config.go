@@ -6,12 +6,9 @@
 package config
 
 import (
-	"bytes"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/url"
@@ -19,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"netman/lib/jsonconfig"
 	"netman/lib/mutualtls"
 )
 
@@ -137,30 +135,13 @@ func Load(path string) (*Config, error) {
 // Parse decodes data over the defaults and validates the result.
 func Parse(data []byte) (*Config, error) {
 	c := Default()
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&c); err != nil {
-		return nil, decodeError(err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, errors.New("parsing JSON: unexpected data after the top-level object")
+	if err := jsonconfig.Decode(data, &c); err != nil {
+		return nil, err
 	}
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
 	return &c, nil
-}
-
-// decodeError turns encoding/json's messages into ones that name the field.
-func decodeError(err error) error {
-	var typeErr *json.UnmarshalTypeError
-	if errors.As(err, &typeErr) {
-		return fmt.Errorf("field %q: %s is not a valid %s", typeErr.Field, typeErr.Value, typeErr.Type)
-	}
-	if msg := err.Error(); strings.HasPrefix(msg, "json: unknown field ") {
-		return fmt.Errorf("unknown field %s", strings.TrimPrefix(msg, "json: unknown field "))
-	}
-	return fmt.Errorf("parsing JSON: %w", err)
 }
 
 // Validate checks every value. Each error names the field it is about.
