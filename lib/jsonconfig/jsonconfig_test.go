@@ -13,7 +13,7 @@ type sample struct {
 func TestDecode(t *testing.T) {
 	for _, tc := range []struct {
 		name, in, wantErr string
-		want             sample
+		want              sample
 	}{
 		{name: "defaults kept", in: `{"name":"x"}`, want: sample{Port: 7, Name: "x"}},
 		{name: "unknown field", in: `{"prot":1}`, wantErr: `unknown field "prot"`},
