@@ -10,8 +10,34 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 )
+
+// Load reads the file at path and parses it with Parse; errors name the file.
+func Load[T any](path string, defaults T, validate func(*T) error) (*T, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading config file: %w", err)
+	}
+	c, err := Parse(data, defaults, validate)
+	if err != nil {
+		return nil, fmt.Errorf("config file %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Parse decodes data over defaults and validates the result.
+func Parse[T any](data []byte, defaults T, validate func(*T) error) (*T, error) {
+	c := defaults
+	if err := Decode(data, &c); err != nil {
+		return nil, err
+	}
+	if err := validate(&c); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
 
 // Decode decodes the single JSON object in data over v, which holds the defaults.
 func Decode(data []byte, v any) error {

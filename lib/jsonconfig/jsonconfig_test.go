@@ -1,6 +1,9 @@
 package jsonconfig
 
 import (
+	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -35,5 +38,32 @@ func TestDecode(t *testing.T) {
 				t.Fatalf("got %+v, %v; want %+v", got, err, tc.want)
 			}
 		})
+	}
+}
+
+func TestLoadNamesTheFile(t *testing.T) {
+	validate := func(s *sample) error {
+		if s.Port < 1 {
+			return errors.New(`field "port": must be at least 1`)
+		}
+		return nil
+	}
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.json")
+	bad := filepath.Join(dir, "bad.json")
+	if err := os.WriteFile(good, []byte(`{"name":"x"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bad, []byte(`{"port":0}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := Load(good, sample{Port: 7}, validate); err != nil || *got != (sample{Port: 7, Name: "x"}) {
+		t.Fatalf("Load(good) = %+v, %v", got, err)
+	}
+	if _, err := Load(bad, sample{Port: 7}, validate); err == nil || !strings.Contains(err.Error(), bad) || !strings.Contains(err.Error(), `"port"`) {
+		t.Fatalf("Load(bad) error = %v, want the file and the field named", err)
+	}
+	if _, err := Load(filepath.Join(dir, "missing.json"), sample{}, validate); err == nil || !strings.Contains(err.Error(), "missing.json") {
+		t.Fatalf("Load(missing) error = %v, want the file named", err)
 	}
 }

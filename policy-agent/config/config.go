@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
-	"os"
 	"strings"
 	"time"
 
@@ -46,29 +45,14 @@ func Default() Config {
 	}
 }
 
-// Load reads and parses the file at path.
+// Load reads, parses and validates the file at path.
 func Load(path string) (*Config, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("reading configuration: %w", err)
-	}
-	c, err := Parse(b)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return c, nil
+	return jsonconfig.Load(path, Default(), (*Config).Validate)
 }
 
-// Parse decodes a configuration, applies defaults and validates it.
-func Parse(b []byte) (*Config, error) {
-	c := Default()
-	if err := jsonconfig.Decode(b, &c); err != nil {
-		return nil, err
-	}
-	if err := c.Validate(); err != nil {
-		return nil, err
-	}
-	return &c, nil
+// Parse decodes data over the defaults and validates the result.
+func Parse(data []byte) (*Config, error) {
+	return jsonconfig.Parse(data, Default(), (*Config).Validate)
 }
 
 // Validate checks every field, naming the first one that is wrong.

@@ -121,27 +121,12 @@ func Default() Config {
 
 // Load reads, parses and validates the file at path.
 func Load(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("reading config file: %w", err)
-	}
-	c, err := Parse(data)
-	if err != nil {
-		return nil, fmt.Errorf("config file %s: %w", path, err)
-	}
-	return c, nil
+	return jsonconfig.Load(path, Default(), (*Config).Validate)
 }
 
 // Parse decodes data over the defaults and validates the result.
 func Parse(data []byte) (*Config, error) {
-	c := Default()
-	if err := jsonconfig.Decode(data, &c); err != nil {
-		return nil, err
-	}
-	if err := c.Validate(); err != nil {
-		return nil, err
-	}
-	return &c, nil
+	return jsonconfig.Parse(data, Default(), (*Config).Validate)
 }
 
 // Validate checks every value. Each error names the field it is about.
