@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"netman/lib/apiwire"
 	"os"
 	"strings"
 )
@@ -101,9 +102,7 @@ func (c *client) do(ctx context.Context, method, path, rawQuery string, body any
 // serverError shows the status and the server's own message.
 func serverError(method, path string, status int, body []byte) error {
 	msg := strings.TrimSpace(string(body))
-	var e struct {
-		Error string `json:"error"`
-	}
+	var e apiwire.Error
 	if json.Unmarshal(body, &e) == nil && e.Error != "" {
 		msg = e.Error
 	}

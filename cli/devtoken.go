@@ -8,7 +8,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"netman/policy-server/auth"
+	"netman/lib/uaatoken"
 )
 
 const devTokenUsage = `Usage: netman dev-token --key FILE [--scope network.admin] [--user admin] [--ttl 1h]
@@ -24,7 +24,7 @@ const defaultTimeout = 30 * time.Second
 func devToken(args []string, env Env) error {
 	fs := flagSet("dev-token", devTokenUsage, env)
 	keyFile := fs.String("key", "", "RSA private key `file` (PEM)")
-	scope := fs.String("scope", auth.ScopeAdmin, "comma-separated `scopes`")
+	scope := fs.String("scope", uaatoken.ScopeAdmin, "comma-separated `scopes`")
 	user := fs.String("user", "admin", "user_name claim (empty: a client token)")
 	clientID := fs.String("client-id", "netman-dev", "client_id claim")
 	issuer := fs.String("issuer", "", "iss claim (the server's jwt_issuer)")
@@ -53,7 +53,7 @@ func devToken(args []string, env Env) error {
 		return fmt.Errorf("--key %s: %w", *keyFile, err)
 	}
 	now := time.Now()
-	claims := &auth.Claims{
+	claims := &uaatoken.Claims{
 		RegisteredClaims: jwt.RegisteredClaims{
 			Issuer:    *issuer,
 			Subject:   *clientID,
@@ -70,7 +70,7 @@ func devToken(args []string, env Env) error {
 	if aud := splitList(*audience); len(aud) > 0 {
 		claims.Audience = aud
 	}
-	token, err := auth.Sign(key, *kid, claims)
+	token, err := uaatoken.Sign(key, *kid, claims)
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"netman/lib/apiwire"
 	"strings"
 
 	"netman/lib/mutualtls"
@@ -61,8 +62,8 @@ func internalPolicies(ctx context.Context, args []string, env Env) error {
 	rows := make([][]string, len(policies))
 	for i, p := range policies {
 		d := p.Destination
-		ports := portsV1{Start: d.Ports.Start, End: d.Ports.End}
-		rows[i] = []string{p.Source.ID, p.Source.Tag, d.ID, d.Tag, d.Protocol, ports.String()}
+		ports := apiwire.Ports{Start: d.Ports.Start, End: d.Ports.End}
+		rows[i] = []string{p.Source.ID, p.Source.Tag, d.ID, d.Tag, d.Protocol, portsString(ports)}
 	}
 	if err := writeTable(env.Stdout, []string{"SOURCE", "SOURCE TAG", "DESTINATION", "DESTINATION TAG", "PROTOCOL", "PORTS"}, rows); err != nil {
 		return err

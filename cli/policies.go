@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"netman/lib/apiwire"
 	"strconv"
 	"strings"
 )
@@ -23,31 +24,8 @@ DST on the protocol and port or inclusive port range; it defaults to tcp port 80
 succeed.
 `
 
-// Wire types of the v1 external API, as the CLI reads and writes them.
-type (
-	policiesV1 struct {
-		TotalPolicies int        `json:"total_policies"`
-		Policies      []policyV1 `json:"policies"`
-	}
-	policyV1 struct {
-		Source      sourceV1      `json:"source"`
-		Destination destinationV1 `json:"destination"`
-	}
-	sourceV1 struct {
-		ID string `json:"id"`
-	}
-	destinationV1 struct {
-		ID       string  `json:"id"`
-		Protocol string  `json:"protocol"`
-		Ports    portsV1 `json:"ports"`
-	}
-	portsV1 struct {
-		Start int `json:"start"`
-		End   int `json:"end"`
-	}
-)
-
-func (p portsV1) String() string {
+// portsString shows a port range the way --port takes it: "8080" or "8080-8090".
+func portsString(p apiwire.Ports) string {
 	if p.Start == p.End {
 		return strconv.Itoa(p.Start)
 	}
@@ -81,13 +59,13 @@ func listPolicies(ctx context.Context, args []string, env Env) error {
 	if c.json {
 		return printJSON(env.Stdout, data)
 	}
-	var list policiesV1
+	var list apiwire.PoliciesV1
 	if err := json.Unmarshal(data, &list); err != nil {
 		return fmt.Errorf("decoding the policy list: %w", err)
 	}
 	rows := make([][]string, len(list.Policies))
 	for i, p := range list.Policies {
-		rows[i] = []string{p.Source.ID, p.Destination.ID, p.Destination.Protocol, p.Destination.Ports.String()}
+		rows[i] = []string{p.Source.ID, p.Destination.ID, p.Destination.Protocol, portsString(p.Destination.Ports)}
 	}
 	if err := writeTable(env.Stdout, []string{"SOURCE", "DESTINATION", "PROTOCOL", "PORTS"}, rows); err != nil {
 		return err
@@ -124,46 +102,40 @@ func changePolicy(ctx context.Context, verb string, args []string, env Env) erro
 	if err != nil {
 		return err
 	}
-	p := policyV1{
-		Source:      sourceV1{ID: pos[0]},
-		Destination: destinationV1{ID: pos[1], Protocol: *protocol, Ports: ports},
+	p := apiwire.PolicyV1{
+		Source:      apiwire.Source{ID: pos[0]},
+		Destination: apiwire.DestinationV1{ID: pos[1], Protocol: *protocol, Ports: ports},
 	}
 	method, path, done := http.MethodPost, v1+"/policies", "Added"
 	if verb == "remove" {
 		path, done = v1+"/policies/delete", "Removed"
 	}
-	data, err := cl.do(ctx, method, path, "", map[string][]policyV1{"policies": {p}})
+	data, err := cl.do(ctx, method, path, "", map[string][]apiwire.PolicyV1{"policies": {p}})
 	if err != nil {
 		return err
 	}
 	if c.json {
 		return printJSON(env.Stdout, data)
 	}
-	_, err = fmt.Fprintf(env.Stdout, "%s policy %s -> %s %s/%s\n", done, p.Source.ID, p.Destination.ID, p.Destination.Protocol, p.Destination.Ports)
+	_, err = fmt.Fprintf(env.Stdout, "%s policy %s -> %s %s/%s\n", done, p.Source.ID, p.Destination.ID, p.Destination.Protocol, portsString(p.Destination.Ports))
 	return err
 }
 
 // parsePorts reads "8080" or "8080-8090". Range checks are the server's: its message
 // is the one users see from every client.
-func parsePorts(s string) (portsV1, error) {
+func parsePorts(s string) (apiwire.Ports, error) {
 	lo, hi, isRange := strings.Cut(strings.TrimSpace(s), "-")
 	start, err := strconv.Atoi(lo)
 	if err != nil {
-		return portsV1{}, usageError{fmt.Sprintf("--port %q: want a port like 8080 or a range like 8080-8090", s)}
+		return apiwire.Ports{}, usageError{fmt.Sprintf("--port %q: want a port like 8080 or a range like 8080-8090", s)}
 	}
 	end := start
 	if isRange {
 		if end, err = strconv.Atoi(hi); err != nil {
-			return portsV1{}, usageError{fmt.Sprintf("--port %q: want a port like 8080 or a range like 8080-8090", s)}
+			return apiwire.Ports{}, usageError{fmt.Sprintf("--port %q: want a port like 8080 or a range like 8080-8090", s)}
 		}
 	}
-	return portsV1{Start: start, End: end}, nil
-}
-
-type tagV1 struct {
-	ID   string `json:"id"`
-	Type string `json:"type"`
-	Tag  string `json:"tag"`
+	return apiwire.Ports{Start: start, End: end}, nil
 }
 
 // get runs what the read-only commands without arguments share: flags, one GET of
@@ -198,7 +170,7 @@ func listTags(ctx context.Context, args []string, env Env) error {
 	if data == nil {
 		return err
 	}
-	var body struct{ Tags []tagV1 }
+	var body apiwire.TagsV1
 	if err := json.Unmarshal(data, &body); err != nil {
 		return fmt.Errorf("decoding the tag list: %w", err)
 	}
@@ -214,11 +186,7 @@ func whoami(ctx context.Context, args []string, env Env) error {
 	if data == nil {
 		return err
 	}
-	var w struct {
-		UserName string   `json:"user_name"`
-		ClientID string   `json:"client_id"`
-		Scope    []string `json:"scope"`
-	}
+	var w apiwire.Whoami
 	if err := json.Unmarshal(data, &w); err != nil {
 		return fmt.Errorf("decoding whoami: %w", err)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/tedsuo/ifrit/grouper"
 	"github.com/tedsuo/ifrit/sigmon"
 
+	"netman/lib/httpserver"
 	"netman/lib/policyclient"
 	"netman/lib/rules"
 	"netman/policy-agent/agent"
@@ -103,8 +104,8 @@ in. GET /health on 127.0.0.1:health_check_port, Prometheus /metrics on
 	}
 
 	members := grouper.Members{
-		{Name: "debug-server", Runner: httpRunner(cfg.DebugServerPort, metrics.MetricsHandler(), logger)},
-		{Name: "health-server", Runner: httpRunner(cfg.HealthCheckPort, a.HealthHandler(), logger)},
+		{Name: "debug-server", Runner: httpServer(cfg.DebugServerPort, metrics.MetricsHandler(), logger)},
+		{Name: "health-server", Runner: httpServer(cfg.HealthCheckPort, a.HealthHandler(), logger)},
 		{Name: "agent", Runner: a},
 	}
 	proc := ifrit.Invoke(sigmon.New(grouper.NewOrdered(syscall.SIGTERM, members)))
@@ -118,34 +119,20 @@ in. GET /health on 127.0.0.1:health_check_port, Prometheus /metrics on
 	return 0
 }
 
-// httpRunner serves handler on 127.0.0.1:port until signalled. It is not ifrit's
+// httpServer serves handler on 127.0.0.1:port until signalled. It is not ifrit's
 // http_server because that one sets no timeouts: a client that never finishes its request
 // headers would hold a connection forever.
-func httpRunner(port int, handler http.Handler, logger *slog.Logger) ifrit.Runner {
-	return ifrit.RunFunc(func(signals <-chan os.Signal, ready chan<- struct{}) error {
-		srv := &http.Server{
+func httpServer(port int, handler http.Handler, logger *slog.Logger) ifrit.Runner {
+	return &httpserver.Runner{
+		Server: &http.Server{
 			Addr:              net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
 			Handler:           handler,
 			ReadHeaderTimeout: 5 * time.Second,
 			ReadTimeout:       10 * time.Second,
 			WriteTimeout:      30 * time.Second,
 			IdleTimeout:       120 * time.Second,
-		}
-		ln, err := net.Listen("tcp", srv.Addr)
-		if err != nil {
-			return fmt.Errorf("listening on %s: %w", srv.Addr, err)
-		}
-		errs := make(chan error, 1)
-		go func() { errs <- srv.Serve(ln) }()
-		logger.Info("listening", "addr", ln.Addr().String())
-		close(ready)
-		select {
-		case err := <-errs:
-			return fmt.Errorf("serving %s: %w", srv.Addr, err)
-		case <-signals:
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			return srv.Shutdown(ctx)
-		}
-	})
+		},
+		Drain:  5 * time.Second,
+		Logger: logger,
+	}
 }

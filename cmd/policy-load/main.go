@@ -25,9 +25,9 @@ import (
 
 	_ "github.com/lib/pq" // database/sql driver "postgres"
 
+	"netman/lib/apiwire"
 	"netman/lib/models"
 	"netman/lib/mutualtls"
-	"netman/policy-server/api"
 	"netman/policy-server/store"
 )
 
@@ -177,7 +177,7 @@ func load(ctx context.Context, o options, base *url.URL, tlsConfig *tls.Config) 
 		return fmt.Errorf("counting policies: %w", err)
 	}
 
-	policiesURL := base.JoinPath(api.PoliciesPath)
+	policiesURL := base.JoinPath(apiwire.InternalPoliciesV0Path)
 	if err := waitForServer(ctx, tlsConfig, policiesURL.String(), int(want), o.waitTimeout); err != nil {
 		return err
 	}
@@ -273,7 +273,7 @@ func waitForServer(ctx context.Context, tlsConfig *tls.Config, u string, want in
 	for {
 		resp, err := client.Get(u)
 		if err == nil {
-			var body api.PoliciesV0
+			var body apiwire.InternalPoliciesV0
 			err = json.NewDecoder(resp.Body).Decode(&body)
 			resp.Body.Close()
 			if err == nil && resp.StatusCode == http.StatusOK && len(body.Policies) >= want {

@@ -20,7 +20,7 @@ import (
 	"github.com/tedsuo/ifrit/grouper"
 	"github.com/tedsuo/ifrit/sigmon"
 
-	"netman/policy-server/api/external"
+	"netman/policy-server/api/externalapi"
 	"netman/policy-server/config"
 	"netman/policy-server/server"
 	"netman/policy-server/store"
@@ -66,7 +66,7 @@ SIGTERM or SIGINT drains in-flight requests and exits 0.
 	}
 	tlsConfig, err := cfg.CheckFiles()
 	if err == nil {
-		err = external.CheckFiles(cfg)
+		err = externalapi.CheckFiles(cfg)
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "policy-server: invalid configuration: %v\n", err)
@@ -113,7 +113,7 @@ func serve(cfg *config.Config, tlsConfig *tls.Config, migrateOnly bool, logger *
 	if err := st.CheckTagLength(ctx); err != nil {
 		return fmt.Errorf("field \"tag_length\": %w", err)
 	}
-	routes, err := external.Configure(ctx, cfg, st, logger)
+	routes, err := externalapi.Configure(ctx, cfg, st, logger)
 	if err != nil {
 		return err
 	}
@@ -121,7 +121,7 @@ func serve(cfg *config.Config, tlsConfig *tls.Config, migrateOnly bool, logger *
 
 	members, err := server.Members(server.Deps{
 		Config: cfg, TLS: tlsConfig, DB: db, Store: st, DSN: cfg.Database.DSN(), Logger: logger,
-		InternalRoutes: routes.Internal, ExternalRoutes: routes.External, ExternalTLS: routes.ExternalTLS,
+		ExternalRoutes: routes.External, ExternalTLS: routes.ExternalTLS,
 	})
 	if err != nil {
 		return err

@@ -22,14 +22,15 @@ import (
 	"strings"
 	"time"
 
+	"netman/lib/apiwire"
 	"netman/lib/models"
 )
 
 // Paths of the internal API.
 const (
-	PoliciesPath    = "/networking/v0/internal/policies"
-	PoliciesV1Path  = "/networking/v1/internal/policies"
-	LastUpdatedPath = "/networking/v1/internal/policies_last_updated"
+	PoliciesPath    = apiwire.InternalPoliciesV0Path
+	PoliciesV1Path  = apiwire.InternalPoliciesV1Path
+	LastUpdatedPath = apiwire.InternalLastUpdatedV1Path
 )
 
 // maxBody bounds what one answer may be: 10,000 policies are about 2 MB.
@@ -123,7 +124,7 @@ func (c *Client) List(ctx context.Context, q Query) ([]models.Policy, []byte, er
 	}
 	// One shape reads both versions: v0 has "port" (and "ports" for a range), v1 only
 	// "ports".
-	var body policiesV0
+	var body apiwire.InternalPoliciesV0
 	if err := json.Unmarshal(data, &body); err != nil {
 		return nil, nil, fmt.Errorf("GET %s: decoding answer: %w", path, err)
 	}
@@ -194,33 +195,10 @@ func (c *Client) get(ctx context.Context, path, rawQuery string) ([]byte, error)
 
 func statusError(path string, status int, body io.Reader) error {
 	b, _ := io.ReadAll(io.LimitReader(body, 4096))
-	var e struct {
-		Error string `json:"error"`
-	}
+	var e apiwire.Error
 	msg := strings.TrimSpace(string(b))
 	if json.Unmarshal(b, &e) == nil && e.Error != "" {
 		msg = e.Error
 	}
 	return fmt.Errorf("GET %s: %s: %s", path, strconv.Itoa(status)+" "+http.StatusText(status), msg)
-}
-
-// Wire shape of the v0 internal API (the spec's, plus the optional "ports" range); it
-// reads v1 answers too, whose "ports" is always there.
-type policiesV0 struct {
-	Policies []struct {
-		Source struct {
-			ID  string `json:"id"`
-			Tag string `json:"tag"`
-		} `json:"source"`
-		Destination struct {
-			ID       string `json:"id"`
-			Tag      string `json:"tag"`
-			Protocol string `json:"protocol"`
-			Port     int    `json:"port"`
-			Ports    *struct {
-				Start int `json:"start"`
-				End   int `json:"end"`
-			} `json:"ports"`
-		} `json:"destination"`
-	} `json:"policies"`
 }

@@ -1,3 +1,6 @@
+// Package api holds what the policy server's internal and external APIs share: the
+// mapping of store failures to HTTP answers, the id filter, group id checks and the
+// policy list handler.
 package api
 
 import (
@@ -6,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 
+	"netman/lib/httpapi"
 	"netman/policy-server/store"
 )
 
@@ -27,15 +31,15 @@ func StoreError(r *http.Request, err error) (int, string) {
 		return http.StatusInsufficientStorage, "tags ran out (" + detail +
 			"): delete policies of groups no longer needed, or raise tag_length"
 	case errors.Is(err, context.DeadlineExceeded):
-		Logger(r.Context()).Error("policy store timed out", "error", err)
+		httpapi.Logger(r.Context()).Error("policy store timed out", "error", err)
 		return http.StatusServiceUnavailable, "the policy store did not answer in time; retry"
 	}
-	Logger(r.Context()).Error("policy store failed", "error", err)
+	httpapi.Logger(r.Context()).Error("policy store failed", "error", err)
 	return http.StatusInternalServerError, "the policy store failed; see the server log"
 }
 
 // WriteStoreError answers a request whose store call failed (see StoreError).
 func WriteStoreError(w http.ResponseWriter, r *http.Request, err error) {
 	status, msg := StoreError(r, err)
-	WriteError(w, r, status, msg)
+	httpapi.WriteError(w, r, status, msg)
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"netman/lib/uaatoken"
 	"netman/policy-server/auth"
 	"netman/policy-server/auth/authtest"
 )
@@ -71,7 +72,7 @@ func TestRequire(t *testing.T) {
 		}),
 	}
 
-	with := func(change func(c *auth.Claims)) string {
+	with := func(change func(c *uaatoken.Claims)) string {
 		c := authtest.Claims()
 		change(c)
 		return "Bearer " + key.Token(t, c)
@@ -102,17 +103,17 @@ func TestRequire(t *testing.T) {
 		{"basic auth", "Basic YWRtaW46YWRtaW4=", http.StatusUnauthorized, "missing bearer token"},
 		{"empty bearer", "Bearer ", http.StatusUnauthorized, "missing bearer token"},
 		{"garbage", "Bearer not.a.jwt", http.StatusUnauthorized, "malformed"},
-		{"expired", with(func(c *auth.Claims) { c.ExpiresAt = past }), http.StatusUnauthorized, "expired"},
-		{"no expiry", with(func(c *auth.Claims) { c.ExpiresAt = nil }), http.StatusUnauthorized, "required claim"},
-		{"not yet valid", with(func(c *auth.Claims) { c.NotBefore = future }), http.StatusUnauthorized, "not valid yet"},
-		{"wrong issuer", with(func(c *auth.Claims) { c.Issuer = "https://evil.example/oauth/token" }), http.StatusUnauthorized, "issuer"},
-		{"wrong audience", with(func(c *auth.Claims) { c.Audience = jwt.ClaimStrings{"cloud_controller"} }), http.StatusUnauthorized, "audience"},
+		{"expired", with(func(c *uaatoken.Claims) { c.ExpiresAt = past }), http.StatusUnauthorized, "expired"},
+		{"no expiry", with(func(c *uaatoken.Claims) { c.ExpiresAt = nil }), http.StatusUnauthorized, "required claim"},
+		{"not yet valid", with(func(c *uaatoken.Claims) { c.NotBefore = future }), http.StatusUnauthorized, "not valid yet"},
+		{"wrong issuer", with(func(c *uaatoken.Claims) { c.Issuer = "https://evil.example/oauth/token" }), http.StatusUnauthorized, "issuer"},
+		{"wrong audience", with(func(c *uaatoken.Claims) { c.Audience = jwt.ClaimStrings{"cloud_controller"} }), http.StatusUnauthorized, "audience"},
 		{"signed by another key", "Bearer " + other.AdminToken(t), http.StatusUnauthorized, "signature is invalid"},
 		{"HS256 with the public key as secret", "Bearer " + hs, http.StatusUnauthorized, "signing method HS256 is invalid"},
 		{"alg none", "Bearer " + none, http.StatusUnauthorized, "signing method none is invalid"},
-		{"no scopes", with(func(c *auth.Claims) { c.Scope = nil }), http.StatusForbidden, "token lacks scope network.admin"},
-		{"read-only scope", with(func(c *auth.Claims) { c.Scope = []string{"network.read"} }), http.StatusForbidden, "token lacks scope network.admin"},
-		{"network.write alone", with(func(c *auth.Claims) { c.Scope = []string{auth.ScopeWrite} }), http.StatusForbidden, "Cloud Controller"},
+		{"no scopes", with(func(c *uaatoken.Claims) { c.Scope = nil }), http.StatusForbidden, "token lacks scope network.admin"},
+		{"read-only scope", with(func(c *uaatoken.Claims) { c.Scope = []string{"network.read"} }), http.StatusForbidden, "token lacks scope network.admin"},
+		{"network.write alone", with(func(c *uaatoken.Claims) { c.Scope = []string{uaatoken.ScopeWrite} }), http.StatusForbidden, "Cloud Controller"},
 	}
 	for vname, v := range verifiers {
 		for _, tc := range cases {

@@ -5,29 +5,20 @@ import (
 	"net/http"
 	"strings"
 
-	"netman/policy-server/api"
-)
-
-// Scopes the external API knows.
-const (
-	// ScopeAdmin lets a caller read and change every policy.
-	ScopeAdmin = "network.admin"
-	// ScopeWrite is what CF gives space developers: it allows changes only to apps in
-	// their spaces, which needs Cloud Controller to say who owns an app. netman has no
-	// Cloud Controller integration yet, so this scope alone is refused.
-	ScopeWrite = "network.write"
+	"netman/lib/httpapi"
+	"netman/lib/uaatoken"
 )
 
 type claimsKey struct{}
 
 // FromContext returns the claims of the request's verified token.
-func FromContext(ctx context.Context) (*Claims, bool) {
-	c, ok := ctx.Value(claimsKey{}).(*Claims)
+func FromContext(ctx context.Context) (*uaatoken.Claims, bool) {
+	c, ok := ctx.Value(claimsKey{}).(*uaatoken.Claims)
 	return c, ok
 }
 
 // WithClaims returns ctx carrying c, as Require does for the handlers it wraps.
-func WithClaims(ctx context.Context, c *Claims) context.Context {
+func WithClaims(ctx context.Context, c *uaatoken.Claims) context.Context {
 	return context.WithValue(ctx, claimsKey{}, c)
 }
 
@@ -46,13 +37,13 @@ func (v *Verifier) Require(next http.Handler) http.Handler {
 			unauthorized(w, r, err.Error(), "invalid_token")
 			return
 		}
-		if !claims.HasScope(ScopeAdmin) {
-			msg := "token lacks scope " + ScopeAdmin
-			if claims.HasScope(ScopeWrite) {
-				msg = "token lacks scope " + ScopeAdmin + ": " + ScopeWrite +
+		if !claims.HasScope(uaatoken.ScopeAdmin) {
+			msg := "token lacks scope " + uaatoken.ScopeAdmin
+			if claims.HasScope(uaatoken.ScopeWrite) {
+				msg = "token lacks scope " + uaatoken.ScopeAdmin + ": " + uaatoken.ScopeWrite +
 					" alone is not supported yet (it needs a Cloud Controller integration to check app ownership)"
 			}
-			api.WriteError(w, r, http.StatusForbidden, msg)
+			httpapi.WriteError(w, r, http.StatusForbidden, msg)
 			return
 		}
 		next.ServeHTTP(w, r.WithContext(WithClaims(r.Context(), claims)))
@@ -75,5 +66,5 @@ func unauthorized(w http.ResponseWriter, r *http.Request, msg, code string) {
 		challenge += ` error="` + code + `"`
 	}
 	w.Header().Set("WWW-Authenticate", challenge)
-	api.WriteError(w, r, http.StatusUnauthorized, msg)
+	httpapi.WriteError(w, r, http.StatusUnauthorized, msg)
 }

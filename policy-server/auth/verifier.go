@@ -25,6 +25,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"netman/lib/uaatoken"
 )
 
 // DefaultRefreshInterval is the least time between two fetches of /token_keys: a stream
@@ -53,38 +55,6 @@ type Options struct {
 	// HTTPTimeout bounds one fetch of /token_keys (10 s when zero).
 	HTTPTimeout time.Duration
 	Logger      *slog.Logger
-}
-
-// Claims are the parts of a UAA token the policy server uses.
-type Claims struct {
-	jwt.RegisteredClaims
-	Scope    []string `json:"scope"`
-	ClientID string   `json:"client_id"`
-	UserName string   `json:"user_name"`
-	UserID   string   `json:"user_id"`
-}
-
-// Who names the caller for logs and whoami: the user for user tokens, the client for
-// client-credentials tokens.
-func (c *Claims) Who() string {
-	switch {
-	case c.UserName != "":
-		return c.UserName
-	case c.ClientID != "":
-		return "client:" + c.ClientID
-	default:
-		return "sub:" + c.Subject
-	}
-}
-
-// HasScope reports whether the token carries scope s.
-func (c *Claims) HasScope(s string) bool {
-	for _, have := range c.Scope {
-		if have == s {
-			return true
-		}
-	}
-	return false
 }
 
 // Verifier checks tokens. It is safe for concurrent use.
@@ -177,8 +147,8 @@ func uaaClient(caFile string, timeout time.Duration) (*http.Client, error) {
 
 // Verify checks the raw token (without "Bearer ") and returns its claims. Every error
 // it returns means "not authenticated"; the text says why, for the 401 body.
-func (v *Verifier) Verify(ctx context.Context, raw string) (*Claims, error) {
-	claims := &Claims{}
+func (v *Verifier) Verify(ctx context.Context, raw string) (*uaatoken.Claims, error) {
+	claims := &uaatoken.Claims{}
 	_, err := v.parser.ParseWithClaims(raw, claims, func(t *jwt.Token) (any, error) {
 		kid, _ := t.Header["kid"].(string)
 		return v.key(ctx, kid)

@@ -27,9 +27,9 @@ import (
 	"netman/internal/testsupport/pgtest"
 	"netman/internal/testsupport/syncbuf"
 	"netman/internal/testsupport/testenv"
+	"netman/lib/apiwire"
 	"netman/lib/models"
 	"netman/lib/mutualtls"
-	"netman/policy-server/api"
 	"netman/policy-server/api/apitest"
 	"netman/policy-server/auth/authtest"
 	"netman/policy-server/store"
@@ -173,17 +173,17 @@ func start(t *testing.T, certDir, dsn string) *server {
 }
 
 func (s *server) url(query string) string {
-	return fmt.Sprintf("https://127.0.0.1:%d%s%s", s.ports.internal, api.PoliciesPath, query)
+	return fmt.Sprintf("https://127.0.0.1:%d%s%s", s.ports.internal, apiwire.InternalPoliciesV0Path, query)
 }
 
-func (s *server) policies(t *testing.T, query string) api.PoliciesV0 {
+func (s *server) policies(t *testing.T, query string) apiwire.InternalPoliciesV0 {
 	t.Helper()
 	resp, err := s.client.Get(s.url(query))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var body api.PoliciesV0
+	var body apiwire.InternalPoliciesV0
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(resp.Body)
 		t.Fatalf("status %d: %s", resp.StatusCode, b)
@@ -279,13 +279,13 @@ func TestSpecCurlCommand(t *testing.T) {
 		"--cacert", "certs/ca.crt",
 		"--cert", "certs/client.crt",
 		"--key", "certs/client.key",
-		"https://"+hostPort+api.PoliciesPath)
+		"https://"+hostPort+apiwire.InternalPoliciesV0Path)
 	cmd.Dir = filepath.Dir(dir)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("curl: %v\n%s", err, out)
 	}
-	var body api.PoliciesV0
+	var body apiwire.InternalPoliciesV0
 	if err := json.Unmarshal(out, &body); err != nil || len(body.Policies) != 1 {
 		t.Fatalf("curl got %s (%v)", out, err)
 	}
@@ -302,7 +302,7 @@ func TestSpecCurlCommand(t *testing.T) {
 		{"--cacert", "certs/ca.crt", "--cert", "certs/client.crt", "--key", "certs/client.key", "--ciphers", "ECDHE-RSA-AES256-GCM-SHA384", "--tls-max", "1.2"},
 	} {
 		args = append([]string{"-s", "--resolve", hostPort + ":127.0.0.1"}, args...)
-		cmd := exec.Command(curl, append(args, "https://"+hostPort+api.PoliciesPath)...)
+		cmd := exec.Command(curl, append(args, "https://"+hostPort+apiwire.InternalPoliciesV0Path)...)
 		cmd.Dir = filepath.Dir(dir)
 		if out, err := cmd.CombinedOutput(); err == nil {
 			t.Errorf("curl %v succeeded: %s", args, out)
@@ -407,7 +407,7 @@ func TestSIGTERMDrainsInFlightRequests(t *testing.T) {
 	if err != nil {
 		t.Fatalf("reading the rest of the in-flight response: %v", err)
 	}
-	var body api.PoliciesV0
+	var body apiwire.InternalPoliciesV0
 	if err := json.Unmarshal(append(first, rest...), &body); err != nil || len(body.Policies) != 30000 {
 		t.Fatalf("in-flight response: %d policies, %v", len(body.Policies), err)
 	}
@@ -467,13 +467,13 @@ func TestManyIDsInOneRequest(t *testing.T) {
 			}
 			for _, n := range []int{5000, 10000} {
 				status, body := get(n)
-				var got api.PoliciesV0
+				var got apiwire.InternalPoliciesV0
 				if err := json.Unmarshal(body, &got); status != http.StatusOK || err != nil || len(got.Policies) != 2 {
 					t.Fatalf("%d ids: status %d, %d policies, %v", n, status, len(got.Policies), err)
 				}
 			}
 			status, body := get(10001)
-			var e api.ErrorBody
+			var e apiwire.Error
 			if err := json.Unmarshal(body, &e); err != nil || status != http.StatusBadRequest || !strings.Contains(e.Error, "too many ids") {
 				t.Fatalf("10,001 ids: status %d, body %s", status, body)
 			}

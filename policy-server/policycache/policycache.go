@@ -11,7 +11,6 @@
 package policycache
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -358,7 +357,7 @@ func compact(all []models.Policy) []Policy {
 		ps[i] = Policy{
 			Source:      group(p.Source.ID, p.Source.Tag),
 			Destination: group(p.Destination.ID, p.Destination.Tag),
-			Protocol:    protocol(p.Destination.Protocol),
+			Protocol:    models.InternProtocol(p.Destination.Protocol),
 			Start:       int32(p.Destination.Ports.Start),
 			End:         int32(p.Destination.Ports.End),
 		}
@@ -371,25 +370,13 @@ func compact(all []models.Policy) []Policy {
 	return ps
 }
 
-// Compare orders policies by source id, destination id, protocol, then ports.
-func Compare(a, b Policy) int {
-	return cmp.Or(
-		cmp.Compare(a.Source.ID, b.Source.ID),
-		cmp.Compare(a.Destination.ID, b.Destination.ID),
-		cmp.Compare(a.Protocol, b.Protocol),
-		cmp.Compare(a.Start, b.Start),
-		cmp.Compare(a.End, b.End),
-	)
+// Key returns p's place in the policy order (models.PolicyKey).
+func (p Policy) Key() models.PolicyKey {
+	return models.PolicyKey{
+		Source: p.Source.ID, Destination: p.Destination.ID, Protocol: p.Protocol,
+		Start: int(p.Start), End: int(p.End),
+	}
 }
 
-// protocol returns a shared copy of the common protocol names, so a snapshot does not
-// hold one string per policy.
-func protocol(p string) string {
-	switch p {
-	case models.ProtocolTCP:
-		return models.ProtocolTCP
-	case models.ProtocolUDP:
-		return models.ProtocolUDP
-	}
-	return p
-}
+// Compare orders policies by source id, destination id, protocol, then ports.
+func Compare(a, b Policy) int { return a.Key().Compare(b.Key()) }

@@ -21,7 +21,9 @@ import (
 	"github.com/tedsuo/ifrit"
 	"github.com/tedsuo/ifrit/grouper"
 
-	"netman/policy-server/api"
+	"netman/lib/httpapi"
+	"netman/lib/httpserver"
+	"netman/policy-server/api/internalapi"
 	"netman/policy-server/config"
 	"netman/policy-server/policycache"
 )
@@ -29,6 +31,7 @@ import (
 // Store is what the server needs from the policy store.
 type Store interface {
 	policycache.Store
+	internalapi.Store
 	Counts(ctx context.Context) (policies, groups int64, err error)
 	Watch(ctx context.Context, dsn string, pollInterval time.Duration, onChange func(version int64)) error
 }
@@ -42,12 +45,9 @@ type Deps struct {
 	DSN      string // for the store's LISTEN connection; never logged
 	Logger   *slog.Logger
 	Registry *prometheus.Registry
-	// InternalRoutes, when set, are served on the internal server in addition to
-	// the v0 policies route (later API versions add theirs here).
-	InternalRoutes []api.Route
 	// ExternalRoutes, when set, are served on listen_port (the external API), over
 	// TLS when ExternalTLS is set.
-	ExternalRoutes []api.Route
+	ExternalRoutes []httpapi.Route
 	ExternalTLS    *tls.Config
 }
 
@@ -71,7 +71,7 @@ func Members(d Deps) (grouper.Members, error) {
 			return nil, fmt.Errorf("registering metrics: %w", err)
 		}
 	}
-	httpMetrics := api.NewMetrics(reg)
+	httpMetrics := httpapi.NewMetrics(reg)
 	cacheMetrics := newCacheMetrics(reg)
 
 	cache := policycache.New(d.Store, policycache.Options{
@@ -80,31 +80,31 @@ func Members(d Deps) (grouper.Members, error) {
 		Observe:      cacheMetrics,
 	})
 
-	internalMW := api.Middleware{Server: "internal", Logger: d.Logger, Metrics: httpMetrics, Timeout: c.RequestTimeout()}
-	routes := append(api.InternalRoutes(api.NewInternalPolicies(cache, c.MaxPolicyGroupIDs)), d.InternalRoutes...)
+	internalMW := httpapi.Middleware{Server: "internal", Logger: d.Logger, Metrics: httpMetrics, Timeout: c.RequestTimeout()}
+	routes := internalapi.Routes(cache, d.Store, c.MaxPolicyGroupIDs)
 	internal := &http.Server{
 		Addr:      net.JoinHostPort(c.ListenHost, strconv.Itoa(c.InternalListenPort)),
-		Handler:   api.NewMux(internalMW, routes),
+		Handler:   httpapi.NewMux(internalMW, routes),
 		TLSConfig: d.TLS,
 		// A poll may name up to max_policy_group_ids ids in its URL.
 		MaxHeaderBytes: max(1<<20, c.MaxPolicyGroupIDs*48+64<<10),
 	}
-	healthMW := api.Middleware{Server: "health", Logger: d.Logger, Metrics: httpMetrics, Timeout: c.RequestTimeout()}
+	healthMW := httpapi.Middleware{Server: "health", Logger: d.Logger, Metrics: httpMetrics, Timeout: c.RequestTimeout()}
 	health := &http.Server{
 		Addr:    net.JoinHostPort("127.0.0.1", strconv.Itoa(c.HealthCheckPort)),
-		Handler: api.NewMux(healthMW, api.HealthRoutes(api.SelectOne(d.DB))),
+		Handler: httpapi.NewMux(healthMW, HealthRoutes(SelectOne(d.DB))),
 	}
 	debug := &http.Server{
 		Addr:    net.JoinHostPort("127.0.0.1", strconv.Itoa(c.DebugServerPort)),
-		Handler: api.DebugHandler(reg),
+		Handler: DebugHandler(reg),
 	}
 	servers := []*http.Server{internal, health, debug}
 	var external *http.Server
 	if len(d.ExternalRoutes) > 0 {
-		externalMW := api.Middleware{Server: "external", Logger: d.Logger, Metrics: httpMetrics, Timeout: c.RequestTimeout()}
+		externalMW := httpapi.Middleware{Server: "external", Logger: d.Logger, Metrics: httpMetrics, Timeout: c.RequestTimeout()}
 		external = &http.Server{
 			Addr:      net.JoinHostPort(c.ListenHost, strconv.Itoa(c.ListenPort)),
-			Handler:   api.NewMux(externalMW, d.ExternalRoutes),
+			Handler:   httpapi.NewMux(externalMW, d.ExternalRoutes),
 			TLSConfig: d.ExternalTLS,
 		}
 		servers = append(servers, external)
@@ -118,15 +118,15 @@ func Members(d Deps) (grouper.Members, error) {
 	drain := c.RequestTimeout() + 5*time.Second
 
 	members := grouper.Members{
-		{Name: "debug-server", Runner: &HTTPServer{Server: debug, Drain: drain, Logger: d.Logger}},
+		{Name: "debug-server", Runner: &httpserver.Runner{Server: debug, Drain: drain, Logger: d.Logger}},
 		{Name: "policy-cache", Runner: cacheRunner(cache, d.Logger)},
 		{Name: "policy-watch", Runner: watchRunner(d.Store, d.DSN, cache, d.Logger)},
-		{Name: "internal-server", Runner: &HTTPServer{Server: internal, Drain: drain, Logger: d.Logger}},
+		{Name: "internal-server", Runner: &httpserver.Runner{Server: internal, Drain: drain, Logger: d.Logger}},
 	}
 	if external != nil {
-		members = append(members, grouper.Member{Name: "external-server", Runner: &HTTPServer{Server: external, Drain: drain, Logger: d.Logger}})
+		members = append(members, grouper.Member{Name: "external-server", Runner: &httpserver.Runner{Server: external, Drain: drain, Logger: d.Logger}})
 	}
-	return append(members, grouper.Member{Name: "health-server", Runner: &HTTPServer{Server: health, Drain: drain, Logger: d.Logger}}), nil
+	return append(members, grouper.Member{Name: "health-server", Runner: &httpserver.Runner{Server: health, Drain: drain, Logger: d.Logger}}), nil
 }
 
 // SetTimeouts bounds every phase of a connection so a slow or stalled client cannot
@@ -137,43 +137,6 @@ func SetTimeouts(s *http.Server, requestTimeout time.Duration) {
 	s.ReadTimeout = 30 * time.Second
 	s.WriteTimeout = requestTimeout + 30*time.Second
 	s.IdleTimeout = 120 * time.Second
-}
-
-// HTTPServer runs an http.Server as an ifrit member. On a signal it stops accepting
-// connections and lets in-flight requests finish (up to Drain).
-type HTTPServer struct {
-	Server *http.Server
-	Drain  time.Duration
-	Logger *slog.Logger
-}
-
-func (h *HTTPServer) Run(signals <-chan os.Signal, ready chan<- struct{}) error {
-	ln, err := net.Listen("tcp", h.Server.Addr)
-	if err != nil {
-		return fmt.Errorf("listening on %s: %w", h.Server.Addr, err)
-	}
-	errs := make(chan error, 1)
-	go func() {
-		if h.Server.TLSConfig != nil {
-			errs <- h.Server.ServeTLS(ln, "", "")
-		} else {
-			errs <- h.Server.Serve(ln)
-		}
-	}()
-	h.Logger.Info("listening", "addr", ln.Addr().String(), "tls", h.Server.TLSConfig != nil)
-	close(ready)
-	select {
-	case err := <-errs:
-		return fmt.Errorf("serving %s: %w", h.Server.Addr, err)
-	case <-signals:
-		ctx, cancel := context.WithTimeout(context.Background(), h.Drain)
-		defer cancel()
-		if err := h.Server.Shutdown(ctx); err != nil {
-			h.Server.Close()
-			return fmt.Errorf("draining %s: %w", h.Server.Addr, err)
-		}
-		return nil
-	}
 }
 
 // cacheRunner loads the first snapshot before reporting ready, so the internal API

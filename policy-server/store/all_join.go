@@ -1,7 +1,6 @@
 package store
 
 import (
-	"cmp"
 	"context"
 	"database/sql"
 	"fmt"
@@ -193,7 +192,7 @@ func readDestinations(ctx context.Context, tx *sql.Tx, groups []groupTag) (*dest
 		if !ok {
 			return nil, fmt.Errorf("destination group %q missing", gid)
 		}
-		d := models.Destination{ID: g.id, Tag: g.tag, Protocol: protocolString(proto), Ports: models.Ports{Start: start, End: end}}
+		d := models.Destination{ID: g.id, Tag: g.tag, Protocol: models.InternProtocolBytes(proto), Ports: models.Ports{Start: start, End: end}}
 		if t.m != nil {
 			t.m[id] = d
 		} else if i := id - t.base; i >= 0 && i < int64(len(t.dense)) {
@@ -206,33 +205,10 @@ func readDestinations(ctx context.Context, tx *sql.Tx, groups []groupTag) (*dest
 	return t, nil
 }
 
-// protocolString returns the shared constant for the protocols the schema allows,
-// so 100k rows do not carry 100k copies of "tcp".
-func protocolString(b []byte) string {
-	switch string(b) {
-	case models.ProtocolTCP:
-		return models.ProtocolTCP
-	case models.ProtocolUDP:
-		return models.ProtocolUDP
-	}
-	return string(b)
-}
-
 // sortSourceRun orders the policies of one source by destination id, protocol and ports.
 func sortSourceRun(ps []models.Policy) {
 	if len(ps) < 2 {
 		return
 	}
-	slices.SortFunc(ps, comparePolicies)
-}
-
-// comparePolicies is the order of All and ByGroupIDs.
-func comparePolicies(a, b models.Policy) int {
-	return cmp.Or(
-		strings.Compare(a.Source.ID, b.Source.ID),
-		strings.Compare(a.Destination.ID, b.Destination.ID),
-		strings.Compare(a.Destination.Protocol, b.Destination.Protocol),
-		cmp.Compare(a.Destination.Ports.Start, b.Destination.Ports.Start),
-		cmp.Compare(a.Destination.Ports.End, b.Destination.Ports.End),
-	)
+	slices.SortFunc(ps, models.ComparePolicies)
 }

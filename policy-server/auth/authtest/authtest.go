@@ -21,7 +21,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"netman/policy-server/auth"
+	"netman/lib/uaatoken"
 )
 
 // Issuer and Audience are what Token puts in iss and aud unless told otherwise.
@@ -66,9 +66,9 @@ func (k Key) PrivateKeyFile(t testing.TB) string {
 
 // Claims returns valid admin claims: issued now, expiring in an hour, iss Issuer,
 // aud Audience, user "admin", scope network.admin. Tests change fields from there.
-func Claims() *auth.Claims {
+func Claims() *uaatoken.Claims {
 	now := time.Now()
-	return &auth.Claims{
+	return &uaatoken.Claims{
 		RegisteredClaims: jwt.RegisteredClaims{
 			Issuer:    Issuer,
 			Audience:  jwt.ClaimStrings{Audience, "cloud_controller"},
@@ -76,7 +76,7 @@ func Claims() *auth.Claims {
 			IssuedAt:  jwt.NewNumericDate(now),
 			ExpiresAt: jwt.NewNumericDate(now.Add(time.Hour)),
 		},
-		Scope:    []string{auth.ScopeAdmin, "openid"},
+		Scope:    []string{uaatoken.ScopeAdmin, "openid"},
 		ClientID: "cf",
 		UserName: "admin",
 		UserID:   "user-guid-1",
@@ -84,9 +84,9 @@ func Claims() *auth.Claims {
 }
 
 // Token signs claims with k.
-func (k Key) Token(t testing.TB, claims *auth.Claims) string {
+func (k Key) Token(t testing.TB, claims *uaatoken.Claims) string {
 	t.Helper()
-	s, err := auth.Sign(k.Private, k.ID, claims)
+	s, err := uaatoken.Sign(k.Private, k.ID, claims)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package api_test
+package internalapi_test
 
 import (
 	"io"
@@ -12,8 +12,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"netman/policy-server/api"
+	"netman/lib/httpapi"
 	"netman/policy-server/api/apitest"
+	"netman/policy-server/api/internalapi"
 	"netman/policy-server/policycache"
 	"netman/policy-server/store"
 )
@@ -32,8 +33,8 @@ func benchHandler(b *testing.B) (http.Handler, []string) {
 		b.Fatal(err)
 	}
 	// Request logs at debug level are off in production, and off here.
-	mw := api.Middleware{Server: "internal", Logger: slog.New(slog.DiscardHandler), Metrics: api.NewMetrics(prometheus.NewRegistry()), Timeout: 5 * time.Second}
-	return api.NewMux(mw, api.InternalRoutes(api.NewInternalPolicies(cache, 10000))), groups
+	mw := httpapi.Middleware{Server: "internal", Logger: slog.New(slog.DiscardHandler), Metrics: httpapi.NewMetrics(prometheus.NewRegistry()), Timeout: 5 * time.Second}
+	return httpapi.NewMux(mw, internalapi.V0Routes(cache, 10000)), groups
 }
 
 func BenchmarkInternalPolicies10IDsAt100k(b *testing.B) {
@@ -45,7 +46,7 @@ func BenchmarkInternalPolicies10IDsAt100k(b *testing.B) {
 		for j := range ids {
 			ids[j] = groups[rng.IntN(len(groups))]
 		}
-		targets[i] = api.PoliciesPath + "?id=" + strings.Join(ids, ",")
+		targets[i] = internalapi.PoliciesPath + "?id=" + strings.Join(ids, ",")
 	}
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -64,7 +65,7 @@ func BenchmarkInternalPoliciesAllAt100k(b *testing.B) {
 	b.ResetTimer()
 	for b.Loop() {
 		w := &discardWriter{header: http.Header{}}
-		h.ServeHTTP(w, httptest.NewRequest(http.MethodGet, api.PoliciesPath, nil))
+		h.ServeHTTP(w, httptest.NewRequest(http.MethodGet, internalapi.PoliciesPath, nil))
 		if w.status != http.StatusOK {
 			b.Fatalf("status %d", w.status)
 		}

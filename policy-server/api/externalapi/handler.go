@@ -1,28 +1,21 @@
-// Package external serves the policy server's policy-management API: the external
-// v0 and v1 routes (bearer tokens, network.admin) that the cf CLI and `netman` use, and
-// the v1 internal routes (mutual TLS) that newer agents poll. The v1 internal routes
-// live here because they speak the same v1 wire types; the v0 internal route is in the
-// parent package.
-package external
+// Package externalapi serves the policy server's policy-management API: the external
+// v0 and v1 routes (bearer tokens, network.admin) that the cf CLI and `netman` use.
+package externalapi
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"strings"
 
+	"netman/lib/apiwire"
+	"netman/lib/httpapi"
 	"netman/lib/models"
 	"netman/policy-server/api"
 	"netman/policy-server/auth"
 )
-
-// MaxBodyBytes caps a request body: 10 MiB holds tens of thousands of policies.
-const MaxBodyBytes = 10 << 20
 
 // DefaultMaxPolicies is the default cap on policies in one create or delete request.
 const DefaultMaxPolicies = 10000
@@ -34,8 +27,6 @@ type Store interface {
 	All(ctx context.Context) ([]models.Policy, error)
 	ByGroupIDs(ctx context.Context, ids []string) ([]models.Policy, error)
 	Tags(ctx context.Context) ([]models.Tag, error)
-	EnsureTag(ctx context.Context, id, groupType string) (models.Tag, error)
-	LastUpdated(ctx context.Context) (int64, error)
 }
 
 // Options configure the handlers.
@@ -75,7 +66,7 @@ func New(opts Options) (*API, error) {
 
 // ExternalRoutes are the routes of the external server, every one behind a bearer
 // token with network.admin; none when the API has no token verifier.
-func (a *API) ExternalRoutes() []api.Route {
+func (a *API) ExternalRoutes() []httpapi.Route {
 	if a.verifier == nil {
 		return nil
 	}
@@ -83,7 +74,7 @@ func (a *API) ExternalRoutes() []api.Route {
 	v1 := "/networking/v1/external/"
 	create0, delete0 := a.changePolicies("v0", a.decodeV0, a.store.Create), a.changePolicies("v0", a.decodeV0, a.store.Delete)
 	create1, delete1 := a.changePolicies("v1", a.decodeV1, a.store.Create), a.changePolicies("v1", a.decodeV1, a.store.Delete)
-	routes := []api.Route{
+	routes := []httpapi.Route{
 		{Name: "external_v0_create_policies", Method: http.MethodPost, Path: v0 + "policies", Handler: create0},
 		{Name: "external_v0_delete_policies", Method: http.MethodDelete, Path: v0 + "policies", Handler: delete0},
 		{Name: "external_v0_delete_policies", Method: http.MethodPost, Path: v0 + "policies/delete", Handler: delete0},
@@ -104,18 +95,6 @@ func (a *API) ExternalRoutes() []api.Route {
 	return routes
 }
 
-// InternalRoutes are the v1 routes of the internal (mutual TLS) server.
-func (a *API) InternalRoutes() []api.Route {
-	return []api.Route{
-		{Name: "internal_v1_policies", Method: http.MethodGet, Path: "/networking/v1/internal/policies",
-			Handler: a.listPolicies(func(ps []models.Policy) any { return internalPoliciesV1(ps) })},
-		{Name: "internal_v1_policies_last_updated", Method: http.MethodGet, Path: "/networking/v1/internal/policies_last_updated",
-			Handler: http.HandlerFunc(a.lastUpdated)},
-		{Name: "internal_v1_tags", Method: http.MethodPut, Path: "/networking/v1/internal/tags",
-			Handler: http.HandlerFunc(a.ensureTag)},
-	}
-}
-
 // decoded policies of one request, or the status and message to refuse it with.
 type decodeFunc func(r *http.Request) ([]models.Policy, int, error)
 
@@ -131,7 +110,7 @@ func decodePolicies[P any](r *http.Request, maxPolicies int, model func(P, strin
 	var body struct {
 		Policies *[]P `json:"policies"`
 	}
-	if status, err := decodeBody(r, &body); err != nil {
+	if status, err := httpapi.DecodeBody(r, &body); err != nil {
 		return nil, status, err
 	}
 	if body.Policies == nil || len(*body.Policies) == 0 {
@@ -152,46 +131,6 @@ func decodePolicies[P any](r *http.Request, maxPolicies int, model func(P, strin
 	return out, 0, nil
 }
 
-// decodeBody reads one JSON value of at most MaxBodyBytes into v, refusing unknown
-// fields (a misspelt "protocl" must not become a policy without a protocol).
-func decodeBody(r *http.Request, v any) (int, error) {
-	body := http.MaxBytesReader(nil, r.Body, MaxBodyBytes)
-	data, err := io.ReadAll(body)
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			// 400 like every other refused body, so clients need one error path.
-			return http.StatusBadRequest, fmt.Errorf("request body is larger than %d bytes (10 MiB)", MaxBodyBytes)
-		}
-		return http.StatusBadRequest, fmt.Errorf("reading request body: %v", err)
-	}
-	if len(bytes.TrimSpace(data)) == 0 {
-		return http.StatusBadRequest, errors.New("request body is empty; it must be JSON")
-	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return http.StatusBadRequest, fmt.Errorf("request body is not valid JSON for this route: %s", jsonProblem(err))
-	}
-	if dec.More() {
-		return http.StatusBadRequest, errors.New("request body is not valid JSON for this route: data after the JSON value")
-	}
-	return 0, nil
-}
-
-// jsonProblem rewords encoding/json errors without its "json: " prefix and Go type names.
-func jsonProblem(err error) string {
-	var typeErr *json.UnmarshalTypeError
-	if errors.As(err, &typeErr) {
-		field := typeErr.Field
-		if field == "" {
-			field = "the body"
-		}
-		return fmt.Sprintf("%s must not be a JSON %s", field, typeErr.Value)
-	}
-	return strings.TrimPrefix(err.Error(), "json: ")
-}
-
 // changePolicies serves a create or delete: decode, apply in one transaction, audit.
 func (a *API) changePolicies(version string, decode decodeFunc, apply func(context.Context, []models.Policy) error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -202,17 +141,17 @@ func (a *API) changePolicies(version string, decode decodeFunc, apply func(conte
 		policies, status, err := decode(r)
 		if err != nil {
 			audit(r, action, version, nil, status, err.Error())
-			api.WriteError(w, r, status, err.Error())
+			httpapi.WriteError(w, r, status, err.Error())
 			return
 		}
 		if err := apply(r.Context(), policies); err != nil {
 			status, msg := api.StoreError(r, err)
 			audit(r, action, version, policies, status, msg)
-			api.WriteError(w, r, status, msg)
+			httpapi.WriteError(w, r, status, msg)
 			return
 		}
 		audit(r, action, version, policies, http.StatusOK, "")
-		writeJSON(w, r, http.StatusOK, struct{}{})
+		httpapi.WriteValue(w, r, http.StatusOK, struct{}{})
 	})
 }
 
@@ -241,7 +180,7 @@ func audit(r *http.Request, action, version string, policies []models.Policy, st
 	default:
 		attrs = append(attrs, slog.String("result", "refused"), slog.String("error", errMsg))
 	}
-	api.Logger(r.Context()).LogAttrs(r.Context(), slog.LevelInfo, "audit", attrs...)
+	httpapi.Logger(r.Context()).LogAttrs(r.Context(), slog.LevelInfo, "audit", attrs...)
 }
 
 // policyStrings renders policies compactly: "src -> dst tcp/8080" or ".../8080-8090".
@@ -258,24 +197,7 @@ func policyStrings(ps []models.Policy) []string {
 }
 
 func (a *API) listPolicies(shape func([]models.Policy) any) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ids, all, err := api.ParseIDs(r.URL.RawQuery, a.maxIDs)
-		if err != nil {
-			api.WriteError(w, r, http.StatusBadRequest, err.Error())
-			return
-		}
-		var ps []models.Policy
-		if all {
-			ps, err = a.store.All(r.Context())
-		} else {
-			ps, err = a.store.ByGroupIDs(r.Context(), ids)
-		}
-		if err != nil {
-			api.WriteStoreError(w, r, err)
-			return
-		}
-		writeJSON(w, r, http.StatusOK, shape(ps))
-	})
+	return api.ListPolicies(a.store, a.maxIDs, shape)
 }
 
 func (a *API) listTags(shape func([]models.Tag) any) http.Handler {
@@ -285,16 +207,8 @@ func (a *API) listTags(shape func([]models.Tag) any) http.Handler {
 			api.WriteStoreError(w, r, err)
 			return
 		}
-		writeJSON(w, r, http.StatusOK, shape(ts))
+		httpapi.WriteValue(w, r, http.StatusOK, shape(ts))
 	})
-}
-
-// Whoami is the body of GET .../whoami.
-type Whoami struct {
-	UserName string   `json:"user_name"`
-	UserID   string   `json:"user_id,omitempty"`
-	ClientID string   `json:"client_id,omitempty"`
-	Scope    []string `json:"scope"`
 }
 
 func whoami(w http.ResponseWriter, r *http.Request) {
@@ -303,44 +217,5 @@ func whoami(w http.ResponseWriter, r *http.Request) {
 	if scope == nil {
 		scope = []string{}
 	}
-	writeJSON(w, r, http.StatusOK, Whoami{UserName: c.Who(), UserID: c.UserID, ClientID: c.ClientID, Scope: scope})
-}
-
-func (a *API) lastUpdated(w http.ResponseWriter, r *http.Request) {
-	v, err := a.store.LastUpdated(r.Context())
-	if err != nil {
-		api.WriteStoreError(w, r, err)
-		return
-	}
-	writeJSON(w, r, http.StatusOK, v)
-}
-
-func (a *API) ensureTag(w http.ResponseWriter, r *http.Request) {
-	var req tagRequestV1
-	if status, err := decodeBody(r, &req); err != nil {
-		api.WriteError(w, r, status, err.Error())
-		return
-	}
-	if err := firstError(checkID("id", req.ID), checkID("type", req.Type)); err != nil {
-		api.WriteError(w, r, http.StatusBadRequest, err.Error())
-		return
-	}
-	t, err := a.store.EnsureTag(r.Context(), *req.ID, *req.Type)
-	if err != nil {
-		api.WriteStoreError(w, r, err)
-		return
-	}
-	writeJSON(w, r, http.StatusOK, TagV1{ID: t.ID, Type: t.Type, Tag: t.Tag})
-}
-
-func writeJSON(w http.ResponseWriter, r *http.Request, status int, v any) {
-	body, err := json.Marshal(v)
-	if err != nil {
-		api.Logger(r.Context()).Error("encoding response", "error", err)
-		api.WriteError(w, r, http.StatusInternalServerError, "encoding the response failed")
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_, _ = w.Write(body)
+	httpapi.WriteValue(w, r, http.StatusOK, apiwire.Whoami{UserName: c.Who(), UserID: c.UserID, ClientID: c.ClientID, Scope: scope})
 }

@@ -1,4 +1,4 @@
-package external
+package externalapi
 
 import (
 	"context"
@@ -6,18 +6,16 @@ import (
 	"fmt"
 	"log/slog"
 
-	"netman/policy-server/api"
+	"netman/lib/httpapi"
 	"netman/policy-server/auth"
 	"netman/policy-server/config"
 )
 
 // Routes are what the policy server serves from this package.
 type Routes struct {
-	// Internal are the v1 internal routes, served whatever the external settings.
-	Internal []api.Route
 	// External are the external routes; nil when neither uaa_url nor uaa_key_file
 	// is configured, because no caller could be authenticated.
-	External []api.Route
+	External []httpapi.Route
 	// ExternalTLS is set when the external API serves HTTPS.
 	ExternalTLS *tls.Config
 }
@@ -36,7 +34,7 @@ func Configure(ctx context.Context, cfg *config.Config, st Store, logger *slog.L
 	if err != nil {
 		return Routes{}, err
 	}
-	r := Routes{Internal: a.InternalRoutes(), External: a.ExternalRoutes()}
+	r := Routes{External: a.ExternalRoutes()}
 	if r.External == nil {
 		logger.Warn("external API disabled: set uaa_url or uaa_key_file to serve it on listen_port")
 		return r, nil

@@ -1,4 +1,4 @@
-package external_test
+package externalapi_test
 
 import (
 	"context"
@@ -11,10 +11,11 @@ import (
 	"sync"
 	"testing"
 
+	"netman/lib/apiwire"
+	"netman/lib/httpapi"
 	"netman/lib/models"
-	"netman/policy-server/api/external"
-	"netman/policy-server/api/external/externaltest"
-	"netman/policy-server/auth"
+	"netman/lib/uaatoken"
+	"netman/policy-server/api/externalapi/externalapitest"
 	"netman/policy-server/auth/authtest"
 )
 
@@ -97,7 +98,7 @@ func decode[T any](t *testing.T, r response) T {
 }
 
 func TestValidation(t *testing.T) {
-	s := externaltest.New(t, externaltest.Options{MaxPolicies: 3})
+	s := externalapitest.New(t, externalapitest.Options{MaxPolicies: 3})
 	token := s.AdminToken(t)
 	v0 := s.External.URL + "/networking/v0/external/policies"
 	v1 := s.External.URL + "/networking/v1/external/policies"
@@ -150,7 +151,7 @@ func TestValidation(t *testing.T) {
 		{"v0 bad protocol", v0, v1Body(v0Policy("a", "b", "sctp", 80)), 400, `"sctp" is not allowed`},
 		{"v0 delete validates too", v0 + "/delete", v1Body(v0Policy("a", "b", "udp", 70000)), 400, "outside 1-65535"},
 		{"v1 delete validates too", v1 + "/delete", `{"policies":[]}`, 400, "no policies given"},
-		{"oversized body", v1, `{"policies":[` + strings.Repeat(" ", external.MaxBodyBytes) + `]}`, 400, "larger than 10485760 bytes (10 MiB)"},
+		{"oversized body", v1, `{"policies":[` + strings.Repeat(" ", httpapi.MaxBodyBytes) + `]}`, 400, "larger than 10485760 bytes (10 MiB)"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -176,7 +177,7 @@ func TestValidation(t *testing.T) {
 }
 
 func TestPoliciesV1RoundTrip(t *testing.T) {
-	s := externaltest.New(t, externaltest.Options{})
+	s := externalapitest.New(t, externalapitest.Options{})
 	token := s.AdminToken(t)
 	url := s.External.URL + "/networking/v1/external/policies"
 
@@ -204,7 +205,7 @@ func TestPoliciesV1RoundTrip(t *testing.T) {
 		t.Fatalf("list:\n got %s\nwant %s", r.body, want)
 	}
 
-	filtered := decode[external.PoliciesV1](t, do(t, http.MethodGet, url+"?id=app-c", token, ""))
+	filtered := decode[apiwire.PoliciesV1](t, do(t, http.MethodGet, url+"?id=app-c", token, ""))
 	if filtered.TotalPolicies != 2 || len(filtered.Policies) != 2 {
 		t.Fatalf("?id=app-c: %+v", filtered)
 	}
@@ -217,20 +218,20 @@ func TestPoliciesV1RoundTrip(t *testing.T) {
 	mustStatus(t, do(t, http.MethodDelete, url, token, del), 200)
 	mustStatus(t, do(t, http.MethodDelete, url, token, del), 200)
 	mustStatus(t, do(t, http.MethodPost, url+"/delete", token, v1Body(v1Policy("app-a", "app-c", "udp", 53, 53), v1Policy("never", "existed", "tcp", 1, 1))), 200)
-	left := decode[external.PoliciesV1](t, do(t, http.MethodGet, url, token, ""))
+	left := decode[apiwire.PoliciesV1](t, do(t, http.MethodGet, url, token, ""))
 	if left.TotalPolicies != 1 || left.Policies[0].Source.ID != "app-c" {
 		t.Fatalf("after deletes: %+v", left)
 	}
 	// A range is a policy of its own: deleting 8080-8080 does not touch 8080-8090.
 	mustStatus(t, do(t, http.MethodPost, url, token, v1Body(v1Policy("x", "y", "tcp", 8080, 8090))), 200)
 	mustStatus(t, do(t, http.MethodDelete, url, token, v1Body(v1Policy("x", "y", "tcp", 8080, 8080))), 200)
-	if got := decode[external.PoliciesV1](t, do(t, http.MethodGet, url+"?id=x", token, "")); got.TotalPolicies != 1 {
+	if got := decode[apiwire.PoliciesV1](t, do(t, http.MethodGet, url+"?id=x", token, "")); got.TotalPolicies != 1 {
 		t.Fatalf("deleting a single port removed the range: %+v", got)
 	}
 }
 
 func TestPoliciesV0(t *testing.T) {
-	s := externaltest.New(t, externaltest.Options{})
+	s := externalapitest.New(t, externalapitest.Options{})
 	token := s.AdminToken(t)
 	v0 := s.External.URL + "/networking/v0/external/policies"
 	v1 := s.External.URL + "/networking/v1/external/policies"
@@ -252,13 +253,13 @@ func TestPoliciesV0(t *testing.T) {
 	}
 	mustStatus(t, do(t, http.MethodDelete, v0, token, v1Body(v0Policy("a", "b", "tcp", 8080))), 200)
 	mustStatus(t, do(t, http.MethodPost, v0+"/delete", token, v1Body(v0Policy("a", "b", "tcp", 8080))), 200)
-	if got := decode[external.PoliciesV0](t, do(t, http.MethodGet, v0, token, "")); got.TotalPolicies != 1 {
+	if got := decode[apiwire.PoliciesV0](t, do(t, http.MethodGet, v0, token, "")); got.TotalPolicies != 1 {
 		t.Fatalf("after v0 delete: %+v", got)
 	}
 }
 
 func TestTagsAndWhoami(t *testing.T) {
-	s := externaltest.New(t, externaltest.Options{})
+	s := externalapitest.New(t, externalapitest.Options{})
 	token := s.AdminToken(t)
 	mustStatus(t, do(t, http.MethodPost, s.External.URL+"/networking/v1/external/policies", token,
 		v1Body(v1Policy("app-b", "app-a", "tcp", 80, 80))), 200)
@@ -269,7 +270,7 @@ func TestTagsAndWhoami(t *testing.T) {
 		v0.body != `{"tags":[{"id":"app-a","tag":"0001"},{"id":"app-b","tag":"0002"}]}` {
 		t.Fatalf("v0 tags: %s", v0.body)
 	}
-	v1 := decode[external.TagsV1](t, do(t, http.MethodGet, s.External.URL+"/networking/v1/external/tags", token, ""))
+	v1 := decode[apiwire.TagsV1](t, do(t, http.MethodGet, s.External.URL+"/networking/v1/external/tags", token, ""))
 	if len(v1.Tags) != 2 || v1.Tags[0].Type != "app" || v1.Tags[0].Tag == v1.Tags[1].Tag {
 		t.Fatalf("v1 tags: %+v", v1)
 	}
@@ -284,17 +285,17 @@ func TestTagsAndWhoami(t *testing.T) {
 	c := authtest.Claims()
 	c.UserName, c.UserID, c.ClientID = "", "", "network-automation"
 	r := do(t, http.MethodGet, s.External.URL+"/networking/v1/external/whoami", s.Key.Token(t, c), "")
-	if got := decode[external.Whoami](t, r); got.UserName != "client:network-automation" {
+	if got := decode[apiwire.Whoami](t, r); got.UserName != "client:network-automation" {
 		t.Fatalf("client token whoami: %s", r.body)
 	}
 }
 
 func TestEveryExternalRouteNeedsAdmin(t *testing.T) {
-	s := externaltest.New(t, externaltest.Options{JWKS: true})
+	s := externalapitest.New(t, externalapitest.Options{JWKS: true})
 	readOnly := authtest.Claims()
 	readOnly.Scope = []string{"network.read"}
 	writer := authtest.Claims()
-	writer.Scope = []string{auth.ScopeWrite}
+	writer.Scope = []string{uaatoken.ScopeWrite}
 	stranger := authtest.NewKey(t, "test-key")
 
 	body := v1Body(v1Policy("a", "b", "tcp", 1, 1))
@@ -342,7 +343,7 @@ func TestEveryExternalRouteNeedsAdmin(t *testing.T) {
 }
 
 func TestTagExhaustionIsAllOrNothing(t *testing.T) {
-	s := externaltest.New(t, externaltest.Options{TagLength: 1, MaxPolicies: 1000})
+	s := externalapitest.New(t, externalapitest.Options{TagLength: 1, MaxPolicies: 1000})
 	token := s.AdminToken(t)
 	url := s.External.URL + "/networking/v1/external/policies"
 
@@ -362,7 +363,7 @@ func TestTagExhaustionIsAllOrNothing(t *testing.T) {
 	if msg := r.errorText(t); !strings.Contains(msg, "tags ran out") || !strings.Contains(msg, "tag_length") {
 		t.Fatalf("exhaustion error %q does not say tags ran out", msg)
 	}
-	if got := decode[external.PoliciesV1](t, do(t, http.MethodGet, url, token, "")); got.TotalPolicies != 127 {
+	if got := decode[apiwire.PoliciesV1](t, do(t, http.MethodGet, url, token, "")); got.TotalPolicies != 127 {
 		t.Fatalf("after the refused batch the store holds %d policies, want 127", got.TotalPolicies)
 	}
 	// 128 more ids fit exactly.
@@ -377,7 +378,7 @@ func TestTagExhaustionIsAllOrNothing(t *testing.T) {
 }
 
 func TestConcurrentCreatesOfTheSameNewIDs(t *testing.T) {
-	s := externaltest.New(t, externaltest.Options{})
+	s := externalapitest.New(t, externalapitest.Options{})
 	token := s.AdminToken(t)
 	url := s.External.URL + "/networking/v1/external/policies"
 	var wg sync.WaitGroup
@@ -396,7 +397,7 @@ func TestConcurrentCreatesOfTheSameNewIDs(t *testing.T) {
 			t.Fatalf("request %d: %d %s", i, r.status, r.body)
 		}
 	}
-	tags := decode[external.TagsV1](t, do(t, http.MethodGet, s.External.URL+"/networking/v1/external/tags", token, ""))
+	tags := decode[apiwire.TagsV1](t, do(t, http.MethodGet, s.External.URL+"/networking/v1/external/tags", token, ""))
 	if len(tags.Tags) != 18 {
 		t.Fatalf("%d groups, want 18: %+v", len(tags.Tags), tags)
 	}
@@ -407,13 +408,13 @@ func TestConcurrentCreatesOfTheSameNewIDs(t *testing.T) {
 		}
 		seen[tg.Tag] = tg.ID
 	}
-	if got := decode[external.PoliciesV1](t, do(t, http.MethodGet, url, token, "")); got.TotalPolicies != 17 {
+	if got := decode[apiwire.PoliciesV1](t, do(t, http.MethodGet, url, token, "")); got.TotalPolicies != 17 {
 		t.Fatalf("%d policies, want 17", got.TotalPolicies)
 	}
 }
 
 func TestAuditLog(t *testing.T) {
-	s := externaltest.New(t, externaltest.Options{})
+	s := externalapitest.New(t, externalapitest.Options{})
 	token := s.AdminToken(t)
 	url := s.External.URL + "/networking/v1/external/policies"
 	mustStatus(t, do(t, http.MethodPost, url, token, v1Body(v1Policy("a", "b", "tcp", 8080, 8090))), 200)
@@ -461,7 +462,7 @@ func TestAuditLog(t *testing.T) {
 }
 
 func TestInternalV1(t *testing.T) {
-	s := externaltest.New(t, externaltest.Options{})
+	s := externalapitest.New(t, externalapitest.Options{})
 	token := s.AdminToken(t)
 	internal := s.Internal.URL + "/networking/v1/internal/"
 
@@ -487,7 +488,7 @@ func TestInternalV1(t *testing.T) {
 	}
 
 	tags := map[string]string{}
-	for _, tg := range decode[external.TagsV1](t, do(t, http.MethodGet, s.External.URL+"/networking/v1/external/tags", token, "")).Tags {
+	for _, tg := range decode[apiwire.TagsV1](t, do(t, http.MethodGet, s.External.URL+"/networking/v1/external/tags", token, "")).Tags {
 		tags[tg.ID] = tg.Tag
 	}
 	r := do(t, http.MethodGet, internal+"policies?id=dst", "", "")
@@ -503,7 +504,7 @@ func TestInternalV1(t *testing.T) {
 	// PUT tags: the first call makes a tag, repeats return the same one.
 	first := do(t, http.MethodPut, internal+"tags", "", `{"id":"router-group-1","type":"router"}`)
 	mustStatus(t, first, 200)
-	tg := decode[external.TagV1](t, first)
+	tg := decode[apiwire.TagV1](t, first)
 	if tg.ID != "router-group-1" || tg.Type != "router" || len(tg.Tag) != 4 {
 		t.Fatalf("PUT tags: %s", first.body)
 	}
@@ -515,7 +516,7 @@ func TestInternalV1(t *testing.T) {
 		t.Fatalf("policies_last_updated did not grow with a new tag: %d -> %d", v1, v2)
 	}
 	// An existing policy group keeps its tag (and type).
-	existing := decode[external.TagV1](t, do(t, http.MethodPut, internal+"tags", "", `{"id":"src","type":"app"}`))
+	existing := decode[apiwire.TagV1](t, do(t, http.MethodPut, internal+"tags", "", `{"id":"src","type":"app"}`))
 	if existing.Tag != tags["src"] {
 		t.Fatalf("PUT tags for src gave %s, policy shows %s", existing.Tag, tags["src"])
 	}
@@ -541,7 +542,7 @@ func TestInternalV1(t *testing.T) {
 
 // The store keeps the policies; this checks the handler hands them over as the model says.
 func TestStoreSeesWhatTheAPIWasGiven(t *testing.T) {
-	s := externaltest.New(t, externaltest.Options{})
+	s := externalapitest.New(t, externalapitest.Options{})
 	mustStatus(t, do(t, http.MethodPost, s.External.URL+"/networking/v1/external/policies", s.AdminToken(t),
 		v1Body(v1Policy("a", "b", "udp", 5000, 5010))), 200)
 	ps, err := s.Store.All(context.Background())

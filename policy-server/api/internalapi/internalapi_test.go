@@ -1,4 +1,4 @@
-package api_test
+package internalapi_test
 
 import (
 	"bytes"
@@ -15,9 +15,12 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"netman/policy-server/api"
+	"netman/lib/apiwire"
+	"netman/lib/httpapi"
 	"netman/policy-server/api/apitest"
+	"netman/policy-server/api/internalapi"
 	"netman/policy-server/policycache"
 	"netman/policy-server/store"
 )
@@ -40,16 +43,16 @@ func fixture(t *testing.T, maxIDs int) (http.Handler, *bytes.Buffer, *prometheus
 	return mux(t, cache, maxIDs)
 }
 
-func mux(t testing.TB, source api.PolicySource, maxIDs int) (http.Handler, *bytes.Buffer, *prometheus.Registry) {
+func mux(t testing.TB, source internalapi.PolicySource, maxIDs int) (http.Handler, *bytes.Buffer, *prometheus.Registry) {
 	logs := &bytes.Buffer{}
 	reg := prometheus.NewRegistry()
-	mw := api.Middleware{
+	mw := httpapi.Middleware{
 		Server:  "internal",
 		Logger:  slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		Metrics: api.NewMetrics(reg),
+		Metrics: httpapi.NewMetrics(reg),
 		Timeout: 2 * time.Second,
 	}
-	return api.NewMux(mw, api.InternalRoutes(api.NewInternalPolicies(source, maxIDs))), logs, reg
+	return httpapi.NewMux(mw, internalapi.V0Routes(source, maxIDs)), logs, reg
 }
 
 func do(h http.Handler, method, target string) *httptest.ResponseRecorder {
@@ -61,7 +64,7 @@ func do(h http.Handler, method, target string) *httptest.ResponseRecorder {
 // pairs lists "src>dst/proto:port" for each policy of a response, in order.
 func pairs(t *testing.T, body []byte) []string {
 	t.Helper()
-	var resp api.PoliciesV0
+	var resp apiwire.InternalPoliciesV0
 	if err := json.Unmarshal(body, &resp); err != nil {
 		t.Fatalf("decoding %s: %v", body, err)
 	}
@@ -96,7 +99,7 @@ func TestPoliciesFilter(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			rec := do(h, http.MethodGet, api.PoliciesPath+tc.query)
+			rec := do(h, http.MethodGet, internalapi.PoliciesPath+tc.query)
 			if rec.Code != http.StatusOK {
 				t.Fatalf("status %d: %s", rec.Code, rec.Body)
 			}
@@ -116,9 +119,9 @@ func TestPoliciesFilter(t *testing.T) {
 // The exact bytes: field names as in the spec, tags, and ports only for a range.
 func TestPoliciesWireFormat(t *testing.T) {
 	h, _, _ := fixture(t, 10)
-	rec := do(h, http.MethodGet, api.PoliciesPath+"?id=app-c")
+	rec := do(h, http.MethodGet, internalapi.PoliciesPath+"?id=app-c")
 	var tags map[string]string = map[string]string{}
-	var resp api.PoliciesV0
+	var resp apiwire.InternalPoliciesV0
 	if err := json.Unmarshal(rec.Body.Bytes(), &resp); err != nil {
 		t.Fatal(err)
 	}
@@ -149,16 +152,16 @@ func TestPoliciesRefusals(t *testing.T) {
 		status               int
 		errorPart            string
 	}{
-		{"too many ids", http.MethodGet, api.PoliciesPath + "?id=a,b,c,d", http.StatusBadRequest, "too many ids"},
-		{"too many ids over several parameters", http.MethodGet, api.PoliciesPath + "?id=a,b&id=c&id=d", http.StatusBadRequest, "at most 3"},
-		{"malformed query", http.MethodGet, api.PoliciesPath + "?id=%zz", http.StatusBadRequest, "invalid query"},
-		{"semicolon separator", http.MethodGet, api.PoliciesPath + "?id=a;id=b", http.StatusBadRequest, "invalid query"},
-		{"NUL in an id", http.MethodGet, api.PoliciesPath + "?id=a%00b", http.StatusBadRequest, "not valid"},
-		{"invalid UTF-8 in an id", http.MethodGet, api.PoliciesPath + "?id=%FF", http.StatusBadRequest, "not valid"},
-		{"POST", http.MethodPost, api.PoliciesPath, http.StatusMethodNotAllowed, "GET"},
-		{"DELETE", http.MethodDelete, api.PoliciesPath, http.StatusMethodNotAllowed, "not allowed"},
+		{"too many ids", http.MethodGet, internalapi.PoliciesPath + "?id=a,b,c,d", http.StatusBadRequest, "too many ids"},
+		{"too many ids over several parameters", http.MethodGet, internalapi.PoliciesPath + "?id=a,b&id=c&id=d", http.StatusBadRequest, "at most 3"},
+		{"malformed query", http.MethodGet, internalapi.PoliciesPath + "?id=%zz", http.StatusBadRequest, "invalid query"},
+		{"semicolon separator", http.MethodGet, internalapi.PoliciesPath + "?id=a;id=b", http.StatusBadRequest, "invalid query"},
+		{"NUL in an id", http.MethodGet, internalapi.PoliciesPath + "?id=a%00b", http.StatusBadRequest, "not valid"},
+		{"invalid UTF-8 in an id", http.MethodGet, internalapi.PoliciesPath + "?id=%FF", http.StatusBadRequest, "not valid"},
+		{"POST", http.MethodPost, internalapi.PoliciesPath, http.StatusMethodNotAllowed, "GET"},
+		{"DELETE", http.MethodDelete, internalapi.PoliciesPath, http.StatusMethodNotAllowed, "not allowed"},
 		{"unknown path", http.MethodGet, "/networking/v0/internal/nothing", http.StatusNotFound, "no such endpoint"},
-		{"trailing slash", http.MethodGet, api.PoliciesPath + "/", http.StatusNotFound, "no such endpoint"},
+		{"trailing slash", http.MethodGet, internalapi.PoliciesPath + "/", http.StatusNotFound, "no such endpoint"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -169,7 +172,7 @@ func TestPoliciesRefusals(t *testing.T) {
 			if ct := rec.Header().Get("Content-Type"); ct != "application/json" {
 				t.Fatalf("Content-Type %q", ct)
 			}
-			var e api.ErrorBody
+			var e apiwire.Error
 			if err := json.Unmarshal(rec.Body.Bytes(), &e); err != nil || !strings.Contains(e.Error, tc.errorPart) {
 				t.Fatalf("body %s: want a JSON error containing %q", rec.Body, tc.errorPart)
 			}
@@ -177,36 +180,6 @@ func TestPoliciesRefusals(t *testing.T) {
 				t.Fatalf("Allow %q", rec.Header().Get("Allow"))
 			}
 		})
-	}
-}
-
-func TestParseIDs(t *testing.T) {
-	cases := []struct {
-		query string
-		max   int
-		ids   []string
-		all   bool
-		err   bool
-	}{
-		{"", 5, nil, true, false},
-		{"id=", 5, nil, false, false},
-		{"id=a,b", 5, []string{"a", "b"}, false, false},
-		{"id=b,a,b", 5, []string{"b", "a"}, false, false},
-		{"id=%20a%20&id=a&id=c", 5, []string{"a", "c"}, false, false},
-		{"id=a%2Cb", 5, []string{"a", "b"}, false, false},
-		{"id=a,b,c", 2, nil, false, true},
-		{"id=a,a,a,b", 2, []string{"a", "b"}, false, false},
-		{"id=%", 5, nil, false, true},
-		{"id=a,b%00c", 5, nil, false, true},
-		{"id=%FF%FE", 5, nil, false, true},
-		{"id=a%0Ab", 5, nil, false, true},
-		{"id=caf%C3%A9", 5, []string{"café"}, false, false},
-	}
-	for _, tc := range cases {
-		ids, all, err := api.ParseIDs(tc.query, tc.max)
-		if (err != nil) != tc.err || all != tc.all || !slices.Equal(ids, tc.ids) {
-			t.Errorf("ParseIDs(%q, %d) = %q, %v, %v", tc.query, tc.max, ids, all, err)
-		}
 	}
 }
 
@@ -236,14 +209,14 @@ func TestPoliciesDatabaseErrors(t *testing.T) {
 			http.StatusBadRequest},
 	}
 	for _, tc := range cases {
-		for _, target := range []string{api.PoliciesPath, api.PoliciesPath + "?id=a"} {
+		for _, target := range []string{internalapi.PoliciesPath, internalapi.PoliciesPath + "?id=a"} {
 			t.Run(tc.name+" "+target, func(t *testing.T) {
 				h, logs, _ := mux(t, failingSource{tc.err}, 10)
 				rec := do(h, http.MethodGet, target)
 				if rec.Code != tc.status {
 					t.Fatalf("status %d, want %d", rec.Code, tc.status)
 				}
-				var e api.ErrorBody
+				var e apiwire.Error
 				if err := json.Unmarshal(rec.Body.Bytes(), &e); err != nil || e.Error == "" {
 					t.Fatalf("body %s is not a JSON error", rec.Body)
 				}
@@ -271,13 +244,13 @@ func TestRequestIDsLogsAndMetrics(t *testing.T) {
 	}
 	for _, tc := range cases {
 		logs.Reset()
-		req := httptest.NewRequest(http.MethodGet, api.PoliciesPath+"?id=app-a", nil)
+		req := httptest.NewRequest(http.MethodGet, internalapi.PoliciesPath+"?id=app-a", nil)
 		if tc.sent != "" {
-			req.Header.Set(api.RequestIDHeader, tc.sent)
+			req.Header.Set(httpapi.RequestIDHeader, tc.sent)
 		}
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, req)
-		id := rec.Header().Get(api.RequestIDHeader)
+		id := rec.Header().Get(httpapi.RequestIDHeader)
 		if id == "" || (id == tc.sent) != tc.kept {
 			t.Errorf("sent %q, got request id %q", tc.sent, id)
 		}
@@ -290,7 +263,7 @@ func TestRequestIDsLogsAndMetrics(t *testing.T) {
 			t.Errorf("log line %s: want request_id %s, status 200, route policies_v0", logs, id)
 		}
 	}
-	do(h, http.MethodPost, api.PoliciesPath)
+	do(h, http.MethodPost, internalapi.PoliciesPath)
 	do(h, http.MethodGet, "/nowhere")
 	for _, m := range []struct {
 		route, status string
@@ -313,43 +286,8 @@ func TestRequestIDsLogsAndMetrics(t *testing.T) {
 func gathered(t *testing.T, reg *prometheus.Registry) string {
 	t.Helper()
 	rec := httptest.NewRecorder()
-	api.DebugHandler(reg).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	promhttp.HandlerFor(reg, promhttp.HandlerOpts{}).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
 	return rec.Body.String()
-}
-
-func TestHealth(t *testing.T) {
-	cases := []struct {
-		name   string
-		check  func(ctx context.Context) error
-		status int
-		body   string
-	}{
-		{"database answers", func(context.Context) error { return nil }, http.StatusOK, `{"status":"ok"}`},
-		{"database refuses", func(context.Context) error { return errors.New("dial tcp: connection refused") }, http.StatusServiceUnavailable, `{"error":"database unavailable"}`},
-		{"database hangs past the deadline", func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }, http.StatusServiceUnavailable, `{"error":"database did not answer in time"}`},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			mw := api.Middleware{Server: "health", Logger: slog.New(slog.DiscardHandler), Timeout: 100 * time.Millisecond}
-			h := api.NewMux(mw, api.HealthRoutes(tc.check))
-			rec := do(h, http.MethodGet, "/health")
-			if rec.Code != tc.status || rec.Body.String() != tc.body {
-				t.Fatalf("got %d %s, want %d %s", rec.Code, rec.Body, tc.status, tc.body)
-			}
-		})
-	}
-}
-
-func TestHealthRunsSelectOne(t *testing.T) {
-	_, db, _ := apitest.NewStore(t)
-	check := api.SelectOne(db)
-	if err := check(apitest.Ctx(t)); err != nil {
-		t.Fatalf("SELECT 1 on a live database: %v", err)
-	}
-	db.Close()
-	if err := check(apitest.Ctx(t)); err == nil {
-		t.Fatal("SELECT 1 on a closed pool succeeded")
-	}
 }
 
 // The full list is encoded once per snapshot: a new snapshot must not serve the old bytes.
@@ -364,7 +302,7 @@ func TestFullListFollowsChanges(t *testing.T) {
 			t.Fatal(err)
 		}
 		for range 2 { // the second answer comes from the memo
-			if got := pairs(t, do(h, http.MethodGet, api.PoliciesPath).Body.Bytes()); !slices.Equal(got, want) {
+			if got := pairs(t, do(h, http.MethodGet, internalapi.PoliciesPath).Body.Bytes()); !slices.Equal(got, want) {
 				t.Fatalf("step %d: got %v, want %v", step, got, want)
 			}
 		}

@@ -1,4 +1,4 @@
-package server_test
+package httpserver_test
 
 import (
 	"io"
@@ -13,30 +13,24 @@ import (
 
 	"github.com/tedsuo/ifrit"
 
-	"netman/policy-server/server"
+	"netman/lib/httpserver"
 )
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
+// A signal stops new connections at once but lets a request in progress finish.
+func TestRunnerDrainsOnSignal(t *testing.T) {
+	entered, release := make(chan struct{}), make(chan struct{})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-// A signal stops new connections at once but lets a request in progress finish.
-func TestHTTPServerDrainsOnSignal(t *testing.T) {
-	entered, release := make(chan struct{}), make(chan struct{})
-	addr := freeAddr(t)
-	srv := &http.Server{Addr: addr, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	addr := ln.Addr().String()
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		close(entered)
 		<-release
 		io.WriteString(w, "done")
 	})}
-	server.SetTimeouts(srv, time.Second)
-	proc := ifrit.Invoke(&server.HTTPServer{Server: srv, Drain: 10 * time.Second, Logger: slog.New(slog.DiscardHandler)})
+	srv.ReadHeaderTimeout = time.Second
+	proc := ifrit.Invoke(&httpserver.Runner{Server: srv, Listener: ln, Drain: 10 * time.Second, Logger: slog.New(slog.DiscardHandler)})
 
 	type reply struct {
 		body string
@@ -86,14 +80,14 @@ func TestHTTPServerDrainsOnSignal(t *testing.T) {
 	}
 }
 
-func TestHTTPServerReportsListenErrors(t *testing.T) {
+func TestRunnerReportsListenErrors(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
 	srv := &http.Server{Addr: ln.Addr().String(), Handler: http.NotFoundHandler()}
-	proc := ifrit.Background(&server.HTTPServer{Server: srv, Drain: time.Second, Logger: slog.New(slog.DiscardHandler)})
+	proc := ifrit.Background(&httpserver.Runner{Server: srv, Drain: time.Second, Logger: slog.New(slog.DiscardHandler)})
 	select {
 	case err := <-proc.Wait():
 		if err == nil || !strings.Contains(err.Error(), ln.Addr().String()) {

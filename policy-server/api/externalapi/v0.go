@@ -1,9 +1,11 @@
-package external
+package externalapi
 
 import (
 	"fmt"
 
+	"netman/lib/apiwire"
 	"netman/lib/models"
+	"netman/policy-server/api"
 )
 
 // The v0 external API: single ports ("port"), no tags. Shapes:
@@ -35,9 +37,9 @@ func checkEnds(field string, src *sourceIn, dst *destinationIn) error {
 		return fmt.Errorf("%s.destination is missing", field)
 	}
 	return firstError(
-		checkID(field+".source.id", src.ID),
+		api.CheckID(field+".source.id", src.ID),
 		checkNoTag(field+".source.tag", src.Tag),
-		checkID(field+".destination.id", dst.ID),
+		api.CheckID(field+".destination.id", dst.ID),
 		checkNoTag(field+".destination.tag", dst.Tag),
 		checkProtocol(field+".destination.protocol", dst.Protocol),
 	)
@@ -73,65 +75,22 @@ func (p policyV0In) model(field string) (models.Policy, error) {
 	}, nil
 }
 
-// PoliciesV0 is the body of GET /networking/v0/external/policies.
-type PoliciesV0 struct {
-	TotalPolicies int        `json:"total_policies"`
-	Policies      []PolicyV0 `json:"policies"`
-}
-
-// PolicyV0 is a policy as v0 shows it. A port range (made through v1) shows its first
-// port as Port and the whole range as Ports, as the v0 internal API does.
-type PolicyV0 struct {
-	Source      SourceOut     `json:"source"`
-	Destination DestinationV0 `json:"destination"`
-}
-
-// SourceOut is the source of a policy in external responses (no tag).
-type SourceOut struct {
-	ID string `json:"id"`
-}
-
-// DestinationV0 is the destination of a v0 policy.
-type DestinationV0 struct {
-	ID       string `json:"id"`
-	Protocol string `json:"protocol"`
-	Port     int    `json:"port"`
-	Ports    *Ports `json:"ports,omitempty"`
-}
-
-// Ports is an inclusive port range.
-type Ports struct {
-	Start int `json:"start"`
-	End   int `json:"end"`
-}
-
-func policiesV0(ps []models.Policy) PoliciesV0 {
-	out := PoliciesV0{TotalPolicies: len(ps), Policies: make([]PolicyV0, len(ps))}
+func policiesV0(ps []models.Policy) apiwire.PoliciesV0 {
+	out := apiwire.PoliciesV0{TotalPolicies: len(ps), Policies: make([]apiwire.PolicyV0, len(ps))}
 	for i, p := range ps {
-		d := DestinationV0{ID: p.Destination.ID, Protocol: p.Destination.Protocol, Port: p.Destination.Ports.Start}
+		d := apiwire.DestinationV0{ID: p.Destination.ID, Protocol: p.Destination.Protocol, Port: p.Destination.Ports.Start}
 		if p.Destination.Ports.End != p.Destination.Ports.Start {
-			d.Ports = &Ports{Start: p.Destination.Ports.Start, End: p.Destination.Ports.End}
+			d.Ports = &apiwire.Ports{Start: p.Destination.Ports.Start, End: p.Destination.Ports.End}
 		}
-		out.Policies[i] = PolicyV0{Source: SourceOut{ID: p.Source.ID}, Destination: d}
+		out.Policies[i] = apiwire.PolicyV0{Source: apiwire.Source{ID: p.Source.ID}, Destination: d}
 	}
 	return out
 }
 
-// TagsV0 is the body of GET /networking/v0/external/tags.
-type TagsV0 struct {
-	Tags []TagV0 `json:"tags"`
-}
-
-// TagV0 is one group's tag.
-type TagV0 struct {
-	ID  string `json:"id"`
-	Tag string `json:"tag"`
-}
-
-func tagsV0(ts []models.Tag) TagsV0 {
-	out := TagsV0{Tags: make([]TagV0, len(ts))}
+func tagsV0(ts []models.Tag) apiwire.TagsV0 {
+	out := apiwire.TagsV0{Tags: make([]apiwire.TagV0, len(ts))}
 	for i, t := range ts {
-		out.Tags[i] = TagV0{ID: t.ID, Tag: t.Tag}
+		out.Tags[i] = apiwire.TagV0{ID: t.ID, Tag: t.Tag}
 	}
 	return out
 }

@@ -1,7 +1,7 @@
-// Package externaltest runs the policy server's external and v1 internal routes on a
+// Package externalapitest runs the policy server's external and v1 internal routes on a
 // real store in a fresh Postgres database, with tokens signed by a test key, for tests
 // of the API and of its clients.
-package externaltest
+package externalapitest
 
 import (
 	"context"
@@ -12,8 +12,9 @@ import (
 
 	"netman/internal/testsupport/pgtest"
 	"netman/internal/testsupport/syncbuf"
-	"netman/policy-server/api"
-	"netman/policy-server/api/external"
+	"netman/lib/httpapi"
+	"netman/policy-server/api/externalapi"
+	"netman/policy-server/api/internalapi"
 	"netman/policy-server/auth"
 	"netman/policy-server/auth/authtest"
 	"netman/policy-server/store"
@@ -64,16 +65,16 @@ func New(t testing.TB, opts Options) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := external.New(external.Options{Store: st, Verifier: verifier, MaxPolicies: opts.MaxPolicies})
+	a, err := externalapi.New(externalapi.Options{Store: st, Verifier: verifier, MaxPolicies: opts.MaxPolicies})
 	if err != nil {
 		t.Fatal(err)
 	}
 	logs := &syncbuf.Buffer{}
 	logger := slog.New(slog.NewJSONHandler(logs, nil))
 	s := &Server{Store: st, Key: key, logs: logs}
-	s.External = httptest.NewServer(api.NewMux(api.Middleware{Server: "external", Logger: logger}, a.ExternalRoutes()))
+	s.External = httptest.NewServer(httpapi.NewMux(httpapi.Middleware{Server: "external", Logger: logger}, a.ExternalRoutes()))
 	t.Cleanup(s.External.Close)
-	s.Internal = httptest.NewServer(api.NewMux(api.Middleware{Server: "internal", Logger: logger}, a.InternalRoutes()))
+	s.Internal = httptest.NewServer(httpapi.NewMux(httpapi.Middleware{Server: "internal", Logger: logger}, internalapi.V1Routes(st, 0)))
 	t.Cleanup(s.Internal.Close)
 	return s
 }

@@ -1,0 +1,153 @@
+// Package apiwire holds the JSON shapes of the policy server's APIs, one definition of
+// each, shared by the server that writes them and the clients (lib/policyclient, the
+// netman CLI) that read them. Request bodies the server validates field by field are
+// decoded with the server's own stricter types.
+package apiwire
+
+// Paths of the internal API that clients poll.
+const (
+	InternalPoliciesV0Path    = "/networking/v0/internal/policies"
+	InternalPoliciesV1Path    = "/networking/v1/internal/policies"
+	InternalLastUpdatedV1Path = "/networking/v1/internal/policies_last_updated"
+)
+
+// Error is every error response: {"error": "..."}.
+type Error struct {
+	Error string `json:"error"`
+}
+
+// Ports is an inclusive port range.
+type Ports struct {
+	Start int `json:"start"`
+	End   int `json:"end"`
+}
+
+// The internal API (mutual TLS, for agents): each side of a policy with its tag.
+
+// InternalPoliciesV0 is the body of GET /networking/v0/internal/policies. The server
+// writes the same shape with its own encoder, which allocates nothing per policy.
+type InternalPoliciesV0 struct {
+	Policies []InternalPolicyV0 `json:"policies"`
+}
+
+// InternalPolicyV0 is one policy as the v0 internal API shows it.
+type InternalPolicyV0 struct {
+	Destination InternalDestinationV0 `json:"destination"`
+	Source      InternalSource        `json:"source"`
+}
+
+// InternalSource is the sending group and its tag.
+type InternalSource struct {
+	ID  string `json:"id"`
+	Tag string `json:"tag"`
+}
+
+// InternalDestinationV0 is the receiving group. Port is the first port of the range;
+// Ports is only present when the policy covers more than one port.
+type InternalDestinationV0 struct {
+	ID       string `json:"id"`
+	Port     int    `json:"port"`
+	Ports    *Ports `json:"ports,omitempty"`
+	Protocol string `json:"protocol"`
+	Tag      string `json:"tag"`
+}
+
+// InternalPoliciesV1 is the body of GET /networking/v1/internal/policies.
+type InternalPoliciesV1 struct {
+	TotalPolicies int                `json:"total_policies"`
+	Policies      []InternalPolicyV1 `json:"policies"`
+}
+
+// InternalPolicyV1 is a policy as agents see it through v1: with both tags.
+type InternalPolicyV1 struct {
+	Source      InternalSource        `json:"source"`
+	Destination InternalDestinationV1 `json:"destination"`
+}
+
+// InternalDestinationV1 is the destination group, its tag, protocol and ports.
+type InternalDestinationV1 struct {
+	ID       string `json:"id"`
+	Tag      string `json:"tag"`
+	Protocol string `json:"protocol"`
+	Ports    Ports  `json:"ports"`
+}
+
+// The external API (bearer tokens): policies without tags.
+
+// Source is the source of a policy in external responses (no tag).
+type Source struct {
+	ID string `json:"id"`
+}
+
+// PoliciesV0 is the body of GET /networking/v0/external/policies.
+type PoliciesV0 struct {
+	TotalPolicies int        `json:"total_policies"`
+	Policies      []PolicyV0 `json:"policies"`
+}
+
+// PolicyV0 is a policy as v0 shows it. A port range (made through v1) shows its first
+// port as Port and the whole range as Ports, as the v0 internal API does.
+type PolicyV0 struct {
+	Source      Source        `json:"source"`
+	Destination DestinationV0 `json:"destination"`
+}
+
+// DestinationV0 is the destination of a v0 policy.
+type DestinationV0 struct {
+	ID       string `json:"id"`
+	Protocol string `json:"protocol"`
+	Port     int    `json:"port"`
+	Ports    *Ports `json:"ports,omitempty"`
+}
+
+// PoliciesV1 is the body of GET /networking/v1/external/policies, and of the create and
+// delete requests.
+type PoliciesV1 struct {
+	TotalPolicies int        `json:"total_policies"`
+	Policies      []PolicyV1 `json:"policies"`
+}
+
+// PolicyV1 is a policy as the v1 external API shows it.
+type PolicyV1 struct {
+	Source      Source        `json:"source"`
+	Destination DestinationV1 `json:"destination"`
+}
+
+// DestinationV1 is the destination of a v1 external policy.
+type DestinationV1 struct {
+	ID       string `json:"id"`
+	Protocol string `json:"protocol"`
+	Ports    Ports  `json:"ports"`
+}
+
+// TagsV0 is the body of GET /networking/v0/external/tags.
+type TagsV0 struct {
+	Tags []TagV0 `json:"tags"`
+}
+
+// TagV0 is one group's tag.
+type TagV0 struct {
+	ID  string `json:"id"`
+	Tag string `json:"tag"`
+}
+
+// TagsV1 is the body of GET /networking/v1/external/tags.
+type TagsV1 struct {
+	Tags []TagV1 `json:"tags"`
+}
+
+// TagV1 is one group's tag with the group's type; it is also the response of
+// PUT /networking/v1/internal/tags.
+type TagV1 struct {
+	ID   string `json:"id"`
+	Type string `json:"type"`
+	Tag  string `json:"tag"`
+}
+
+// Whoami is the body of GET .../whoami.
+type Whoami struct {
+	UserName string   `json:"user_name"`
+	UserID   string   `json:"user_id,omitempty"`
+	ClientID string   `json:"client_id,omitempty"`
+	Scope    []string `json:"scope"`
+}

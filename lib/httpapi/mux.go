@@ -1,0 +1,64 @@
+// Package httpapi is the toolkit of netman's JSON HTTP APIs: routes served through one
+// mux with JSON 404 and 405 answers, the middleware every request passes (request id,
+// logger, deadline, metrics, a log line) and JSON bodies and errors. It knows nothing of
+// policies, so every server and the agent can use it.
+package httpapi
+
+import (
+	"net/http"
+	"slices"
+	"strings"
+)
+
+// Route is one method and path of a server. Name labels its metrics and logs.
+type Route struct {
+	Name    string
+	Method  string // GET routes also answer HEAD
+	Path    string // an http.ServeMux path pattern, e.g. "/networking/v1/internal/tags/{id}"
+	Handler http.Handler
+}
+
+// NewMux serves routes through mw. An unknown path is a JSON 404; a known path with
+// another method a JSON 405 with an Allow header.
+func NewMux(mw Middleware, routes []Route) http.Handler {
+	mux := http.NewServeMux()
+	byPath := map[string][]Route{}
+	var paths []string
+	for _, rt := range routes {
+		if _, ok := byPath[rt.Path]; !ok {
+			paths = append(paths, rt.Path)
+		}
+		byPath[rt.Path] = append(byPath[rt.Path], rt)
+	}
+	for _, path := range paths {
+		rs := byPath[path]
+		handlers := map[string]http.Handler{}
+		var allow []string
+		for _, rt := range rs {
+			h := mw.Wrap(rt.Name, rt.Handler)
+			handlers[rt.Method] = h
+			allow = append(allow, rt.Method)
+			if rt.Method == http.MethodGet {
+				handlers[http.MethodHead] = h
+				allow = append(allow, http.MethodHead)
+			}
+		}
+		slices.Sort(allow)
+		allowHeader := strings.Join(slices.Compact(allow), ", ")
+		notAllowed := mw.Wrap(rs[0].Name, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", allowHeader)
+			WriteError(w, r, http.StatusMethodNotAllowed, "method "+r.Method+" is not allowed; use "+allowHeader)
+		}))
+		mux.Handle(path, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if h, ok := handlers[r.Method]; ok {
+				h.ServeHTTP(w, r)
+				return
+			}
+			notAllowed.ServeHTTP(w, r)
+		}))
+	}
+	mux.Handle("/", mw.Wrap("not_found", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		WriteError(w, r, http.StatusNotFound, "no such endpoint: "+r.URL.Path)
+	})))
+	return mux
+}

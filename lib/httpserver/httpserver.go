@@ -1,0 +1,63 @@
+// Package httpserver runs an http.Server as an ifrit member: the one runner of the
+// policy server's and the agent's HTTP servers and of the tests that start them.
+package httpserver
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+)
+
+// Runner serves Server on Listener until signalled. On a signal it stops accepting
+// connections and lets in-flight requests finish (up to Drain); requests still running
+// then are cut off.
+type Runner struct {
+	Server *http.Server
+	// Listener is where Server serves; Run closes it. When nil, Run listens on
+	// Server.Addr as it starts, so a member's port stays closed until the members
+	// before it are ready (a health port opens only once what it reports on runs).
+	// Tests pass a listener bound to port 0, so no port is picked and released first.
+	Listener net.Listener
+	Drain    time.Duration
+	Logger   *slog.Logger
+}
+
+// Run implements ifrit.Runner. Server.TLSConfig set means HTTPS.
+func (r *Runner) Run(signals <-chan os.Signal, ready chan<- struct{}) error {
+	ln := r.Listener
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", r.Server.Addr); err != nil {
+			return fmt.Errorf("listening on %s: %w", r.Server.Addr, err)
+		}
+	}
+	addr := ln.Addr().String()
+	// Read before Serve starts: ServeTLS sets up HTTP/2 on the config it is given.
+	useTLS := r.Server.TLSConfig != nil
+	errs := make(chan error, 1)
+	go func() {
+		if useTLS {
+			errs <- r.Server.ServeTLS(ln, "", "")
+		} else {
+			errs <- r.Server.Serve(ln)
+		}
+	}()
+	r.Logger.Info("listening", "addr", addr, "tls", useTLS)
+	close(ready)
+	select {
+	case err := <-errs:
+		return fmt.Errorf("serving %s: %w", addr, err)
+	case <-signals:
+		ctx, cancel := context.WithTimeout(context.Background(), r.Drain)
+		defer cancel()
+		if err := r.Server.Shutdown(ctx); err != nil {
+			r.Server.Close()
+			return fmt.Errorf("draining %s: %w", addr, err)
+		}
+		return nil
+	}
+}

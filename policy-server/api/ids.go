@@ -1,0 +1,50 @@
+package api
+
+import (
+	"fmt"
+	"net/url"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
+
+// ParseIDs reads the id parameters of a query string. all is true when there is no
+// id parameter. Every id parameter's value is split on commas; ids are trimmed, empty
+// ones dropped and duplicates removed, keeping the first occurrence's order. More than
+// max distinct ids is an error.
+func ParseIDs(rawQuery string, max int) (ids []string, all bool, err error) {
+	q, err := url.ParseQuery(rawQuery)
+	if err != nil {
+		// Query() would drop the bad part silently, which could turn a filtered poll
+		// into a list of everything.
+		return nil, false, fmt.Errorf("invalid query string: %v", err)
+	}
+	values, ok := q["id"]
+	if !ok {
+		return nil, true, nil
+	}
+	seen := make(map[string]struct{})
+	for _, v := range values {
+		for id := range strings.SplitSeq(v, ",") {
+			id = strings.TrimSpace(id)
+			if id == "" {
+				continue
+			}
+			if !utf8.ValidString(id) || strings.ContainsFunc(id, unicode.IsControl) {
+				// No policy can name such an id (the store refuses it), so the answer
+				// would be empty; refusing it answers the same whether the request is
+				// served from the snapshot or the database.
+				return nil, false, fmt.Errorf("id %q is not valid: ids are UTF-8 text without control characters", id)
+			}
+			if _, dup := seen[id]; dup {
+				continue
+			}
+			if len(seen) == max {
+				return nil, false, fmt.Errorf("too many ids: at most %d may be requested at once", max)
+			}
+			seen[id] = struct{}{}
+			ids = append(ids, id)
+		}
+	}
+	return ids, false, nil
+}
