@@ -1,6 +1,6 @@
-// Package models holds the domain types both halves of netman share. Wire formats
-// (the JSON of each API version) live with the code that speaks them; these types are
-// what the store keeps and the agents enforce.
+// Package models holds the domain types both halves of netman share, their order and
+// the protocol interner. Wire formats (the JSON of each API version) are in
+// lib/apiwire; these types are what the store keeps and the agents enforce.
 package models
 
 // Policy allows new connections from the apps of the source policy group to the
