@@ -8,6 +8,9 @@ import (
 	"unicode/utf8"
 )
 
+// DefaultMaxIDs caps the ids of one ?id= filter when no cap is configured.
+const DefaultMaxIDs = 10000
+
 // ParseIDs reads the id parameters of a query string. all is true when there is no
 // id parameter. Every id parameter's value is split on commas; ids are trimmed, empty
 // ones dropped and duplicates removed, keeping the first occurrence's order. More than

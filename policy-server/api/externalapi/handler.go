@@ -32,12 +32,12 @@ type Store interface {
 // Options configure the handlers.
 type Options struct {
 	Store Store
-	// Verifier checks the bearer tokens of the external routes; without one only the
-	// internal routes are served.
+	// Verifier checks the bearer tokens of the external routes; without one there are
+	// no routes.
 	Verifier *auth.Verifier
 	// MaxPolicies caps the policies of one create or delete (DefaultMaxPolicies if 0).
 	MaxPolicies int
-	// MaxIDs caps the ids of one ?id= filter (the internal API's max_policy_group_ids).
+	// MaxIDs caps the ids of one ?id= filter (api.DefaultMaxIDs if 0).
 	MaxIDs int
 }
 
@@ -59,7 +59,7 @@ func New(opts Options) (*API, error) {
 		a.maxPolicies = DefaultMaxPolicies
 	}
 	if a.maxIDs <= 0 {
-		a.maxIDs = 10000
+		a.maxIDs = api.DefaultMaxIDs
 	}
 	return a, nil
 }

@@ -10,9 +10,6 @@ import (
 	"netman/policy-server/api"
 )
 
-// DefaultMaxIDs caps the ids of one ?id= filter when no cap is given.
-const DefaultMaxIDs = 10000
-
 // Store is what the v1 routes need from the policy store.
 type Store interface {
 	api.PolicyLister
@@ -22,7 +19,7 @@ type Store interface {
 
 // Routes are the routes of the internal (mutual TLS) server: the v0 policy list from
 // source, then the v1 routes from store. A request may name at most maxIDs ids
-// (DefaultMaxIDs if 0).
+// (api.DefaultMaxIDs if 0).
 func Routes(source PolicySource, store Store, maxIDs int) []httpapi.Route {
 	return append(V0Routes(source, maxIDs), V1Routes(store, maxIDs)...)
 }
@@ -48,7 +45,7 @@ func V1Routes(store Store, maxIDs int) []httpapi.Route {
 
 func defaultMaxIDs(n int) int {
 	if n <= 0 {
-		return DefaultMaxIDs
+		return api.DefaultMaxIDs
 	}
 	return n
 }
