@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -15,9 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"netman/internal/testsupport/freeport"
 	"netman/internal/testsupport/pgtest"
-	"netman/internal/testsupport/syncbuf"
+	"netman/internal/testsupport/serverlog"
 	"netman/lib/mutualtls/mutualtlstest"
 	"netman/policy-server/auth/authtest"
 )
@@ -30,7 +28,7 @@ type system struct {
 	certs       mutualtlstest.Files
 	keyFile     string // private key that signs tokens (the server has the public half)
 	token       string
-	logs        *syncbuf.Buffer
+	logs        *serverlog.Log
 }
 
 // binDir holds policy-server and netman, built once for all tests of the package:
@@ -62,13 +60,13 @@ func start(t testing.TB, extra map[string]any) *system {
 	bin := binDir
 	certs, _ := mutualtlstest.WriteFiles(t, t.TempDir())
 	key := authtest.NewKey(t, "")
-	ports := freeport.Take(t, 4)
+	// Every port 0: the server's log says which ports it got.
 	cfg := map[string]any{
 		"listen_host":          "127.0.0.1",
-		"listen_port":          ports[0],
-		"internal_listen_port": ports[1],
-		"health_check_port":    ports[2],
-		"debug_server_port":    ports[3],
+		"listen_port":          0,
+		"internal_listen_port": 0,
+		"health_check_port":    0,
+		"debug_server_port":    0,
 		"ca_cert_file":         certs.CACert,
 		"server_cert_file":     certs.ServerCert,
 		"server_key_file":      certs.ServerKey,
@@ -86,23 +84,18 @@ func start(t testing.TB, extra map[string]any) *system {
 		t.Fatal(err)
 	}
 	s := &system{
-		netman:      filepath.Join(bin, "netman"),
-		api:         fmt.Sprintf("http://127.0.0.1:%d", ports[0]),
-		internalURL: fmt.Sprintf("https://127.0.0.1:%d", ports[1]),
-		certs:       certs,
-		keyFile:     key.PrivateKeyFile(t),
-		logs:        &syncbuf.Buffer{},
-	}
-	if ca, ok := extra["external_server_cert_file"]; ok && ca != "" {
-		s.api = fmt.Sprintf("https://127.0.0.1:%d", ports[0])
+		netman:  filepath.Join(bin, "netman"),
+		certs:   certs,
+		keyFile: key.PrivateKeyFile(t),
+		logs:    &serverlog.Log{},
 	}
 	cmd := exec.Command(filepath.Join(bin, "policy-server"), "-config-file", cfgFile)
 	cmd.Stdout, cmd.Stderr = s.logs, s.logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	exited, gone := make(chan error, 1), make(chan struct{})
+	go func() { err := cmd.Wait(); close(gone); exited <- err }()
 	t.Cleanup(func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
@@ -118,7 +111,13 @@ func start(t testing.TB, extra map[string]any) *system {
 			t.Logf("policy-server output:\n%s", s.logs.String())
 		}
 	})
-	health := fmt.Sprintf("http://127.0.0.1:%d/health", ports[2])
+	// The health server starts last, after the internal and external ones.
+	health := "http://" + s.logs.Addr(t, "health", gone, 60*time.Second) + "/health"
+	s.internalURL = "https://" + s.logs.Addr(t, "internal", gone, time.Second)
+	s.api = "http://" + s.logs.Addr(t, "external", gone, time.Second)
+	if ca, ok := extra["external_server_cert_file"]; ok && ca != "" {
+		s.api = "https://" + s.logs.Addr(t, "external", gone, time.Second)
+	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		resp, err := http.Get(health)
@@ -135,14 +134,6 @@ func start(t testing.TB, extra map[string]any) *system {
 		}
 		if time.Now().After(deadline) {
 			t.Fatal("policy-server did not become healthy within 30s")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	// The external server is the last member to start.
-	for time.Now().Before(deadline) {
-		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", ports[0])); err == nil {
-			c.Close()
-			break
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

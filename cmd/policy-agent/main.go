@@ -104,8 +104,8 @@ in. GET /health on 127.0.0.1:health_check_port, Prometheus /metrics on
 	}
 
 	members := grouper.Members{
-		{Name: "debug-server", Runner: httpServer(cfg.DebugServerPort, metrics.MetricsHandler(), logger)},
-		{Name: "health-server", Runner: httpServer(cfg.HealthCheckPort, a.HealthHandler(), logger)},
+		{Name: "debug-server", Runner: httpServer("debug", cfg.DebugServerPort, metrics.MetricsHandler(), logger)},
+		{Name: "health-server", Runner: httpServer("health", cfg.HealthCheckPort, a.HealthHandler(), logger)},
 		{Name: "agent", Runner: a},
 	}
 	proc := ifrit.Invoke(sigmon.New(grouper.NewOrdered(syscall.SIGTERM, members)))
@@ -122,8 +122,9 @@ in. GET /health on 127.0.0.1:health_check_port, Prometheus /metrics on
 // httpServer serves handler on 127.0.0.1:port until signalled. It is not ifrit's
 // http_server because that one sets no timeouts: a client that never finishes its request
 // headers would hold a connection forever.
-func httpServer(port int, handler http.Handler, logger *slog.Logger) ifrit.Runner {
+func httpServer(name string, port int, handler http.Handler, logger *slog.Logger) ifrit.Runner {
 	return &httpserver.Runner{
+		Name: name,
 		Server: &http.Server{
 			Addr:              net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
 			Handler:           handler,

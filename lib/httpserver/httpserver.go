@@ -16,6 +16,8 @@ import (
 // connections and lets in-flight requests finish (up to Drain); requests still running
 // then are cut off.
 type Runner struct {
+	// Name says which server this is in the "listening" log line ("internal", "health").
+	Name   string
 	Server *http.Server
 	// Listener is where Server serves; Run closes it. When nil, Run listens on
 	// Server.Addr as it starts, so a member's port stays closed until the members
@@ -46,7 +48,8 @@ func (r *Runner) Run(signals <-chan os.Signal, ready chan<- struct{}) error {
 			errs <- r.Server.Serve(ln)
 		}
 	}()
-	r.Logger.Info("listening", "addr", addr, "tls", useTLS)
+	// Tests that start a binary with port 0 learn its ports from this line.
+	r.Logger.Info("listening", "server", r.Name, "addr", addr, "tls", useTLS)
 	close(ready)
 	select {
 	case err := <-errs:

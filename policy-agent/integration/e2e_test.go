@@ -14,7 +14,6 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 
-	"netman/internal/testsupport/freeport"
 	"netman/lib/rules"
 	"netman/lib/rules/rulestest"
 )
@@ -118,8 +117,9 @@ func TestEndToEnd(t *testing.T) {
 
 	// The agent, inside the cell, reaching the server through the cell's loopback.
 	forward(t, bins["netprobe"], cell, "127.0.0.1:"+strconv.Itoa(srv.internalPort), dir)
-	ports := freeport.Take(t, 2)
-	health, debug := ports[0], ports[1]
+	// The agent's own ports are in the cell, a network namespace of this test's own:
+	// nothing else can hold them.
+	health, debug := 4005, 22223
 	agentConfig := filepath.Join(dir, "policy-agent.json")
 	writeJSON(t, agentConfig, map[string]any{
 		"policy_server_url":     "https://127.0.0.1:" + strconv.Itoa(srv.internalPort),

@@ -19,8 +19,8 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 
-	"netman/internal/testsupport/freeport"
 	"netman/internal/testsupport/pgtest"
+	"netman/internal/testsupport/serverlog"
 	"netman/internal/testsupport/testenv"
 	"netman/lib/datastore"
 	"netman/lib/mutualtls/mutualtlstest"
@@ -68,6 +68,7 @@ type process struct {
 	name string
 	cmd  *exec.Cmd
 	log  string
+	out  *serverlog.Log // the output again, to learn the ports it listens on
 	done chan struct{}
 }
 
@@ -78,7 +79,9 @@ func start(t testing.TB, in ns.NetNS, name, logFile string, argv ...string) *pro
 		t.Fatal(err)
 	}
 	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Stdout, cmd.Stderr = f, f
+	out := &serverlog.Log{}
+	w := io.MultiWriter(f, out)
+	cmd.Stdout, cmd.Stderr = w, w
 	startIt := func() error { return cmd.Start() }
 	if in != nil {
 		// The child inherits the namespace of the thread that forks it.
@@ -86,12 +89,12 @@ func start(t testing.TB, in ns.NetNS, name, logFile string, argv ...string) *pro
 	} else {
 		err = startIt()
 	}
-	f.Close()
 	if err != nil {
+		f.Close()
 		t.Fatalf("starting %s: %v", name, err)
 	}
-	p := &process{name: name, cmd: cmd, log: logFile, done: make(chan struct{})}
-	go func() { _ = cmd.Wait(); close(p.done) }()
+	p := &process{name: name, cmd: cmd, log: logFile, out: out, done: make(chan struct{})}
+	go func() { _ = cmd.Wait(); f.Close(); close(p.done) }()
 	t.Cleanup(func() {
 		p.stop(t)
 		if t.Failed() {
@@ -230,21 +233,30 @@ func startPolicyServer(t testing.TB, bins map[string]string, dir string) *policy
 	key := authtest.NewKey(t, "key-1")
 	s := &policyServer{
 		bin: bins["policy-server"], config: filepath.Join(dir, "policy-server.json"),
-		log: filepath.Join(dir, "policy-server.log"), internalPort: freeport.One(t),
+		log:   filepath.Join(dir, "policy-server.log"),
 		token: key.AdminToken(t), netman: bins["netman"], certs: certs,
 	}
-	ports := freeport.Take(t, 3)
-	listen, health, debug := ports[0], ports[1], ports[2]
-	s.external = "http://127.0.0.1:" + strconv.Itoa(listen)
-	s.health = "http://127.0.0.1:" + strconv.Itoa(health) + "/health"
-	writeJSON(t, s.config, map[string]any{
-		"listen_host": "127.0.0.1", "listen_port": listen, "internal_listen_port": s.internalPort,
-		"health_check_port": health, "debug_server_port": debug,
+	config := map[string]any{
+		"listen_host": "127.0.0.1", "listen_port": 0, "internal_listen_port": 0,
+		"health_check_port": 0, "debug_server_port": 0,
 		"ca_cert_file": certs.CACert, "server_cert_file": certs.ServerCert, "server_key_file": certs.ServerKey,
 		"database":     map[string]any{"type": "postgres", "connection_string": pgtest.NewDatabase(t)},
 		"uaa_key_file": key.PublicKeyFile(t),
-	})
-	s.start(t)
+	}
+	writeJSON(t, s.config, config)
+	// Every port 0 at first: the server's log says which ports it got.
+	s.proc = start(t, nil, "policy-server", s.log, s.bin, "-config-file", s.config)
+	port := func(server string) int { return s.proc.out.Port(t, server, s.proc.done, 60*time.Second) }
+	health := port("health") // the last to listen
+	s.internalPort = port("internal")
+	listen := port("external")
+	s.external = "http://127.0.0.1:" + strconv.Itoa(listen)
+	s.health = "http://127.0.0.1:" + strconv.Itoa(health) + "/health"
+	// A restart binds the same ports again: the agent's configuration names the internal one.
+	config["listen_port"], config["internal_listen_port"] = listen, s.internalPort
+	config["health_check_port"], config["debug_server_port"] = health, port("debug")
+	writeJSON(t, s.config, config)
+	waitHTTP(t, nil, s.health, 60*time.Second)
 	return s
 }
 

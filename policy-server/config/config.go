@@ -23,6 +23,8 @@ import (
 // Config is the whole configuration file. Fields a later API version needs are added
 // here with their defaults in Default and their checks in Validate.
 type Config struct {
+	// A port of 0 binds any free port, for tests: the "listening" log line of each
+	// server says which.
 	ListenHost         string `json:"listen_host"`
 	ListenPort         int    `json:"listen_port"`
 	InternalListenPort int    `json:"internal_listen_port"`
@@ -151,9 +153,12 @@ func (c *Config) Validate() error {
 	}
 	seen := map[int]string{}
 	for _, p := range ports {
-		if p.port < 1 || p.port > 65535 {
-			bad(p.field, "%d is not a port (1-65535)", p.port)
+		if p.port < 0 || p.port > 65535 {
+			bad(p.field, "%d is not a port (1-65535, or 0 for any free port)", p.port)
 			continue
+		}
+		if p.port == 0 {
+			continue // each gets a port of its own; the log says which
 		}
 		if other, dup := seen[p.port]; dup {
 			bad(p.field, "port %d is already used by %q", p.port, other)

@@ -68,6 +68,22 @@ func TestParseValid(t *testing.T) {
 	}
 }
 
+// Port 0 binds any free port (tests start the binary so and read its log); several
+// servers may each have 0.
+func TestParseAcceptsPortZero(t *testing.T) {
+	m := valid()
+	for _, f := range []string{"listen_port", "internal_listen_port", "health_check_port", "debug_server_port"} {
+		m[f] = 0
+	}
+	c, err := config.Parse(encode(t, m))
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	if c.InternalListenPort != 0 || c.HealthCheckPort != 0 {
+		t.Fatalf("ports %d, %d: want 0", c.InternalListenPort, c.HealthCheckPort)
+	}
+}
+
 func TestParseDefaults(t *testing.T) {
 	c, err := config.Parse([]byte(`{
 		"ca_cert_file": "ca", "server_cert_file": "crt", "server_key_file": "key",
@@ -98,7 +114,7 @@ func TestParseRefuses(t *testing.T) {
 		{name: "unknown database field", change: func(m map[string]any) { m["database"].(map[string]any)["pasword"] = "x" }, field: "pasword"},
 		{name: "wrong type", change: func(m map[string]any) { m["listen_port"] = "4002" }, field: "listen_port"},
 		{name: "wrong nested type", change: func(m map[string]any) { m["database"].(map[string]any)["max_open_connections"] = "many" }, field: "database.max_open_connections"},
-		{name: "port zero", change: func(m map[string]any) { m["internal_listen_port"] = 0 }, field: "internal_listen_port"},
+		{name: "negative port", change: func(m map[string]any) { m["internal_listen_port"] = -1 }, field: "internal_listen_port"},
 		{name: "port too big", change: func(m map[string]any) { m["health_check_port"] = 70000 }, field: "health_check_port"},
 		{name: "port used twice", change: func(m map[string]any) { m["debug_server_port"] = 4003 }, field: "debug_server_port"},
 		{name: "bad listen host", change: func(m map[string]any) { m["listen_host"] = "not a host" }, field: "listen_host"},

@@ -25,7 +25,7 @@ import (
 
 	"netman/internal/testsupport/freeport"
 	"netman/internal/testsupport/pgtest"
-	"netman/internal/testsupport/syncbuf"
+	"netman/internal/testsupport/serverlog"
 	"netman/internal/testsupport/testenv"
 	"netman/lib/apiwire"
 	"netman/lib/models"
@@ -84,7 +84,7 @@ func writeConfig(t testing.TB, certDir, dsn string, p ports, extra map[string]an
 	t.Helper()
 	c := map[string]any{
 		"listen_host":          "127.0.0.1",
-		"listen_port":          freeport.One(t),
+		"listen_port":          0, // no external API here: no uaa settings
 		"internal_listen_port": p.internal,
 		"health_check_port":    p.health,
 		"debug_server_port":    p.debug,
@@ -110,26 +110,26 @@ func writeConfig(t testing.TB, certDir, dsn string, p ports, extra map[string]an
 
 type server struct {
 	cmd    *exec.Cmd
-	out    *syncbuf.Buffer
+	out    *serverlog.Log
 	done   chan error
 	ports  ports
 	client *http.Client
 	certs  string
 }
 
-// start runs the binary and waits until /health answers 200.
+// start runs the binary with every port 0, learns its ports from its log and waits
+// until /health answers 200.
 func start(t *testing.T, certDir, dsn string) *server {
 	t.Helper()
-	fp := freeport.Take(t, 3)
-	p := ports{fp[0], fp[1], fp[2]}
-	cfg := writeConfig(t, certDir, dsn, p, nil)
-	s := &server{out: &syncbuf.Buffer{}, done: make(chan error, 1), ports: p, certs: certDir}
+	cfg := writeConfig(t, certDir, dsn, ports{}, nil)
+	s := &server{out: &serverlog.Log{}, done: make(chan error, 1), certs: certDir}
 	s.cmd = exec.Command(binary, "-config-file", cfg)
 	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	go func() { s.done <- s.cmd.Wait() }()
+	exited := make(chan struct{})
+	go func() { err := s.cmd.Wait(); close(exited); s.done <- err }()
 	t.Cleanup(func() {
 		if s.cmd.ProcessState == nil {
 			s.cmd.Process.Signal(syscall.SIGTERM)
@@ -151,6 +151,11 @@ func start(t *testing.T, certDir, dsn string) *server {
 	s.client = &http.Client{Transport: &http.Transport{TLSClientConfig: tlsConfig}, Timeout: 30 * time.Second}
 	t.Cleanup(s.client.CloseIdleConnections)
 
+	// Health listens last, once the others do.
+	p := ports{health: s.out.Port(t, "health", exited, 60*time.Second)}
+	p.internal = s.out.Port(t, "internal", exited, time.Second)
+	p.debug = s.out.Port(t, "debug", exited, time.Second)
+	s.ports = p
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/health", p.health))
@@ -530,8 +535,7 @@ func externalIP(t *testing.T) string {
 
 func TestMigrateOnly(t *testing.T) {
 	dsn := newDatabase(t)
-	fp := freeport.Take(t, 3)
-	cfg := writeConfig(t, certs(t), dsn, ports{fp[0], fp[1], fp[2]}, nil)
+	cfg := writeConfig(t, certs(t), dsn, ports{}, nil)
 	out, err := exec.Command(binary, "-config-file", cfg, "-migrate-only").CombinedOutput()
 	if err != nil {
 		t.Fatalf("-migrate-only: %v\n%s", err, out)
@@ -628,8 +632,7 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 	}
 
 	deadDSN := fmt.Sprintf("postgres://netman:%s@127.0.0.1:%d/netman?sslmode=disable", password, freeport.One(t))
-	fp := freeport.Take(t, 3)
-	cfg := writeConfig(t, dir, deadDSN, ports{fp[0], fp[1], fp[2]}, nil)
+	cfg := writeConfig(t, dir, deadDSN, ports{}, nil)
 	out, err := exec.Command(binary, "-config-file", cfg).CombinedOutput()
 	if err == nil {
 		t.Fatalf("started without a database: %s", out)

@@ -118,15 +118,15 @@ func Members(d Deps) (grouper.Members, error) {
 	drain := c.RequestTimeout() + 5*time.Second
 
 	members := grouper.Members{
-		{Name: "debug-server", Runner: &httpserver.Runner{Server: debug, Drain: drain, Logger: d.Logger}},
+		{Name: "debug-server", Runner: &httpserver.Runner{Name: "debug", Server: debug, Drain: drain, Logger: d.Logger}},
 		{Name: "policy-cache", Runner: cacheRunner(cache, d.Logger)},
 		{Name: "policy-watch", Runner: watchRunner(d.Store, d.DSN, cache, d.Logger)},
-		{Name: "internal-server", Runner: &httpserver.Runner{Server: internal, Drain: drain, Logger: d.Logger}},
+		{Name: "internal-server", Runner: &httpserver.Runner{Name: "internal", Server: internal, Drain: drain, Logger: d.Logger}},
 	}
 	if external != nil {
-		members = append(members, grouper.Member{Name: "external-server", Runner: &httpserver.Runner{Server: external, Drain: drain, Logger: d.Logger}})
+		members = append(members, grouper.Member{Name: "external-server", Runner: &httpserver.Runner{Name: "external", Server: external, Drain: drain, Logger: d.Logger}})
 	}
-	return append(members, grouper.Member{Name: "health-server", Runner: &httpserver.Runner{Server: health, Drain: drain, Logger: d.Logger}}), nil
+	return append(members, grouper.Member{Name: "health-server", Runner: &httpserver.Runner{Name: "health", Server: health, Drain: drain, Logger: d.Logger}}), nil
 }
 
 // SetTimeouts bounds every phase of a connection so a slow or stalled client cannot

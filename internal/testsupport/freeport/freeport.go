@@ -1,5 +1,7 @@
-// Package freeport finds loopback TCP ports that nothing listens on, for tests that start
-// servers as separate processes and must write their ports into a config file first.
+// Package freeport finds loopback TCP ports that nothing listens on, for tests that need
+// a port where no server answers (a database that is down). Tests that start a server
+// bind port 0 instead (lib/httpserver, internal/testsupport/serverlog): a port picked
+// here and released may be taken by another process before the server binds it.
 package freeport
 
 import (
