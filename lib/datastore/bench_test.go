@@ -18,14 +18,14 @@ func BenchmarkAdd(b *testing.B) {
 		b.Fatal(err)
 	}
 	for i := range 249 {
-		if err := s.Add(ctx, record(fmt.Sprintf("other-%03d", i), "10.255.0.1")); err != nil {
+		if _, err := s.Add(ctx, record(fmt.Sprintf("other-%03d", i), fmt.Sprintf("10.255.0.%d", i+2))); err != nil {
 			b.Fatal(err)
 		}
 	}
 	b.ResetTimer()
 	for i := range b.N {
 		h := fmt.Sprintf("bench-%d", i)
-		if err := s.Add(ctx, record(h, "10.255.1.1")); err != nil {
+		if _, err := s.Add(ctx, record(h, "10.255.1.1")); err != nil {
 			b.Fatal(err)
 		}
 		if _, err := s.Remove(ctx, h); err != nil {
@@ -40,7 +40,7 @@ func BenchmarkRead(b *testing.B) {
 	path := filepath.Join(b.TempDir(), "store.json")
 	s, _ := datastore.New(path, datastore.Options{})
 	for i := range 250 {
-		if err := s.Add(ctx, record(fmt.Sprintf("c-%03d", i), "10.255.0.1")); err != nil {
+		if _, err := s.Add(ctx, record(fmt.Sprintf("c-%03d", i), fmt.Sprintf("10.255.0.%d", i+2))); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -42,8 +42,8 @@ func TestEmptyDatastore(t *testing.T) {
 	if err != nil || len(records) != 0 {
 		t.Fatalf("Read of a missing datastore = %v, %v; want empty, nil", records, err)
 	}
-	if v, err := datastore.Version(path); err != nil || v != 0 {
-		t.Fatalf("Version of a missing datastore = %d, %v; want 0, nil", v, err)
+	if v, err := datastore.Version(path); err != nil || v != datastore.Unwritten {
+		t.Fatalf("Version of a missing datastore = %d, %v; want %d, nil", v, err, datastore.Unwritten)
 	}
 }
 
@@ -51,10 +51,10 @@ func TestAddRemoveAndVersion(t *testing.T) {
 	ctx := context.Background()
 	s, path := newStore(t)
 
-	if err := s.Add(ctx, record("a", "10.255.0.2")); err != nil {
+	if _, err := s.Add(ctx, record("a", "10.255.0.2")); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Add(ctx, record("b", "10.255.0.3")); err != nil {
+	if _, err := s.Add(ctx, record("b", "10.255.0.3")); err != nil {
 		t.Fatal(err)
 	}
 	got, v, err := datastore.Snapshot(path)
@@ -62,8 +62,8 @@ func TestAddRemoveAndVersion(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[string]datastore.Container{"a": record("a", "10.255.0.2"), "b": record("b", "10.255.0.3")}
-	if !reflect.DeepEqual(got, want) || v != 2 {
-		t.Fatalf("after two adds: %v version %d; want %v version 2", got, v, want)
+	if !reflect.DeepEqual(got, want) || v != 3 {
+		t.Fatalf("after two adds: %v version %d; want %v version 3", got, v, want)
 	}
 
 	// The file is the plain handle -> record map agents have always read.
@@ -87,8 +87,8 @@ func TestAddRemoveAndVersion(t *testing.T) {
 	if err != nil || found {
 		t.Fatalf("second Remove(a) = %v, %v; want false, nil", found, err)
 	}
-	if v, _ := datastore.Version(path); v != 3 {
-		t.Fatalf("version after a removal and a no-op removal = %d, want 3", v)
+	if v, _ := datastore.Version(path); v != 4 {
+		t.Fatalf("version after a removal and a no-op removal = %d, want 4", v)
 	}
 	c, ok, err := s.Get("b")
 	if err != nil || !ok || c.IP != "10.255.0.3" {
@@ -108,11 +108,11 @@ func TestMetadataKeptVerbatim(t *testing.T) {
 	if err := dec.Decode(&meta); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Add(ctx, datastore.Container{Handle: "h", IP: "10.0.0.1", Metadata: meta}); err != nil {
+	if _, err := s.Add(ctx, datastore.Container{Handle: "h", IP: "10.0.0.1", Metadata: meta}); err != nil {
 		t.Fatal(err)
 	}
 	// Another write rewrites the first record from the decoded file.
-	if err := s.Add(ctx, record("other", "10.0.0.2")); err != nil {
+	if _, err := s.Add(ctx, record("other", "10.0.0.2")); err != nil {
 		t.Fatal(err)
 	}
 	raw, _ := os.ReadFile(path)
@@ -131,7 +131,6 @@ func TestMetadataKeptVerbatim(t *testing.T) {
 func TestCorruptFilesAreErrors(t *testing.T) {
 	for name, content := range map[string]string{
 		"truncated":      `{"a":{"handle":"a","ip":"10.0.0.1"`,
-		"empty file":     ``,
 		"null":           `null`,
 		"array":          `[]`,
 		"trailing data":  `{} {}`,
@@ -150,13 +149,13 @@ func TestCorruptFilesAreErrors(t *testing.T) {
 			if _, err := datastore.Read(path); !errors.Is(err, datastore.ErrCorrupt) {
 				t.Fatalf("Read: %v, want ErrCorrupt", err)
 			}
-			if err := s.Add(context.Background(), record("c", "10.0.0.3")); !errors.Is(err, datastore.ErrCorrupt) {
+			if _, err := s.Add(context.Background(), record("c", "10.0.0.3")); !errors.Is(err, datastore.ErrCorrupt) {
 				t.Fatalf("Add: %v, want ErrCorrupt", err)
 			}
 			if after, _ := os.ReadFile(path); string(after) != content {
 				t.Fatalf("a failed write changed the file to %q", after)
 			}
-			if v, _ := datastore.Version(path); v != 0 {
+			if v, _ := datastore.Version(path); v != datastore.Unwritten {
 				t.Fatalf("a failed write bumped the version to %d", v)
 			}
 		})
@@ -165,7 +164,7 @@ func TestCorruptFilesAreErrors(t *testing.T) {
 
 func TestCorruptVersionFile(t *testing.T) {
 	s, path := newStore(t)
-	if err := s.Add(context.Background(), record("a", "10.0.0.1")); err != nil {
+	if _, err := s.Add(context.Background(), record("a", "10.0.0.1")); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(path+datastore.VersionSuffix, []byte("x1"), 0o644); err != nil {
@@ -179,7 +178,7 @@ func TestCorruptVersionFile(t *testing.T) {
 func TestLockFileIsNeverReplaced(t *testing.T) {
 	ctx := context.Background()
 	s, path := newStore(t)
-	if err := s.Add(ctx, record("a", "10.0.0.1")); err != nil {
+	if _, err := s.Add(ctx, record("a", "10.0.0.1")); err != nil {
 		t.Fatal(err)
 	}
 	before, err := os.Stat(path + datastore.LockSuffix)
@@ -187,7 +186,7 @@ func TestLockFileIsNeverReplaced(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range 5 {
-		if err := s.Add(ctx, record(strconv.Itoa(i), "10.0.0.2")); err != nil {
+		if _, err := s.Add(ctx, record(strconv.Itoa(i), fmt.Sprintf("10.0.0.%d", i+2))); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := s.Remove(ctx, strconv.Itoa(i)); err != nil {
@@ -206,7 +205,7 @@ func TestLockFileIsNeverReplaced(t *testing.T) {
 	for _, e := range entries {
 		names = append(names, e.Name())
 	}
-	want := []string{"container-metadata.json", "container-metadata.json.lock", "container-metadata.json.version"}
+	want := []string{"container-metadata.json", "container-metadata.json_lock", "container-metadata.json_version"}
 	if !reflect.DeepEqual(names, want) {
 		t.Fatalf("directory holds %v, want %v", names, want)
 	}
@@ -215,8 +214,8 @@ func TestLockFileIsNeverReplaced(t *testing.T) {
 func TestRetain(t *testing.T) {
 	ctx := context.Background()
 	s, path := newStore(t)
-	for _, h := range []string{"a", "b", "c"} {
-		if err := s.Add(ctx, record(h, "10.0.0.1")); err != nil {
+	for i, h := range []string{"a", "b", "c"} {
+		if _, err := s.Add(ctx, record(h, fmt.Sprintf("10.0.0.%d", i+1))); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -237,7 +236,7 @@ func TestOwnerAndGroup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Add(context.Background(), record("a", "10.0.0.1")); err != nil {
+	if _, err := s.Add(context.Background(), record("a", "10.0.0.1")); err != nil {
 		t.Fatal(err)
 	}
 	for _, p := range []string{path, path + datastore.VersionSuffix, path + datastore.LockSuffix} {
@@ -268,7 +267,7 @@ func TestOwnerAndGroupByName(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Add(context.Background(), record("a", "10.0.0.1")); err != nil {
+	if _, err := s.Add(context.Background(), record("a", "10.0.0.1")); err != nil {
 		t.Fatal(err)
 	}
 	for _, p := range []string{path, path + datastore.VersionSuffix, path + datastore.LockSuffix} {
@@ -312,7 +311,7 @@ func TestConcurrentWritersAndReader(t *testing.T) {
 		wg.Go(func() {
 			s, err := datastore.New(path, datastore.Options{})
 			if err == nil {
-				err = s.Add(ctx, record(fmt.Sprintf("c%d", i), fmt.Sprintf("10.1.0.%d", i+1)))
+				_, err = s.Add(ctx, record(fmt.Sprintf("c%d", i), fmt.Sprintf("10.1.0.%d", i+1)))
 			}
 			errs <- err
 		})
@@ -332,8 +331,8 @@ func TestConcurrentWritersAndReader(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(got) != writers || v != writers {
-		t.Fatalf("%d records, version %d; want %d and %d", len(got), v, writers, writers)
+	if len(got) != writers || v != datastore.Unwritten+writers {
+		t.Fatalf("%d records, version %d; want %d and %d", len(got), v, writers, datastore.Unwritten+writers)
 	}
 }
 
@@ -357,7 +356,10 @@ func runWriter(path string) int {
 	out := bufio.NewWriter(os.Stdout)
 	for i := 0; ; i++ {
 		h := fmt.Sprintf("w%d-%d", os.Getpid(), i)
-		if err := s.Add(context.Background(), record(h, "10.2.0.1")); err != nil {
+		// Addresses distinct per writer process and write, as the runtime's would be.
+		pid := os.Getpid()
+		ip := fmt.Sprintf("fd00::%x:%x:%x", pid>>16, pid&0xffff, i&0xffff)
+		if _, err := s.Add(context.Background(), record(h, ip)); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}

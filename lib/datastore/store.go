@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 
 	"golang.org/x/sys/unix"
@@ -65,24 +66,69 @@ func lookupID[T any](name string, lookup func(string) (T, error), id func(T) str
 // Path is the datastore file this Store writes.
 func (s *Store) Path() string { return s.path }
 
-// Add records c, replacing an earlier record with the same handle.
-func (s *Store) Add(ctx context.Context, c Container) error {
-	if c.Handle == "" {
-		return errors.New("adding datastore record: empty handle")
+// MaxMetadataBytes is the largest metadata a record may hold, encoded as JSON. CF's
+// metadata is a few hundred bytes; the limit only stops a runtime bug or an attacker
+// from making every later read and write of the datastore slow and large.
+const MaxMetadataBytes = 64 << 10
+
+// ErrMetadataTooLarge is returned for metadata over MaxMetadataBytes.
+var ErrMetadataTooLarge = fmt.Errorf("metadata is larger than %d bytes (64 KiB)", MaxMetadataBytes)
+
+// EncodeMetadata renders metadata as a record holds it, refusing more than
+// MaxMetadataBytes.
+func EncodeMetadata(m map[string]any) ([]byte, error) {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("encoding metadata: %w", err)
 	}
+	if len(b) > MaxMetadataBytes {
+		return nil, fmt.Errorf("%w: %d bytes", ErrMetadataTooLarge, len(b))
+	}
+	return b, nil
+}
+
+// Add records c, replacing an earlier record with the same handle, and drops every
+// other record holding c's IP: the runtime hands out an address only once it was
+// released, so such a record is stale, and keeping it would let a reader give the new
+// container the old one's policies. Add returns the handles of the records it dropped.
+func (s *Store) Add(ctx context.Context, c Container) ([]string, error) {
+	if c.Handle == "" {
+		return nil, errors.New("adding datastore record: empty handle")
+	}
+	var ip netip.Addr
 	if c.IP != "" {
-		if _, err := netip.ParseAddr(c.IP); err != nil {
-			return fmt.Errorf("adding datastore record: %w", err)
+		var err error
+		if ip, err = netip.ParseAddr(c.IP); err != nil {
+			return nil, fmt.Errorf("adding datastore record: %w", err)
 		}
 	}
-	meta, err := json.Marshal(c.Metadata)
+	meta, err := EncodeMetadata(c.Metadata)
 	if err != nil {
-		return fmt.Errorf("encoding metadata of %s: %w", c.Handle, err)
+		return nil, fmt.Errorf("adding datastore record %s: %w", c.Handle, err)
 	}
-	return s.update(ctx, func(records map[string]rawContainer) bool {
+	var dropped []string
+	err = s.update(ctx, func(records map[string]rawContainer) bool {
+		dropped = dropped[:0]
+		if ip.IsValid() {
+			for h, r := range records {
+				if h == c.Handle || r.IP == "" {
+					continue
+				}
+				// Decode has checked every IP.
+				if other, _ := netip.ParseAddr(r.IP); other == ip {
+					dropped = append(dropped, h)
+					delete(records, h)
+				}
+			}
+		}
 		records[c.Handle] = rawContainer{Handle: c.Handle, IP: c.IP, Metadata: meta}
 		return true
 	})
+	if err != nil {
+		return nil, err
+	}
+	slices.Sort(dropped)
+	return dropped, nil
 }
 
 // Remove deletes the record of handle and reports whether there was one. Removing a
@@ -113,7 +159,7 @@ func (s *Store) Retain(ctx context.Context, keep func(handle string) bool) ([]st
 	return removed, err
 }
 
-// Get returns the record of handle. Like Read it takes no lock.
+// Get returns the record of handle, read as Read does.
 func (s *Store) Get(handle string) (Container, bool, error) {
 	records, err := Read(s.path)
 	if err != nil {
@@ -157,7 +203,7 @@ func (r rawObject) MarshalJSON() ([]byte, error) {
 // rules as Decode; a corrupt datastore leaves every file as it was.
 func (s *Store) update(ctx context.Context, change func(map[string]rawContainer) bool) error {
 	return s.locked(ctx, func() error {
-		b, err := os.ReadFile(s.path)
+		b, err := readRegular(s.path)
 		records := map[string]rawContainer{}
 		switch {
 		case errors.Is(err, os.ErrNotExist):
@@ -195,8 +241,8 @@ func (s *Store) locked(ctx context.Context, f func() error) error {
 //
 // Each file is fsynced before its rename and the directory after both, so a power loss
 // leaves the old or the new content of each, complete. The version file is synced too:
-// after a crash an empty version file would read as corrupt and stop every writer and
-// agent until someone repaired it, which is worth far more than the ~0.3 ms it costs.
+// after a crash a half-written version file would stop every reader until someone
+// repaired it, which is worth far more than the ~0.3 ms it costs.
 func (s *Store) write(content []byte) error {
 	version, err := Version(s.path)
 	if err != nil {
@@ -205,7 +251,8 @@ func (s *Store) write(content []byte) error {
 	if err := s.replace(s.path, content); err != nil {
 		return fmt.Errorf("writing datastore: %w", err)
 	}
-	if err := s.replace(s.path+VersionSuffix, []byte(strconv.FormatUint(version+1, 10)+"\n")); err != nil {
+	// A bare decimal, no newline: silk's readers parse it with strconv.Atoi.
+	if err := s.replace(s.path+VersionSuffix, strconv.AppendUint(nil, version+1, 10)); err != nil {
 		return fmt.Errorf("writing datastore version: %w", err)
 	}
 	// One directory fsync makes both renames durable.
@@ -213,27 +260,23 @@ func (s *Store) write(content []byte) error {
 }
 
 // lock takes the exclusive flock on the lock file, creating the file (and the
-// directory) the first time. A process that dies holding it releases it with its
-// file descriptors.
+// directory) the first time. silk's wrapper, agent and datastore syncer lock the same
+// file the same way. A process that dies holding it releases it with its descriptors.
 func (s *Store) lock() (func(), error) {
 	if err := os.MkdirAll(filepath.Dir(s.path), 0o755); err != nil {
 		return nil, fmt.Errorf("creating datastore directory: %w", err)
 	}
-	f, err := os.OpenFile(s.path+LockSuffix, os.O_RDWR|os.O_CREATE, 0o644)
+	f, created, err := openOrCreate(s.path + LockSuffix)
 	if err != nil {
 		return nil, fmt.Errorf("opening datastore lock: %w", err)
 	}
-	if err := s.chown(f); err != nil {
-		f.Close()
-		return nil, err
-	}
-	for {
-		err = unix.Flock(int(f.Fd()), unix.LOCK_EX)
-		if !errors.Is(err, unix.EINTR) {
-			break
+	if created {
+		if err := s.chown(f); err != nil {
+			f.Close()
+			return nil, err
 		}
 	}
-	if err != nil {
+	if err := flock(f, unix.LOCK_EX); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("locking datastore: %w", err)
 	}
@@ -241,12 +284,22 @@ func (s *Store) lock() (func(), error) {
 	return func() { f.Close() }, nil
 }
 
-// replace atomically puts content at path: the staging file is only ever written by
-// the lock holder, so a fixed name is safe, and a writer killed halfway leaves it to be
-// truncated by the next one instead of littering the directory.
+func flock(f *os.File, how int) error {
+	for {
+		err := unix.Flock(int(f.Fd()), how)
+		if !errors.Is(err, unix.EINTR) {
+			return err
+		}
+	}
+}
+
+// replace atomically puts content at path. The staging file is created exclusively
+// (never through a link) and chowned through its own descriptor, so the owner only
+// ever changes on a file this writer made; only the lock holder writes it, so a fixed
+// name is safe, and what a writer killed halfway left behind is removed by the next.
 func (s *Store) replace(path string, content []byte) error {
 	tmp := path + tmpSuffix
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	f, err := createStaging(tmp)
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
 )
 
@@ -25,7 +26,9 @@ type Underlay struct {
 }
 
 // HostMTU returns the MTU of the underlay interface, looked up in the network namespace
-// of the calling thread.
+// of the calling thread. Dumps (addresses, routes) go through netlinksafe, which retries
+// a dump the kernel interrupted because the table changed meanwhile: on a cell creating
+// containers that happens all the time, and is no reason to fail an ADD.
 func HostMTU(u Underlay) (int, error) {
 	link, err := underlayLink(u)
 	if err != nil {
@@ -39,7 +42,7 @@ func underlayLink(u Underlay) (netlink.Link, error) {
 	case u.IP != "":
 		return linkByIP(u.IP)
 	case u.Interface != "":
-		link, err := netlink.LinkByName(u.Interface)
+		link, err := netlinksafe.LinkByName(u.Interface)
 		if err != nil {
 			return nil, fmt.Errorf("finding underlay interface %q: %w", u.Interface, err)
 		}
@@ -54,7 +57,7 @@ func linkByIP(s string) (netlink.Link, error) {
 	if ip == nil {
 		return nil, fmt.Errorf("underlay ip %q is not an IP address", s)
 	}
-	addrs, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
+	addrs, err := netlinksafe.AddrList(nil, netlink.FAMILY_ALL)
 	if err != nil {
 		return nil, fmt.Errorf("listing addresses: %w", err)
 	}
@@ -73,7 +76,7 @@ func linkByIP(s string) (netlink.Link, error) {
 // defaultRouteLink picks the IPv4 default route with the lowest metric, as the kernel
 // would for traffic to another cell.
 func defaultRouteLink() (netlink.Link, error) {
-	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: 254}, netlink.RT_FILTER_TABLE)
+	routes, err := netlinksafe.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: 254}, netlink.RT_FILTER_TABLE)
 	if err != nil {
 		return nil, fmt.Errorf("listing routes: %w", err)
 	}

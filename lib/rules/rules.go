@@ -69,6 +69,11 @@ func Build(containers []Container, policies []models.Policy) (Ruleset, []error) 
 	type local struct {
 		ip            netip.Addr
 		group, handle string
+		// claimed: another record names this address too, so the agent cannot tell
+		// which app it belongs to. It gets no mark and admits nothing (closed): one of
+		// the claimants is a stale record, and enforcing either one could give a
+		// container another app's policies.
+		claimed bool
 	}
 	locals := make([]local, 0, len(containers))
 	for _, c := range containers {
@@ -79,31 +84,30 @@ func Build(containers []Container, policies []models.Policy) (Ruleset, []error) 
 		}
 		locals = append(locals, local{ip: ip, group: c.GroupID, handle: c.Handle})
 	}
-	// Two records with one address (a stale one, until the runtime's GC drops it) are
-	// enforced as the first by group and handle, whatever order the datastore gave, so
-	// the rules do not flip between reads.
+	// Sorted by address then handle, so the rules and the problems do not depend on the
+	// order the datastore gave.
 	slices.SortFunc(locals, func(a, b local) int {
 		if c := a.ip.Compare(b.ip); c != 0 {
-			return c
-		}
-		if c := strings.Compare(a.group, b.group); c != 0 {
 			return c
 		}
 		return strings.Compare(a.handle, b.handle)
 	})
 	kept := locals[:0]
-	localGroups := map[string]bool{}
 	for _, l := range locals {
 		if n := len(kept); n > 0 && kept[n-1].ip == l.ip {
-			problems = append(problems, fmt.Errorf("container %s: ip %s is also container %s's, enforced as that one", l.handle, l.ip, kept[n-1].handle))
+			problems = append(problems, fmt.Errorf("container %s: ip %s is also container %s's; closed until one record is gone", l.handle, l.ip, kept[n-1].handle))
+			kept[n-1].claimed = true
 			continue
 		}
 		kept = append(kept, l)
-		if l.group != "" {
+	}
+	locals = kept
+	localGroups := map[string]bool{}
+	for _, l := range locals {
+		if l.group != "" && !l.claimed {
 			localGroups[l.group] = true
 		}
 	}
-	locals = kept
 
 	// Tags of local groups, learnt from either end of any policy, and the allow rules
 	// of each local destination group.
@@ -136,6 +140,10 @@ func Build(containers []Container, policies []models.Policy) (Ruleset, []error) 
 	for _, l := range locals {
 		addr := l.ip.String() + "/32"
 		reject = append(reject, "-s "+addr+" -j "+DenyChain)
+		if l.claimed {
+			dispatch = append(dispatch, "-d "+addr+" -j "+ClosedChain)
+			continue
+		}
 		tag, tagged := tags[l.group]
 		if tagged {
 			marks = append(marks, fmt.Sprintf("-s %s -j MARK --set-xmark 0x%x/%s", addr, tag, mask))

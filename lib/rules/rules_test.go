@@ -153,10 +153,12 @@ func TestBuildIsDeterministic(t *testing.T) {
 }
 
 func TestBuildOneAddressTwoRecords(t *testing.T) {
-	// A stale record of a deleted container whose address the runtime gave to a new one.
+	// A stale record of a deleted container whose address the runtime gave to a new one:
+	// the agent cannot tell which is real, so the address gets neither record's policies.
 	stale := rules.Container{Handle: "old", IP: "10.0.0.3", GroupID: "app-old"}
 	ps := []models.Policy{
 		policy("app-a", "0001", "app-b", "0002", "tcp", 8080, 8080),
+		policy("app-b", "0002", "app-a", "0001", "tcp", 7070, 7070),
 		policy("app-a", "0001", "app-old", "0003", "tcp", 9090, 9090),
 	}
 	first, problems := rules.Build([]rules.Container{a, b, stale}, ps)
@@ -167,8 +169,22 @@ func TestBuildOneAddressTwoRecords(t *testing.T) {
 	if len(problems) != 1 || !strings.Contains(problems[0].Error(), "10.0.0.3") {
 		t.Errorf("problems = %v, want one naming the shared address", problems)
 	}
-	if n := strings.Count(dump(first), "-d 10.0.0.3/32"); n != 1 {
-		t.Errorf("%d dispatch rules for the shared address, want 1:\n%s", n, dump(first))
+	want := map[string][]string{
+		// a is still marked, but nothing admits it to 10.0.0.3 and 10.0.0.3 carries no
+		// mark that a's chain would admit.
+		"netman-forward": {markA1, "-d 10.0.0.2/32 -j netman-in-0001", "-d 10.0.0.3/32 -j netman-closed", brFwd},
+		"netman-closed":  {est, toRej},
+		"netman-reject":  {brRej, rejA, rejB},
+	}
+	for name, rs := range want {
+		if !slices.Equal(first.Chains[name], rs) {
+			t.Errorf("%s:\n got %q\nwant %q", name, first.Chains[name], rs)
+		}
+	}
+	for name := range first.Chains {
+		if strings.HasPrefix(name, "netman-in-") && name != "netman-in-0001" {
+			t.Errorf("chain %s admits traffic to a doubly claimed address:\n%s", name, dump(first))
+		}
 	}
 }
 
