@@ -5,10 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"net"
 	"net/netip"
 
 	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/cni/pkg/version"
 
+	"netman/lib/datastore"
 	"netman/lib/mtu"
 )
 
@@ -41,6 +44,11 @@ type Config struct {
 	// 50 for a flannel (VXLAN) delegate, 0 for any other.
 	EncapsulationOverhead *int `json:"encapsulation_overhead,omitempty"`
 
+	// PolicyAgentForcePollAddress (host:port) is where the cell's policy agent serves
+	// GET /force-policy-poll-cycle; after every ADD and DEL the wrapper asks it to run a
+	// cycle at once. Empty: no nudge, the agent finds the change on its next poll.
+	PolicyAgentForcePollAddress string `json:"policy_agent_force_poll_address,omitempty"`
+
 	// Metadata is the runtime's per-container data (app_id, space_id, org_id,
 	// policy_group_id and whatever else it sends), recorded verbatim. When the runtime
 	// sends no top-level metadata, network.properties is used instead.
@@ -65,6 +73,31 @@ var defaultOverhead = map[string]int{"flannel": 50}
 // the runtime's per-container fields, so it also checks the static file a BOSH job
 // renders. Errors are *types.Error with the code the runtime should see.
 func LoadConfig(stdin []byte) (*Config, error) {
+	c, err := parseConfig(stdin)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.validate(); err != nil {
+		return nil, types.NewError(types.ErrInvalidNetworkConfig, "invalid wrapper network config", err.Error())
+	}
+	return c, nil
+}
+
+// LoadDelConfig parses the configuration of a DEL and checks only what DEL uses: the
+// datastore and the delegate. A setting only ADD uses (an mtu too small, say, or
+// oversized metadata) never keeps a runtime from deleting a container.
+func LoadDelConfig(stdin []byte) (*Config, error) {
+	c, err := parseConfig(stdin)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.validateDel(); err != nil {
+		return nil, types.NewError(types.ErrInvalidNetworkConfig, "invalid wrapper network config", err.Error())
+	}
+	return c, nil
+}
+
+func parseConfig(stdin []byte) (*Config, error) {
 	dec := json.NewDecoder(bytes.NewReader(stdin))
 	// Numbers stay json.Number so metadata and delegate settings pass through digit for digit.
 	dec.UseNumber()
@@ -82,13 +115,11 @@ func LoadConfig(stdin []byte) (*Config, error) {
 	if c.Metadata == nil && c.Network != nil && c.Network.Properties != nil {
 		c.Metadata = c.Network.Properties
 	}
-	if err := c.validate(); err != nil {
-		return nil, types.NewError(types.ErrInvalidNetworkConfig, "invalid wrapper network config", err.Error())
-	}
 	return c, nil
 }
 
-func (c *Config) validate() error {
+// validateDel checks what every command needs.
+func (c *Config) validateDel() error {
 	if c.Datastore == "" {
 		return fmt.Errorf("missing datastore")
 	}
@@ -106,6 +137,14 @@ func (c *Config) validate() error {
 		if _, isMap := inner.(map[string]any); !isMap {
 			return fmt.Errorf("delegate.delegate is not an object")
 		}
+	}
+	return nil
+}
+
+// validate checks the whole configuration.
+func (c *Config) validate() error {
+	if err := c.validateDel(); err != nil {
+		return err
 	}
 	if c.MTU != 0 {
 		if err := mtu.Validate(c.MTU); err != nil {
@@ -126,6 +165,14 @@ func (c *Config) validate() error {
 		if _, err := netip.ParseAddr(c.UnderlayIP); err != nil {
 			return fmt.Errorf("underlay_ip: %w", err)
 		}
+	}
+	if c.PolicyAgentForcePollAddress != "" {
+		if _, port, err := net.SplitHostPort(c.PolicyAgentForcePollAddress); err != nil || port == "" {
+			return fmt.Errorf("policy_agent_force_poll_address %q is not host:port", c.PolicyAgentForcePollAddress)
+		}
+	}
+	if _, err := datastore.EncodeMetadata(c.Metadata); err != nil {
+		return err
 	}
 	return nil
 }
@@ -185,15 +232,22 @@ type delegateOptions struct {
 	mtu              bool // set the container MTU unless the operator wrote one
 	prevResult       bool
 	validAttachments bool
+	// cniVersion is the version the delegate is called with; empty: the runtime's.
+	cniVersion string
 }
 
 // delegateConf renders the configuration passed to the delegate: the operator's
-// delegate object with the parent's cniVersion (so results come back in the version
-// the runtime asked for), the parent's name when the delegate has none, the runtime's
-// runtimeConfig and, when asked for, the container MTU, prevResult and valid attachments.
+// delegate object with the parent's cniVersion (or the one negotiated with the delegate),
+// the parent's name when the delegate has none, the runtime's runtimeConfig and, when
+// asked for, the container MTU, prevResult (in the delegate's version) and valid
+// attachments.
 func (c *Config) delegateConf(opts delegateOptions, hostMTU func(mtu.Underlay) (int, error)) ([]byte, error) {
 	d := maps.Clone(c.Delegate)
-	d["cniVersion"] = c.CNIVersion
+	cniVersion := c.CNIVersion
+	if opts.cniVersion != "" {
+		cniVersion = opts.cniVersion
+	}
+	d["cniVersion"] = cniVersion
 	if _, ok := d["name"]; !ok {
 		d["name"] = c.Name
 	}
@@ -201,7 +255,11 @@ func (c *Config) delegateConf(opts delegateOptions, hostMTU func(mtu.Underlay) (
 		d["runtimeConfig"] = c.RuntimeConfig
 	}
 	if opts.prevResult && len(c.PrevResult) > 0 {
-		d["prevResult"] = c.PrevResult
+		prev, err := c.prevResultAs(cniVersion)
+		if err != nil {
+			return nil, err
+		}
+		d["prevResult"] = prev
 	}
 	if opts.validAttachments && c.ValidAttachments != nil {
 		d["cni.dev/valid-attachments"] = *c.ValidAttachments
@@ -218,6 +276,25 @@ func (c *Config) delegateConf(opts delegateOptions, hostMTU func(mtu.Underlay) (
 	b, err := json.Marshal(d)
 	if err != nil {
 		return nil, types.NewError(types.ErrInvalidNetworkConfig, "encoding delegate config", err.Error())
+	}
+	return b, nil
+}
+
+// prevResultAs is the runtime's prevResult in version v.
+func (c *Config) prevResultAs(v string) (json.RawMessage, error) {
+	if v == c.CNIVersion {
+		return c.PrevResult, nil
+	}
+	prev, err := version.NewResult(c.CNIVersion, c.PrevResult)
+	if err == nil {
+		prev, err = prev.GetAsVersion(v)
+	}
+	if err != nil {
+		return nil, types.NewError(types.ErrDecodingFailure, "converting prevResult to the delegate's version "+v, err.Error())
+	}
+	b, err := json.Marshal(prev)
+	if err != nil {
+		return nil, types.NewError(types.ErrDecodingFailure, "encoding prevResult", err.Error())
 	}
 	return b, nil
 }

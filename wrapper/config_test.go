@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -92,11 +93,62 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"operator's flannel inner mtu negative", `{"name":"n","datastore":"/d","delegate":{"type":"flannel","delegate":{"mtu":-1500}}}`, types.ErrInvalidNetworkConfig},
 		{"operator's bridge mtu not a number", `{"name":"n","datastore":"/d","delegate":{"type":"bridge","mtu":"1500"}}`, types.ErrInvalidNetworkConfig},
 		{"bad underlay ip", `{"name":"n","datastore":"/d","delegate":{"type":"bridge"},"underlay_ip":"eth0"}`, types.ErrInvalidNetworkConfig},
+		{"force poll address without port", `{"name":"n","datastore":"/d","delegate":{"type":"bridge"},"policy_agent_force_poll_address":"127.0.0.1"}`, types.ErrInvalidNetworkConfig},
+		{"metadata over 64 KiB", `{"name":"n","datastore":"/d","delegate":{"type":"bridge"},"metadata":{"k":"` + strings.Repeat("x", 64<<10) + `"}}`, types.ErrInvalidNetworkConfig},
 	} {
 		_, err := LoadConfig([]byte(tc.conf))
 		var e *types.Error
 		if !errors.As(err, &e) || e.Code != tc.code || e.Msg == "" {
 			t.Errorf("%s: got %v, want a CNI error with code %d", tc.name, err, tc.code)
+		}
+	}
+}
+
+// DEL checks what DEL uses and nothing else.
+func TestLoadDelConfig(t *testing.T) {
+	for _, conf := range []string{
+		`{"name":"n","datastore":"/d","delegate":{"type":"bridge"},"mtu":575}`,
+		`{"name":"n","datastore":"/d","delegate":{"type":"bridge","mtu":100},"encapsulation_overhead":-1}`,
+		`{"name":"n","datastore":"/d","delegate":{"type":"bridge"},"underlay_ip":"eth0","underlay_interface":"eth0"}`,
+		`{"name":"n","datastore":"/d","delegate":{"type":"bridge"},"policy_agent_force_poll_address":"nonsense"}`,
+		`{"name":"n","datastore":"/d","delegate":{"type":"bridge"},"metadata":{"k":"` + strings.Repeat("x", 64<<10) + `"}}`,
+	} {
+		if _, err := LoadDelConfig([]byte(conf)); err != nil {
+			t.Errorf("LoadDelConfig(%.90s): %v", conf, err)
+		}
+		if _, err := LoadConfig([]byte(conf)); err == nil {
+			t.Errorf("LoadConfig(%.90s) accepted an ADD-only setting the case is about", conf)
+		}
+	}
+	for _, conf := range []string{
+		`{"name":"n","delegate":{"type":"bridge"}}`,
+		`{"name":"n","datastore":"/d","delegate":{"type":"wrapper"}}`,
+		`{"name":"n","datastore":"/d"}`,
+		`{"name":`,
+	} {
+		if _, err := LoadDelConfig([]byte(conf)); err == nil {
+			t.Errorf("LoadDelConfig(%s) accepted a config DEL cannot use", conf)
+		}
+	}
+}
+
+func TestCommonVersion(t *testing.T) {
+	for _, tc := range []struct {
+		want      string
+		supported []string
+		got       string
+		ok        bool
+	}{
+		{"1.0.0", []string{"0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0"}, "0.4.0", true}, // flannel v0.9.1
+		{"1.1.0", []string{"0.3.1", "1.0.0", "0.4.0"}, "1.0.0", true},
+		{"0.3.1", []string{"0.3.1", "1.1.0"}, "0.3.1", true},
+		{"0.2.0", []string{"1.1.0", "0.4.0", "1.0.0"}, "0.4.0", true}, // nothing older: the oldest
+		{"1.0.0", []string{"junk"}, "", false},
+		{"1.0.0", nil, "", false},
+	} {
+		got, ok := commonVersion(tc.want, tc.supported)
+		if got != tc.got || ok != tc.ok {
+			t.Errorf("commonVersion(%s, %v) = %q, %v; want %q, %v", tc.want, tc.supported, got, ok, tc.got, tc.ok)
 		}
 	}
 }

@@ -9,7 +9,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"slices"
 
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/skel"
@@ -64,19 +63,30 @@ func load(args *skel.CmdArgs) (*Config, *datastore.Store, error) {
 }
 
 // Add runs the delegate's ADD, records the container and prints the delegate's result.
-// When the delegate fails or the record cannot be written, the delegate's DEL undoes the
-// ADD, so no IP or interface is left behind for a container the runtime considers failed.
+// When the delegate fails, the record cannot be written or the result cannot be given in
+// the runtime's version, the delegate's DEL undoes the ADD, so no IP or interface is left
+// behind for a container the runtime considers failed. The whole ADD holds the
+// container's lock, so a DEL of the same container waits for it to finish.
 func (p *Plugin) Add(args *skel.CmdArgs) error {
 	ctx := context.Background()
 	cfg, store, err := load(args)
 	if err != nil {
 		return err
 	}
-	conf, err := cfg.delegateConf(delegateOptions{mtu: true}, p.HostMTU)
+	unlock, err := store.LockHandle(ctx, args.ContainerID)
 	if err != nil {
-		return err
+		return datastoreError("locking container "+args.ContainerID, err)
 	}
-	result, err := invoke.DelegateAdd(ctx, cfg.DelegateType(), conf, p.Exec)
+	defer unlock()
+	var result types.Result
+	conf, err := p.withDelegateVersion(ctx, cfg, delegateOptions{mtu: true}, func(conf []byte) error {
+		var err error
+		result, err = invoke.DelegateAdd(ctx, cfg.DelegateType(), conf, p.Exec)
+		return err
+	})
+	if conf == nil {
+		return err // the delegate's configuration could not be made; nothing ran
+	}
 	if err != nil {
 		derr := delegateError(cfg.DelegateType(), "ADD", err)
 		if derr.Code == types.ErrIncompatibleCNIVersion {
@@ -96,13 +106,22 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 		metadata = map[string]any{}
 	}
 	rec := datastore.Container{Handle: args.ContainerID, IP: ip.String(), Metadata: metadata}
-	if err := store.Add(ctx, rec); err != nil {
+	dropped, err := store.Add(ctx, rec)
+	if err != nil {
 		return p.undoAdd(ctx, cfg, conf, datastoreError("recording container", err))
+	}
+	if len(dropped) > 0 {
+		p.Logger.Warn("dropped stale records holding the new container's IP", "container", args.ContainerID, "ip", rec.IP, "dropped", dropped)
 	}
 	out, err := result.GetAsVersion(cfg.CNIVersion)
 	if err != nil {
-		return types.NewError(types.ErrIncompatibleCNIVersion, "converting delegate result", err.Error())
+		cause := types.NewError(types.ErrIncompatibleCNIVersion, "converting delegate result to CNI "+cfg.CNIVersion, err.Error())
+		if _, rerr := store.Remove(ctx, args.ContainerID); rerr != nil {
+			cause.Details = fmt.Sprintf("%s; removing its record also failed (a DEL removes it): %v", cause.Details, rerr)
+		}
+		return p.undoAdd(ctx, cfg, conf, cause)
 	}
+	p.nudge(ctx, cfg, "ADD", args.ContainerID)
 	return out.PrintTo(p.Stdout)
 }
 
@@ -114,14 +133,17 @@ func (p *Plugin) undoAdd(ctx context.Context, cfg *Config, conf []byte, cause *t
 	return cause
 }
 
-// delegate runs a delegate command that returns no result.
+// delegate runs a delegate command that returns no result, in a CNI version the delegate
+// speaks.
 func (p *Plugin) delegate(ctx context.Context, cfg *Config, command string, opts delegateOptions,
 	run func(context.Context, string, []byte, invoke.Exec) error) error {
-	conf, err := cfg.delegateConf(opts, p.HostMTU)
-	if err != nil {
+	conf, err := p.withDelegateVersion(ctx, cfg, opts, func(conf []byte) error {
+		return run(ctx, cfg.DelegateType(), conf, p.Exec)
+	})
+	if conf == nil {
 		return err
 	}
-	if err := run(ctx, cfg.DelegateType(), conf, p.Exec); err != nil {
+	if err != nil {
 		return delegateError(cfg.DelegateType(), command, err)
 	}
 	return nil
@@ -144,29 +166,66 @@ func resultIP(r types.Result) (net.IP, error) {
 	return res.IPs[0].Address.IP, nil
 }
 
-// Del removes the record and then runs the delegate's DEL. Both tolerate a container
-// that is already gone, so DEL can be repeated. If the record cannot be removed the
-// delegate is not called: releasing the IP while a record still names it could hand
-// its policies to the next container that gets the IP. The runtime retries DEL.
+// Del removes the record and runs the delegate's DEL. Both tolerate a container that is
+// already gone, so DEL can be repeated. DEL checks only what it uses (LoadDelConfig), and
+// runs the delegate's DEL even when the record cannot be removed, so the runtime always
+// gets the interface and the IP back. A record left behind cannot give its policies to
+// another container: the next ADD that gets the IP drops it, and agents treat an IP
+// claimed twice as closed. The error then names what is left, and a DEL after the cause
+// is fixed removes it.
 func (p *Plugin) Del(args *skel.CmdArgs) error {
 	ctx := context.Background()
-	cfg, store, err := load(args)
+	cfg, err := LoadDelConfig(args.StdinData)
 	if err != nil {
 		return err
 	}
-	if _, err := store.Remove(ctx, args.ContainerID); err != nil {
-		return datastoreError("removing container record", err)
+	// The container's lock is held to the end, so an ADD of the same container runs
+	// either wholly before or wholly after this DEL.
+	var recordErr *types.Error
+	store, err := datastore.New(cfg.Datastore, datastore.Options{Owner: cfg.DatastoreFileOwner, Group: cfg.DatastoreFileGroup})
+	if err != nil {
+		recordErr = types.NewError(types.ErrInvalidNetworkConfig, "invalid wrapper network config", err.Error())
+	} else {
+		// Without the lock (the datastore directory is unusable) DEL goes on: it must
+		// not wait for what an operator has to fix, and no ADD can take the lock either.
+		if unlock, err := store.LockHandle(ctx, args.ContainerID); err != nil {
+			p.Logger.Warn("deleting without the container's lock", "container", args.ContainerID, "error", err.Error())
+		} else {
+			defer unlock()
+		}
+		if _, err := store.Remove(ctx, args.ContainerID); err != nil {
+			recordErr = datastoreError("removing container record", err)
+		}
 	}
-	return p.delegate(ctx, cfg, "DEL", delegateOptions{}, invoke.DelegateDel)
+	delErr := p.delegate(ctx, cfg, "DEL", delegateOptions{}, invoke.DelegateDel)
+	if recordErr == nil && delErr == nil {
+		p.nudge(ctx, cfg, "DEL", args.ContainerID)
+		return nil
+	}
+	if recordErr == nil {
+		return delErr
+	}
+	left := fmt.Sprintf("left behind: the record of container %s in %s", args.ContainerID, cfg.Datastore)
+	if delErr == nil {
+		recordErr.Details = fmt.Sprintf("%s; %s (the delegate's DEL ran: interface and IP are released); run DEL again once the datastore is writable", recordErr.Details, left)
+	} else {
+		recordErr.Details = fmt.Sprintf("%s; %s, and whatever the delegate's DEL did not remove (%v)", recordErr.Details, left, delErr)
+	}
+	return recordErr
 }
 
 // Check verifies that the container has a record with an IP of the runtime's prevResult,
-// then runs the delegate's CHECK.
+// then runs the delegate's CHECK. The spec makes prevResult mandatory for CHECK: without
+// it there is nothing to check against, which is an error, not a pass.
 func (p *Plugin) Check(args *skel.CmdArgs) error {
 	ctx := context.Background()
 	cfg, store, err := load(args)
 	if err != nil {
 		return err
+	}
+	if len(cfg.PrevResult) == 0 {
+		return types.NewError(types.ErrInvalidNetworkConfig, "CHECK without prevResult",
+			"the runtime must pass the result of the container's ADD as prevResult (CNI spec, CHECK)")
 	}
 	rec, ok, err := store.Get(args.ContainerID)
 	if err != nil {
@@ -175,10 +234,8 @@ func (p *Plugin) Check(args *skel.CmdArgs) error {
 	if !ok {
 		return types.NewError(ErrNoRecord, "no datastore record for container", args.ContainerID)
 	}
-	if len(cfg.PrevResult) > 0 {
-		if err := recordMatches(cfg, rec); err != nil {
-			return err
-		}
+	if err := recordMatches(cfg, rec); err != nil {
+		return err
 	}
 	return p.delegate(ctx, cfg, "CHECK", delegateOptions{mtu: true, prevResult: true}, invoke.DelegateCheck)
 }
@@ -251,21 +308,11 @@ func (p *Plugin) Status(args *skel.CmdArgs) error {
 	return p.delegate(ctx, cfg, "STATUS", delegateOptions{}, invoke.DelegateStatus)
 }
 
-// delegateSpeaks asks the delegate (CNI VERSION) whether it supports the runtime's
-// version. GC and STATUS only exist from 1.1.0 on; an older delegate such as flannel
-// would reject them, and has nothing to collect or report anyway.
-func (p *Plugin) delegateSpeaks(ctx context.Context, cfg *Config) (bool, error) {
-	exec := p.Exec
-	if exec == nil {
-		exec = &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}}
+func (p *Plugin) exec() invoke.Exec {
+	if p.Exec != nil {
+		return p.Exec
 	}
-	path, err := exec.FindInPath(cfg.DelegateType(), filepath.SplitList(os.Getenv("CNI_PATH")))
-	if err != nil {
-		return false, types.NewError(ErrDelegate, "finding delegate "+cfg.DelegateType(), err.Error())
-	}
-	info, err := invoke.GetVersionInfo(ctx, path, exec)
-	if err != nil {
-		return false, delegateError(cfg.DelegateType(), "VERSION", err)
-	}
-	return slices.Contains(info.SupportedVersions(), cfg.CNIVersion), nil
+	return &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}}
 }
+
+func cniPath() []string { return filepath.SplitList(os.Getenv("CNI_PATH")) }

@@ -135,7 +135,7 @@ func prefill(b *testing.B, c *cell, n int) {
 	}
 	for i := range n {
 		h := fmt.Sprintf("other-%03d", i)
-		err := store.Add(b.Context(), datastore.Container{Handle: h, IP: fmt.Sprintf("10.255.%d.%d", 100+i/250, 1+i%250), Metadata: metadataFor(h)})
+		_, err := store.Add(b.Context(), datastore.Container{Handle: h, IP: fmt.Sprintf("10.255.%d.%d", 100+i/250, 1+i%250), Metadata: metadataFor(h)})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -131,14 +131,27 @@ func TestFlannel(t *testing.T) {
 	}
 }
 
-func TestFlannelRejectsNewerVersionsWithoutLeaving(t *testing.T) {
-	c := newCell(t, 1500)
-	_, err := c.exec(invocation{command: "ADD", containerID: "f1", netns: newNS(t),
-		conf: c.conf("1.0.0", c.flannelDelegate(), map[string]any{"metadata": metadataFor("f1")})})
-	ce := expectCode(t, err, 1)
-	t.Logf("delegate error as the runtime sees it: %s", ce)
-	if _, ok := c.recordOf("f1"); ok {
-		t.Fatal("a failed ADD was recorded")
+// flannel v0.9.1 speaks CNI 0.4.0 at most. A 1.x runtime still gets its container: the
+// wrapper calls flannel in 0.4.0 and converts the result to the runtime's version.
+func TestFlannelWithANewerRuntime(t *testing.T) {
+	for _, version := range []string{"1.0.0", "1.1.0"} {
+		t.Run(version, func(t *testing.T) {
+			c := newCell(t, 1500)
+			id := "flannel-" + version
+			container := newNS(t)
+			_, out := c.addAndVerify(version, id, container, c.flannelDelegate(), 1450)
+			var res struct {
+				CNIVersion string `json:"cniVersion"`
+			}
+			if err := json.Unmarshal(out, &res); err != nil || res.CNIVersion != version {
+				t.Errorf("result in version %q (%v), want %s: %s", res.CNIVersion, err, version, out)
+			}
+			var prev map[string]any
+			_ = json.Unmarshal(out, &prev)
+			c.mustExec(invocation{command: "CHECK", containerID: id, netns: container,
+				conf: c.conf(version, c.flannelDelegate(), map[string]any{"prevResult": prev})})
+			c.delAndVerify(version, id, container, c.flannelDelegate(), "netman-test")
+		})
 	}
 }
 
@@ -312,6 +325,13 @@ func TestCheck(t *testing.T) {
 
 	c.mustExec(invocation{command: "CHECK", containerID: "chk", netns: container,
 		conf: c.conf("1.0.0", c.bridgeDelegate(), map[string]any{"prevResult": prev})})
+
+	// The spec requires prevResult for CHECK; without it there is nothing to check.
+	_, err = c.exec(invocation{command: "CHECK", containerID: "chk", netns: container,
+		conf: c.conf("1.0.0", c.bridgeDelegate(), nil)})
+	if ce := expectCode(t, err, 7); !strings.Contains(ce.Msg, "prevResult") {
+		t.Errorf("CHECK without prevResult: %s", ce)
+	}
 	c.delAndVerify("1.0.0", "chk", container, c.bridgeDelegate(), "netman-test")
 }
 
@@ -348,7 +368,7 @@ func TestGCAndStatus(t *testing.T) {
 	// pass GC or STATUS on.
 	stale := datastore.Container{Handle: "stale", IP: "10.244.3.9"}
 	store, _ := datastore.New(c.datastore(), datastore.Options{})
-	if err := store.Add(t.Context(), stale); err != nil {
+	if _, err := store.Add(t.Context(), stale); err != nil {
 		t.Fatal(err)
 	}
 	c.mustExec(invocation{command: "GC", conf: c.conf("1.1.0", c.flannelDelegate(), map[string]any{"cni.dev/valid-attachments": valid})})
@@ -385,7 +405,7 @@ func TestNetworkPropertiesAndFileOwner(t *testing.T) {
 	if !ok || !sameJSON(t, rec.Metadata, props) {
 		t.Errorf("record %+v, want metadata %v", rec, props)
 	}
-	for _, p := range []string{c.datastore(), c.datastore() + datastore.VersionSuffix, c.datastore() + datastore.LockSuffix} {
+	for _, p := range []string{c.datastore(), c.datastore() + "_version", c.datastore() + "_lock"} {
 		fi, err := os.Stat(p)
 		if err != nil {
 			t.Fatal(err)
