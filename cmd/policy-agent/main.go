@@ -40,7 +40,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 Polls the policy server's internal API (mutual TLS) for the policies of the containers in
 the wrapper's datastore and enforces them with iptables in the network namespace it runs
 in. GET /health on 127.0.0.1:health_check_port, Prometheus /metrics on
-127.0.0.1:debug_server_port. SIGTERM or SIGINT stops it; the applied rules stay in place.
+127.0.0.1:debug_server_port, GET /force-policy-poll-cycle (run a cycle now; the CNI
+wrapper calls it after every ADD and DEL) on 127.0.0.1:force_policy_poll_cycle_port. SIGTERM or SIGINT stops it; the applied rules stay in place.
 
 `)
 		fs.PrintDefaults()
@@ -107,6 +108,7 @@ in. GET /health on 127.0.0.1:health_check_port, Prometheus /metrics on
 		{Name: "debug-server", Runner: httpServer("debug", cfg.DebugServerPort, metrics.MetricsHandler(), logger)},
 		{Name: "health-server", Runner: httpServer("health", cfg.HealthCheckPort, a.HealthHandler(), logger)},
 		{Name: "agent", Runner: a},
+		{Name: "force-poll-server", Runner: httpRunner(cfg.ForcePolicyPollCyclePort, a.ForcePollHandler(), logger)},
 	}
 	proc := ifrit.Invoke(sigmon.New(grouper.NewOrdered(syscall.SIGTERM, members)))
 	logger.Info("policy-agent started", "policy_server_url", cfg.PolicyServerURL,

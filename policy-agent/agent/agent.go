@@ -82,6 +82,8 @@ type Agent struct {
 	applied    *rules.Ruleset
 
 	status statusBox
+	// force carries ForceCycle's requests to Run.
+	force chan forceRequest
 }
 
 // New checks opts and returns an Agent.
@@ -110,7 +112,7 @@ func New(opts Options) (*Agent, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Agent{opts: opts}, nil
+	return &Agent{opts: opts, force: make(chan forceRequest)}, nil
 }
 
 // Outcome says what a cycle did.
@@ -242,7 +244,7 @@ func groupIDs(cs []rules.Container) []string {
 
 // Run cycles until a signal arrives (an ifrit.Runner). The first cycle runs at once; ready
 // is closed after it, whatever its outcome, so the health and debug servers come up even
-// while the policy server is away.
+// while the policy server is away. A ForceCycle request starts the next cycle at once.
 func (a *Agent) Run(signals <-chan os.Signal, ready chan<- struct{}) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -252,10 +254,15 @@ func (a *Agent) Run(signals <-chan os.Signal, ready chan<- struct{}) error {
 	}()
 	log := a.opts.Logger
 	failures := 0
+	var forced []forceRequest
 	for {
 		cctx, cancelCycle := context.WithTimeout(ctx, a.opts.CycleTimeout)
-		_, _, err := a.Cycle(cctx)
+		out, _, err := a.Cycle(cctx)
 		cancelCycle()
+		for _, req := range forced {
+			req.done <- forceResult{out, err}
+		}
+		forced = forced[:0]
 		if ready != nil {
 			close(ready)
 			ready = nil
@@ -277,11 +284,19 @@ func (a *Agent) Run(signals <-chan os.Signal, ready chan<- struct{}) error {
 			log.Info("enforcement cycle recovered", "failures", failures)
 			failures = 0
 		}
+		timer := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
+			timer.Stop()
 			log.Info("stopping; the last applied rules stay in place")
 			return nil
-		case <-time.After(wait):
+		case <-timer.C:
+		case req := <-a.force:
+			timer.Stop()
+			// Every request waiting now is answered by the same cycle: it starts after
+			// each of them arrived.
+			forced = append(forced, req)
+			forced = a.drainForced(forced)
 		}
 	}
 }

@@ -90,7 +90,7 @@ func (f *fixture) advance(d time.Duration) {
 
 func (f *fixture) add(t testing.TB, handle, ip, group string) {
 	t.Helper()
-	err := f.store.Add(t.Context(), datastore.Container{Handle: handle, IP: ip,
+	_, err := f.store.Add(t.Context(), datastore.Container{Handle: handle, IP: ip,
 		Metadata: map[string]any{"policy_group_id": group, "app_id": group}})
 	if err != nil {
 		t.Fatal(err)

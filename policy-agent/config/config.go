@@ -20,28 +20,32 @@ import (
 
 // Config is the whole file.
 type Config struct {
-	PolicyServerURL       string `json:"policy_server_url"`
-	CACertFile            string `json:"ca_cert_file"`
-	ClientCertFile        string `json:"client_cert_file"`
-	ClientKeyFile         string `json:"client_key_file"`
-	Datastore             string `json:"datastore"`
-	PollIntervalSeconds   int    `json:"poll_interval_seconds"`
-	IPTablesLockFile      string `json:"iptables_lock_file"`
-	HealthCheckPort       int    `json:"health_check_port"`
-	DebugServerPort       int    `json:"debug_server_port"`
-	RequestTimeoutSeconds int    `json:"request_timeout_seconds"`
-	LogLevel              string `json:"log_level"`
+	PolicyServerURL     string `json:"policy_server_url"`
+	CACertFile          string `json:"ca_cert_file"`
+	ClientCertFile      string `json:"client_cert_file"`
+	ClientKeyFile       string `json:"client_key_file"`
+	Datastore           string `json:"datastore"`
+	PollIntervalSeconds int    `json:"poll_interval_seconds"`
+	IPTablesLockFile    string `json:"iptables_lock_file"`
+	HealthCheckPort     int    `json:"health_check_port"`
+	DebugServerPort     int    `json:"debug_server_port"`
+	// ForcePolicyPollCyclePort is where, on 127.0.0.1, GET /force-policy-poll-cycle runs
+	// a cycle at once (the name and default of silk's vxlan-policy-agent).
+	ForcePolicyPollCyclePort int    `json:"force_policy_poll_cycle_port"`
+	RequestTimeoutSeconds    int    `json:"request_timeout_seconds"`
+	LogLevel                 string `json:"log_level"`
 }
 
 // Default is what a file leaves out becomes (the BOSH job's defaults).
 func Default() Config {
 	return Config{
-		PollIntervalSeconds:   5,
-		IPTablesLockFile:      "/var/vcap/data/garden-cni/iptables.lock",
-		HealthCheckPort:       4005,
-		DebugServerPort:       22223,
-		RequestTimeoutSeconds: 5,
-		LogLevel:              "info",
+		PollIntervalSeconds:      5,
+		IPTablesLockFile:         "/var/vcap/data/garden-cni/iptables.lock",
+		HealthCheckPort:          4005,
+		DebugServerPort:          22223,
+		ForcePolicyPollCyclePort: 8722,
+		RequestTimeoutSeconds:    5,
+		LogLevel:                 "info",
 	}
 }
 
@@ -84,13 +88,16 @@ func (c *Config) Validate() error {
 	for _, p := range []struct {
 		name string
 		port int
-	}{{"health_check_port", c.HealthCheckPort}, {"debug_server_port", c.DebugServerPort}} {
+	}{{"health_check_port", c.HealthCheckPort}, {"debug_server_port", c.DebugServerPort}, {"force_policy_poll_cycle_port", c.ForcePolicyPollCyclePort}} {
 		if p.port < 1 || p.port > 65535 {
 			return fmt.Errorf("field %q: %d is not a port (1-65535)", p.name, p.port)
 		}
 	}
 	if c.HealthCheckPort == c.DebugServerPort {
 		return fmt.Errorf(`field "debug_server_port": %d is also the health_check_port`, c.DebugServerPort)
+	}
+	if c.ForcePolicyPollCyclePort == c.HealthCheckPort || c.ForcePolicyPollCyclePort == c.DebugServerPort {
+		return fmt.Errorf(`field "force_policy_poll_cycle_port": %d is also the health_check_port or debug_server_port`, c.ForcePolicyPollCyclePort)
 	}
 	if _, err := ParseLogLevel(c.LogLevel); err != nil {
 		return err

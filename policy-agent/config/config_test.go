@@ -58,6 +58,8 @@ func TestParseRefusesNamingTheField(t *testing.T) {
 		{"empty lock file", replace(`"/var/vcap/data/garden-cni/iptables.lock"`, `""`), "iptables_lock_file"},
 		{"bad port", replace(`4005`, `70000`), "health_check_port"},
 		{"same ports", replace(`22223`, `4005`), "debug_server_port"},
+		{"force poll port taken", replace(`"debug_server_port": 22223`, `"debug_server_port": 22223, "force_policy_poll_cycle_port": 4005`), "force_policy_poll_cycle_port"},
+		{"force poll port out of range", replace(`"debug_server_port": 22223`, `"debug_server_port": 22223, "force_policy_poll_cycle_port": 0`), "force_policy_poll_cycle_port"},
 		{"log level", replace(`"debug_server_port": 22223`, `"debug_server_port": 22223, "log_level": "chatty"`), "log_level"},
 		{"timeout", replace(`"debug_server_port": 22223`, `"debug_server_port": 22223, "request_timeout_seconds": 0`), "request_timeout_seconds"},
 		{"not json", `{`, "parsing JSON"},

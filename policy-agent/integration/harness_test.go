@@ -282,8 +282,14 @@ func (s *policyServer) policy(t testing.TB, verb, src, dst, proto string, port i
 // through the wrapper (the test's cleanup does too: DEL is idempotent).
 func addContainer(t testing.TB, wrapper, cniPath string, cell ns.NetNS, store, handle, group, dir string) (ns.NetNS, string, func()) {
 	t.Helper()
+	return addContainerWith(t, wrapper, cniPath, cell, store, handle, group, dir, nil)
+}
+
+// addContainerWith is addContainer with extra fields in the wrapper's network config.
+func addContainerWith(t testing.TB, wrapper, cniPath string, cell ns.NetNS, store, handle, group, dir string, extra map[string]any) (ns.NetNS, string, func()) {
+	t.Helper()
 	cont := rulestest.NewNS(t)
-	conf, _ := json.Marshal(map[string]any{
+	m := map[string]any{
 		"cniVersion": "1.0.0", "name": "cni-wrapper", "type": "wrapper", "datastore": store,
 		// The cell has no uplink to detect the MTU from.
 		"mtu": 1500,
@@ -294,7 +300,11 @@ func addContainer(t testing.TB, wrapper, cniPath string, cell ns.NetNS, store, h
 		"metadata": map[string]any{
 			"app_id": group, "policy_group_id": group, "space_id": "space-1", "org_id": "org-1",
 		},
-	})
+	}
+	for k, v := range extra {
+		m[k] = v
+	}
+	conf, _ := json.Marshal(m)
 	run := func(command string) {
 		cmd := exec.Command(wrapper)
 		cmd.Env = []string{"CNI_COMMAND=" + command, "CNI_CONTAINERID=" + handle, "CNI_NETNS=" + cont.Path(),

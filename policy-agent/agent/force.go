@@ -1,0 +1,86 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+)
+
+// ForcePollPath is the route of ForcePollHandler: the one silk's vxlan-policy-agent
+// serves and CNI wrappers (netman's and silk's) call after every ADD and DEL.
+const ForcePollPath = "/force-policy-poll-cycle"
+
+type forceRequest struct {
+	done chan forceResult // buffered: Run never waits for the requester
+}
+
+type forceResult struct {
+	out Outcome
+	err error
+}
+
+// ForceCycle makes Run start a cycle now, instead of at the end of its wait, and returns
+// that cycle's outcome. Requests that arrive while a cycle runs are all served by the
+// next one, so a burst of container creations costs one cycle, not one each. It waits
+// until ctx is done when Run is not running.
+func (a *Agent) ForceCycle(ctx context.Context) (Outcome, error) {
+	req := forceRequest{done: make(chan forceResult, 1)}
+	select {
+	case a.force <- req:
+	case <-ctx.Done():
+		return Failed, ctx.Err()
+	}
+	select {
+	case r := <-req.done:
+		return r.out, r.err
+	case <-ctx.Done():
+		// The cycle still runs; only this requester stops waiting.
+		return Failed, ctx.Err()
+	}
+}
+
+// drainForced adds the requests that are waiting already.
+func (a *Agent) drainForced(reqs []forceRequest) []forceRequest {
+	for {
+		select {
+		case req := <-a.force:
+			reqs = append(reqs, req)
+		default:
+			return reqs
+		}
+	}
+}
+
+// ForcePollHandler serves GET /force-policy-poll-cycle: it runs a cycle at once and
+// answers when it is done, 200 {"outcome": ...} when it succeeded and 500 {"error": ...}
+// when it failed (the rules then stay as they were, as after any failed cycle), so a
+// wrapper that gets 200 knows the new container's rules are in place.
+func (a *Agent) ForcePollHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "no such route; GET "+ForcePollPath+" runs a policy poll cycle")
+	})
+	mux.HandleFunc(ForcePollPath, func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet {
+			w.Header().Set("Allow", http.MethodGet)
+			writeError(w, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed; use GET")
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), a.opts.CycleTimeout)
+		defer cancel()
+		out, err := a.ForceCycle(ctx)
+		if err != nil {
+			writeError(w, http.StatusInternalServerError, "forced policy poll cycle failed: "+err.Error())
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]Outcome{"outcome": out})
+	})
+	return mux
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
+}

@@ -1,0 +1,97 @@
+package integration_test
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+
+	"netman/internal/testsupport/freeport"
+	"netman/lib/rules/rulestest"
+)
+
+// The wrapper nudges the agent after ADD (GET /force-policy-poll-cycle), and the agent
+// runs a cycle at once: a new container's rules are in place within 200 ms of the start
+// of its ADD, although the agent polls only once a minute here.
+func TestNudgedAgentInstallsRulesAtOnce(t *testing.T) {
+	cniPath := requireE2E(t)
+	dir := t.TempDir()
+	bins := build(t, dir, "cmd/wrapper", "cmd/policy-server", "cmd/policy-agent", "cmd/netman", "internal/tools/netprobe")
+	srv := startPolicyServer(t, bins, dir)
+	cell := rulestest.NewNS(t)
+	store := filepath.Join(dir, "container-metadata", "store.json")
+	if err := os.MkdirAll(filepath.Dir(store), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	forward(t, bins["netprobe"], cell, "127.0.0.1:"+strconv.Itoa(srv.internalPort), dir)
+	ports := freeport.Take(t, 3)
+	health, debug, forcePort := ports[0], ports[1], ports[2]
+	agentConfig := filepath.Join(dir, "policy-agent.json")
+	writeJSON(t, agentConfig, map[string]any{
+		"policy_server_url":            "https://127.0.0.1:" + strconv.Itoa(srv.internalPort),
+		"ca_cert_file":                 srv.certs.CACert,
+		"client_cert_file":             srv.certs.ClientCert,
+		"client_key_file":              srv.certs.ClientKey,
+		"datastore":                    store,
+		"poll_interval_seconds":        60,
+		"iptables_lock_file":           filepath.Join(dir, "iptables.lock"),
+		"health_check_port":            health,
+		"debug_server_port":            debug,
+		"force_policy_poll_cycle_port": forcePort,
+	})
+	srv.policy(t, "add", appA, appB, "tcp", 8080)
+	start(t, cell, "policy-agent", filepath.Join(dir, "policy-agent.log"), bins["policy-agent"], "-config-file", agentConfig)
+	waitHTTP(t, cell, "http://127.0.0.1:"+strconv.Itoa(health)+"/health", 30*time.Second)
+
+	nudge := map[string]any{"policy_agent_force_poll_address": "127.0.0.1:" + strconv.Itoa(forcePort)}
+	// A first container, so that the one measured is not the cycle's first of its kind.
+	addContainerWith(t, bins["wrapper"], cniPath, cell, store, "container-a", appA, dir, nudge)
+
+	// Watch the kernel's rules from the start of the ADD until an address is dispatched
+	// to a group's chain: only B's can be (the one policy admits A's traffic to B).
+	var appeared atomic.Int64
+	var seen atomic.Value
+	stop := make(chan struct{})
+	watching := make(chan struct{})
+	begin := time.Now()
+	go func() {
+		defer close(watching)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			var out []byte
+			_ = cell.Do(func(ns.NetNS) (err error) { out, err = execOut("iptables", "-S", "netman-forward"); return err })
+			if strings.Contains(string(out), "-j netman-in-") {
+				appeared.Store(int64(time.Since(begin)))
+				seen.Store(string(out))
+				return
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
+	_, ipB, _ := addContainerWith(t, bins["wrapper"], cniPath, cell, store, "container-b", appB, dir, nudge)
+	addTook := time.Since(begin)
+	select {
+	case <-watching:
+	case <-time.After(5 * time.Second):
+		close(stop)
+		<-watching
+		t.Fatalf("B's rules did not appear within 5 s of its ADD (the agent polls once a minute)")
+	}
+	if rules := seen.Load().(string); !strings.Contains(rules, "-d "+ipB+"/32 -j netman-in-") {
+		t.Fatalf("the admitting rule is not B's (%s):\n%s", ipB, rules)
+	}
+	took := time.Duration(appeared.Load())
+	t.Logf("B (%s): ADD took %v; its rules were in the kernel %v after the ADD started", ipB, addTook.Round(time.Millisecond), took.Round(time.Millisecond))
+	if took > 200*time.Millisecond {
+		t.Errorf("rules appeared %v after the ADD started, want within 200 ms", took)
+	}
+}
