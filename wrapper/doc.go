@@ -29,17 +29,20 @@
 // underlay_ip or underlay_interface (at most one) name the host interface the overlay
 // runs over (by default the interface of the IPv4 default route); encapsulation_overhead replaces the
 // default overhead (50 for flannel's VXLAN, 0 otherwise); datastore_file_owner and
-// datastore_file_group (names or numeric IDs) own the datastore files.
+// datastore_file_group (names or numeric IDs) own the datastore files;
+// policy_agent_force_poll_address (host:port) is the agent the wrapper nudges after
+// ADD and DEL (GET /force-policy-poll-cycle, best effort).
 //
 // Per container the runtime adds "metadata" (app_id, space_id, org_id, policy_group_id
 // and any other keys, recorded verbatim); when it is absent, network.properties
-// (garden-external-networker's form) is recorded instead. runtimeConfig is passed on to
-// the delegate.
+// (garden-external-networker's form) is recorded instead; more than 64 KiB of it is
+// refused. runtimeConfig is passed on to the delegate.
 //
 // # What the delegate receives
 //
-// The delegate object as written, plus cniVersion from the wrapper's config (so results
-// come back in the version the runtime asked for), the wrapper's name when the delegate
+// The delegate object as written, plus cniVersion from the wrapper's config or, when the
+// delegate refuses that, the highest version both speak (results are converted to the
+// runtime's version either way), the wrapper's name when the delegate
 // has none, runtimeConfig, and on ADD and CHECK the container MTU: as "mtu" for bridge
 // and other plugins, as the inner delegate's "mtu" for flannel. An mtu the operator
 // wrote there is never replaced, but refused when it is below 576. The container MTU
@@ -47,11 +50,14 @@
 //
 // # Commands
 //
-// ADD runs the delegate, records {handle: CNI_CONTAINERID, ip, metadata} and prints the
-// delegate's result; if the delegate fails halfway or the record cannot be written, the
-// delegate's DEL undoes its work. DEL removes the record, then runs the delegate's DEL;
-// both tolerate what is already gone. CHECK needs a record whose IP is in prevResult,
-// then runs the delegate's CHECK. GC (CNI 1.1) drops records of containers missing from
+// ADD runs the delegate, records {handle: CNI_CONTAINERID, ip, metadata} (dropping
+// other records with that IP) and prints the delegate's result; if the delegate fails
+// halfway, the record cannot be written or the result cannot be converted, the
+// delegate's DEL undoes its work. DEL checks only the datastore and delegate settings,
+// removes the record, then runs the delegate's DEL even when the record could not be
+// removed (the error names what is left); both tolerate what is already gone. ADD and
+// DEL of one container hold its lock throughout. CHECK needs prevResult and a record
+// whose IP is in it, then runs the delegate's CHECK. GC (CNI 1.1) drops records of containers missing from
 // cni.dev/valid-attachments and passes GC on when the delegate speaks the config's
 // version. STATUS fails with code 50 when the datastore is unusable and otherwise asks a
 // delegate that speaks the version.

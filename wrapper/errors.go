@@ -15,8 +15,11 @@ import (
 //	1  (ErrIncompatibleCNIVersion) the config's cniVersion is not one the wrapper speaks
 //	4  (ErrInvalidEnvironmentVariables) CNI_COMMAND, CNI_CONTAINERID, ... missing
 //	6  (ErrDecodingFailure) the network config is not JSON
+//	1  (ErrIncompatibleCNIVersion) also: the delegate's result cannot be converted to
+//	   the runtime's version (the ADD is undone)
 //	7  (ErrInvalidNetworkConfig) missing datastore or delegate, a bad mtu, overhead,
-//	   underlay_ip or datastore file owner
+//	   underlay_ip, force poll address or datastore file owner, metadata over 64 KiB,
+//	   CHECK without prevResult
 //	50 (ErrPluginNotAvailable) STATUS: the datastore cannot be used
 //
 // and a delegate's own code (with its message kept and prefixed by the delegate and
@@ -24,7 +27,8 @@ import (
 const (
 	// ErrDelegate: the delegate could not be run or failed without a CNI error code.
 	ErrDelegate uint = 100
-	// ErrDatastore: the datastore could not be read or written.
+	// ErrDatastore: the datastore could not be read or written, or one of its paths is a
+	// symbolic link or another non-regular file (never followed).
 	ErrDatastore uint = 101
 	// ErrDatastoreCorrupt: the datastore holds something other than a record map.
 	// It is left untouched for an operator to inspect.

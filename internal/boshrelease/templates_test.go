@@ -226,6 +226,9 @@ func TestWrapperConfTemplate(t *testing.T) {
 			if _, ok := raw["mtu"]; ok {
 				t.Error("mtu written although 0 (detect) was asked for")
 			}
+			if c.PolicyAgentForcePollAddress != "127.0.0.1:8722" {
+				t.Errorf("policy_agent_force_poll_address %q, want the policy-agent job's default 127.0.0.1:8722", c.PolicyAgentForcePollAddress)
+			}
 		}},
 		{"cni-flannel defaults: the spec's flannel delegate", "cni-flannel", nil, func(t *testing.T, raw map[string]any, c *wrapper.Config) {
 			want := map[string]any{
@@ -242,6 +245,12 @@ func TestWrapperConfTemplate(t *testing.T) {
 			func(t *testing.T, raw map[string]any, c *wrapper.Config) {
 				if c.MTU != 8950 || c.EncapsulationOverhead == nil || *c.EncapsulationOverhead != 73 || c.UnderlayIP != "10.0.16.5" {
 					t.Errorf("mtu %d overhead %v underlay_ip %q", c.MTU, c.EncapsulationOverhead, c.UnderlayIP)
+				}
+			}},
+		{"agent nudge address", "netman-cni", map[string]any{"policy_agent_force_poll_address": "127.0.0.1:18722"},
+			func(t *testing.T, raw map[string]any, c *wrapper.Config) {
+				if c.PolicyAgentForcePollAddress != "127.0.0.1:18722" {
+					t.Errorf("policy_agent_force_poll_address %q", c.PolicyAgentForcePollAddress)
 				}
 			}},
 		{"underlay interface and datastore owner", "netman-cni", map[string]any{"underlay_interface": "eth1", "datastore_file_group": "vcap", "datastore": "/var/vcap/data/x/store.json"},
@@ -306,17 +315,18 @@ func TestPolicyAgentTemplate(t *testing.T) {
 			dir := mustRender(t, "policy-agent", props(c.props), c.links)
 			cfg := readJSON(t, filepath.Join(dir, "config", "policy-agent.json"))
 			want := map[string]any{
-				"policy_server_url":       c.wantURL,
-				"ca_cert_file":            "/var/vcap/jobs/policy-agent/config/certs/ca.crt",
-				"client_cert_file":        "/var/vcap/jobs/policy-agent/config/certs/client.crt",
-				"client_key_file":         "/var/vcap/jobs/policy-agent/config/certs/client.key",
-				"datastore":               "/var/vcap/data/container-metadata/store.json",
-				"poll_interval_seconds":   5.0,
-				"iptables_lock_file":      "/var/vcap/data/garden-cni/iptables.lock",
-				"health_check_port":       4005.0,
-				"debug_server_port":       22223.0,
-				"request_timeout_seconds": 5.0,
-				"log_level":               "info",
+				"policy_server_url":            c.wantURL,
+				"ca_cert_file":                 "/var/vcap/jobs/policy-agent/config/certs/ca.crt",
+				"client_cert_file":             "/var/vcap/jobs/policy-agent/config/certs/client.crt",
+				"client_key_file":              "/var/vcap/jobs/policy-agent/config/certs/client.key",
+				"datastore":                    "/var/vcap/data/container-metadata/store.json",
+				"poll_interval_seconds":        5.0,
+				"iptables_lock_file":           "/var/vcap/data/garden-cni/iptables.lock",
+				"health_check_port":            4005.0,
+				"debug_server_port":            22223.0,
+				"force_policy_poll_cycle_port": 8722.0,
+				"request_timeout_seconds":      5.0,
+				"log_level":                    "info",
 			}
 			if !reflect.DeepEqual(cfg, want) {
 				t.Errorf("policy-agent.json\n got %v\nwant %v", cfg, want)
