@@ -60,23 +60,24 @@ func readRegular(path string) ([]byte, error) {
 // so a hard link planted at the path can never pass its target to another owner.
 func openOrCreate(path string) (*os.File, bool, error) {
 	for range 3 {
-		f, err := openRegular(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, fileMode)
-		if err == nil {
-			return f, true, nil
-		}
-		if !errors.Is(err, os.ErrExist) {
-			return nil, false, err
-		}
-		f, err = openRegular(path, os.O_RDWR, 0)
+		// The file exists on every call but a cell's first, so open it first.
+		f, err := openRegular(path, os.O_RDWR, 0)
 		if err == nil {
 			return f, false, nil
 		}
 		if !errors.Is(err, os.ErrNotExist) {
 			return nil, false, err
 		}
-		// Removed between the two opens; try again.
+		f, err = openRegular(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, fileMode)
+		if err == nil {
+			return f, true, nil
+		}
+		if !errors.Is(err, os.ErrExist) {
+			return nil, false, err
+		}
+		// Created by another process between the two opens; open that one.
 	}
-	return nil, false, fmt.Errorf("opening %s: it keeps disappearing", path)
+	return nil, false, fmt.Errorf("opening %s: it keeps appearing and disappearing", path)
 }
 
 // createStaging creates the staging file at path exclusively. A regular file already
