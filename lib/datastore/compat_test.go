@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -332,5 +333,46 @@ func TestPlantedHardLinksAreNotChowned(t *testing.T) {
 				t.Fatalf("Read = %v, %v", records, err)
 			}
 		})
+	}
+}
+
+// A lock file from before datastore_file_owner was set stays root's; an agent running as
+// the configured owner still reads the datastore.
+func TestReaderWithoutAccessToTheLock(t *testing.T) {
+	testenv.RequireRoot(t)
+	dir, err := os.MkdirTemp("", "datastore-reader-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "store.json")
+	if err := os.WriteFile(path+"_lock", nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := datastore.New(path, datastore.Options{Owner: "65534", Group: "65534"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Add(context.Background(), record("a", "10.0.0.1")); err != nil {
+		t.Fatal(err)
+	}
+	// The test binary, copied where user 65534 may run it.
+	bin := filepath.Join(dir, "reader")
+	exe, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, exe, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-test.run=^$")
+	cmd.Env = append(os.Environ(), readerEnv+"="+path)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "1" {
+		t.Fatalf("reader as 65534: %v: %s", err, out)
 	}
 }

@@ -116,6 +116,11 @@ func read(path string, withVersion bool) (map[string]Container, uint64, error) {
 	lock, err := openRegular(path+LockSuffix, os.O_RDONLY, 0)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
+	case errors.Is(err, os.ErrPermission):
+		// A lock file made before datastore_file_owner was set stays root's (the writer
+		// chowns only files it creates). Reading without the lock is still safe: netman's
+		// writes are renames, and a file silk's writer is rewriting in place is a strict
+		// prefix of a JSON object, which never decodes.
 	case err != nil:
 		return nil, 0, fmt.Errorf("opening datastore lock: %w", err)
 	default:

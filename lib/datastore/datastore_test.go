@@ -340,9 +340,22 @@ func TestConcurrentWritersAndReader(t *testing.T) {
 // another and prints each handle once Add returned.
 const killWriterEnv = "DATASTORE_TEST_KILL_WRITER"
 
+// readerEnv makes the test binary read the datastore at its value and print the
+// number of records (TestReaderWithoutAccessToTheLock runs it as another user).
+const readerEnv = "DATASTORE_TEST_READER"
+
 func TestMain(m *testing.M) {
 	if path := os.Getenv(killWriterEnv); path != "" {
 		os.Exit(runWriter(path))
+	}
+	if path := os.Getenv(readerEnv); path != "" {
+		records, _, err := datastore.Snapshot(path)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		fmt.Println(len(records))
+		os.Exit(0)
 	}
 	os.Exit(m.Run())
 }
