@@ -198,11 +198,9 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 		}
 	}
 	delErr := p.delegate(ctx, cfg, "DEL", delegateOptions{}, invoke.DelegateDel)
-	if recordErr == nil && delErr == nil {
-		p.nudge(ctx, cfg, "DEL", args.ContainerID)
-		return nil
-	}
 	if recordErr == nil {
+		// The record is gone: the agent can drop the container's rules now.
+		p.nudge(ctx, cfg, "DEL", args.ContainerID)
 		return delErr
 	}
 	left := fmt.Sprintf("left behind: the record of container %s in %s", args.ContainerID, cfg.Datastore)
