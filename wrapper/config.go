@@ -73,25 +73,22 @@ var defaultOverhead = map[string]int{"flannel": 50}
 // the runtime's per-container fields, so it also checks the static file a BOSH job
 // renders. Errors are *types.Error with the code the runtime should see.
 func LoadConfig(stdin []byte) (*Config, error) {
-	c, err := parseConfig(stdin)
-	if err != nil {
-		return nil, err
-	}
-	if err := c.validate(); err != nil {
-		return nil, types.NewError(types.ErrInvalidNetworkConfig, "invalid wrapper network config", err.Error())
-	}
-	return c, nil
+	return loadConfig(stdin, (*Config).validate)
 }
 
 // LoadDelConfig parses the configuration of a DEL and checks only what DEL uses: the
 // datastore and the delegate. A setting only ADD uses (an mtu too small, say, or
 // oversized metadata) never keeps a runtime from deleting a container.
 func LoadDelConfig(stdin []byte) (*Config, error) {
+	return loadConfig(stdin, (*Config).validateDel)
+}
+
+func loadConfig(stdin []byte, validate func(*Config) error) (*Config, error) {
 	c, err := parseConfig(stdin)
 	if err != nil {
 		return nil, err
 	}
-	if err := c.validateDel(); err != nil {
+	if err := validate(c); err != nil {
 		return nil, types.NewError(types.ErrInvalidNetworkConfig, "invalid wrapper network config", err.Error())
 	}
 	return c, nil

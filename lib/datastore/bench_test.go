@@ -13,15 +13,7 @@ import (
 // containers: lock, read, decode, encode, write, fsync, rename, version bump.
 func BenchmarkAdd(b *testing.B) {
 	ctx := context.Background()
-	s, err := datastore.New(filepath.Join(b.TempDir(), "store.json"), datastore.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	for i := range 249 {
-		if _, err := s.Add(ctx, record(fmt.Sprintf("other-%03d", i), fmt.Sprintf("10.255.0.%d", i+2))); err != nil {
-			b.Fatal(err)
-		}
-	}
+	s := busyStore(b)
 	b.ResetTimer()
 	for i := range b.N {
 		h := fmt.Sprintf("bench-%d", i)
@@ -66,20 +58,13 @@ func BenchmarkAddHandleLock(b *testing.B) {
 		}
 		b.Run(name, func(b *testing.B) {
 			ctx := context.Background()
-			s, err := datastore.New(filepath.Join(b.TempDir(), "store.json"), datastore.Options{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			for i := range 249 {
-				if _, err := s.Add(ctx, record(fmt.Sprintf("other-%03d", i), fmt.Sprintf("10.255.0.%d", i+2))); err != nil {
-					b.Fatal(err)
-				}
-			}
+			s := busyStore(b)
 			b.ResetTimer()
 			for i := range b.N {
 				h := fmt.Sprintf("bench-%d", i)
 				unlock := func() {}
 				if locked {
+					var err error
 					if unlock, err = s.LockHandle(ctx, h); err != nil {
 						b.Fatal(err)
 					}
@@ -109,4 +94,18 @@ func BenchmarkHandleLockAlone(b *testing.B) {
 		}
 		unlock()
 	}
+}
+
+// busyStore is a datastore holding 249 containers, as on a full cell.
+func busyStore(b *testing.B) *datastore.Store {
+	s, err := datastore.New(filepath.Join(b.TempDir(), "store.json"), datastore.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i := range 249 {
+		if _, err := s.Add(b.Context(), record(fmt.Sprintf("other-%03d", i), fmt.Sprintf("10.255.0.%d", i+2))); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return s
 }

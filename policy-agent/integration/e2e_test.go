@@ -121,17 +121,11 @@ func TestEndToEnd(t *testing.T) {
 	// nothing else can hold them.
 	health, debug := 4005, 22223
 	agentConfig := filepath.Join(dir, "policy-agent.json")
-	writeJSON(t, agentConfig, map[string]any{
-		"policy_server_url":     "https://127.0.0.1:" + strconv.Itoa(srv.internalPort),
-		"ca_cert_file":          srv.certs.CACert,
-		"client_cert_file":      srv.certs.ClientCert,
-		"client_key_file":       srv.certs.ClientKey,
-		"datastore":             store,
+	writeJSON(t, agentConfig, agentSettings(srv, store, dir, map[string]any{
 		"poll_interval_seconds": int(pollInterval / time.Second),
-		"iptables_lock_file":    filepath.Join(dir, "iptables.lock"),
 		"health_check_port":     health,
 		"debug_server_port":     debug,
-	})
+	}))
 	agentLog := filepath.Join(dir, "policy-agent.log")
 	healthURL := "http://127.0.0.1:" + strconv.Itoa(health) + "/health"
 	startAgent := func(t *testing.T) *process {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -264,6 +265,21 @@ func (s *policyServer) start(t testing.TB) {
 	t.Helper()
 	s.proc = start(t, nil, "policy-server", s.log, s.bin, "-config-file", s.config)
 	waitHTTP(t, nil, s.health, 60*time.Second)
+}
+
+// agentSettings is the agent's configuration for a cell whose datastore is store,
+// polling srv; extra adds fields or replaces them.
+func agentSettings(srv *policyServer, store, dir string, extra map[string]any) map[string]any {
+	c := map[string]any{
+		"policy_server_url":  "https://127.0.0.1:" + strconv.Itoa(srv.internalPort),
+		"ca_cert_file":       srv.certs.CACert,
+		"client_cert_file":   srv.certs.ClientCert,
+		"client_key_file":    srv.certs.ClientKey,
+		"datastore":          store,
+		"iptables_lock_file": filepath.Join(dir, "iptables.lock"),
+	}
+	maps.Copy(c, extra)
+	return c
 }
 
 // policy adds ("add") or removes ("remove") one policy with `netman policies`.

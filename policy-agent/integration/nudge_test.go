@@ -32,18 +32,12 @@ func TestNudgedAgentInstallsRulesAtOnce(t *testing.T) {
 	ports := freeport.Take(t, 3)
 	health, debug, forcePort := ports[0], ports[1], ports[2]
 	agentConfig := filepath.Join(dir, "policy-agent.json")
-	writeJSON(t, agentConfig, map[string]any{
-		"policy_server_url":            "https://127.0.0.1:" + strconv.Itoa(srv.internalPort),
-		"ca_cert_file":                 srv.certs.CACert,
-		"client_cert_file":             srv.certs.ClientCert,
-		"client_key_file":              srv.certs.ClientKey,
-		"datastore":                    store,
+	writeJSON(t, agentConfig, agentSettings(srv, store, dir, map[string]any{
 		"poll_interval_seconds":        60,
-		"iptables_lock_file":           filepath.Join(dir, "iptables.lock"),
 		"health_check_port":            health,
 		"debug_server_port":            debug,
 		"force_policy_poll_cycle_port": forcePort,
-	})
+	}))
 	srv.policy(t, "add", appA, appB, "tcp", 8080)
 	start(t, cell, "policy-agent", filepath.Join(dir, "policy-agent.log"), bins["policy-agent"], "-config-file", agentConfig)
 	waitHTTP(t, cell, "http://127.0.0.1:"+strconv.Itoa(health)+"/health", 30*time.Second)
