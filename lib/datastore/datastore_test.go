@@ -405,16 +405,30 @@ func TestWriterKilledMidStream(t *testing.T) {
 		}
 		var mu sync.Mutex
 		var wg sync.WaitGroup
+		// Each writer signals its first few completed writes; only then is it killed
+		// (after a further delay that varies by round), so a slow machine cannot make
+		// the test kill writers that never wrote.
+		going := make(chan struct{}, 2*3)
 		for _, sc := range scanners {
 			wg.Go(func() {
-				for sc.Scan() {
+				for n := 0; sc.Scan(); n++ {
 					mu.Lock()
 					completed[sc.Text()] = true
 					mu.Unlock()
+					if n < 3 {
+						going <- struct{}{}
+					}
 				}
 			})
 		}
-		time.Sleep(time.Duration(150+37*round) * time.Millisecond)
+		for range cap(going) {
+			select {
+			case <-going:
+			case <-time.After(30 * time.Second):
+				t.Fatalf("round %d: the writers completed no writes in 30 s", round)
+			}
+		}
+		time.Sleep(time.Duration(7+37*round) * time.Millisecond)
 		for _, p := range procs {
 			if err := p.Process.Signal(syscall.SIGKILL); err != nil {
 				t.Fatal(err)
