@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -12,12 +13,13 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 
 	"netman/internal/testsupport/freeport"
+	"netman/lib/datastore"
 	"netman/lib/rules/rulestest"
 )
 
 // The wrapper nudges the agent after ADD (GET /force-policy-poll-cycle), and the agent
-// runs a cycle at once: a new container's rules are in place within 200 ms of the start
-// of its ADD, although the agent polls only once a minute here.
+// runs a cycle at once: a new container's rules are in place within 200 ms of its ADD
+// recording it, although the agent polls only once a minute here.
 func TestNudgedAgentInstallsRulesAtOnce(t *testing.T) {
 	cniPath := requireE2E(t)
 	dir := t.TempDir()
@@ -46,46 +48,65 @@ func TestNudgedAgentInstallsRulesAtOnce(t *testing.T) {
 	// A first container, so that the one measured is not the cycle's first of its kind.
 	addContainerWith(t, bins["wrapper"], cniPath, cell, store, "container-a", appA, dir, nudge)
 
-	// Watch the kernel's rules from the start of the ADD until an address is dispatched
-	// to a group's chain: only B's can be (the one policy admits A's traffic to B).
-	var appeared atomic.Int64
+	// From the start of the ADD, watch the datastore until B is recorded (the wrapper
+	// nudges right after) and the kernel's rules until an address is dispatched to a
+	// group's chain: only B's can be (the one policy admits A's traffic to B).
+	before, err := datastore.Version(store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var recorded, appeared atomic.Int64
 	var seen atomic.Value
 	stop := make(chan struct{})
-	watching := make(chan struct{})
+	var watchers sync.WaitGroup
 	begin := time.Now()
-	go func() {
-		defer close(watching)
-		for {
-			select {
-			case <-stop:
-				return
-			default:
+	watch := func(at *atomic.Int64, done func() bool) {
+		watchers.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if done() {
+					at.Store(int64(time.Since(begin)))
+					return
+				}
+				time.Sleep(time.Millisecond)
 			}
-			var out []byte
-			_ = cell.Do(func(ns.NetNS) (err error) { out, err = execOut("iptables", "-S", "netman-forward"); return err })
-			if strings.Contains(string(out), "-j netman-in-") {
-				appeared.Store(int64(time.Since(begin)))
-				seen.Store(string(out))
-				return
-			}
-			time.Sleep(2 * time.Millisecond)
+		})
+	}
+	watch(&recorded, func() bool { v, err := datastore.Version(store); return err == nil && v != before })
+	watch(&appeared, func() bool {
+		var out []byte
+		_ = cell.Do(func(ns.NetNS) (err error) { out, err = execOut("iptables", "-S", "netman-forward"); return err })
+		if strings.Contains(string(out), "-j netman-in-") {
+			seen.Store(string(out))
+			return true
 		}
-	}()
+		return false
+	})
 	_, ipB, _ := addContainerWith(t, bins["wrapper"], cniPath, cell, store, "container-b", appB, dir, nudge)
 	addTook := time.Since(begin)
+	watched := make(chan struct{})
+	go func() { watchers.Wait(); close(watched) }()
 	select {
-	case <-watching:
+	case <-watched:
 	case <-time.After(5 * time.Second):
 		close(stop)
-		<-watching
+		<-watched
 		t.Fatalf("B's rules did not appear within 5 s of its ADD (the agent polls once a minute)")
 	}
 	if rules := seen.Load().(string); !strings.Contains(rules, "-d "+ipB+"/32 -j netman-in-") {
 		t.Fatalf("the admitting rule is not B's (%s):\n%s", ipB, rules)
 	}
-	took := time.Duration(appeared.Load())
-	t.Logf("B (%s): ADD took %v; its rules were in the kernel %v after the ADD started", ipB, addTook.Round(time.Millisecond), took.Round(time.Millisecond))
+	rec, rules := time.Duration(recorded.Load()), time.Duration(appeared.Load())
+	took := rules - rec
+	t.Logf("B (%s): ADD took %v; recorded after %v, rules in the kernel after %v: %v after the record",
+		ipB, addTook.Round(time.Millisecond), rec.Round(time.Millisecond), rules.Round(time.Millisecond), took.Round(time.Millisecond))
+	// Measured from the record the ADD wrote, not from the ADD's start, so the bridge
+	// plugin's own time on a busy machine does not count against the agent.
 	if took > 200*time.Millisecond {
-		t.Errorf("rules appeared %v after the ADD started, want within 200 ms", took)
+		t.Errorf("rules appeared %v after the ADD recorded the container, want within 200 ms", took)
 	}
 }
