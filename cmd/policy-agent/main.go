@@ -108,7 +108,7 @@ wrapper calls it after every ADD and DEL) on 127.0.0.1:force_policy_poll_cycle_p
 		{Name: "debug-server", Runner: httpServer("debug", cfg.DebugServerPort, metrics.MetricsHandler(), logger)},
 		{Name: "health-server", Runner: httpServer("health", cfg.HealthCheckPort, a.HealthHandler(), logger)},
 		{Name: "agent", Runner: a},
-		{Name: "force-poll-server", Runner: httpRunner(cfg.ForcePolicyPollCyclePort, a.ForcePollHandler(), logger)},
+		{Name: "force-poll-server", Runner: httpServer("force-poll", cfg.ForcePolicyPollCyclePort, a.ForcePollHandler(), logger)},
 	}
 	proc := ifrit.Invoke(sigmon.New(grouper.NewOrdered(syscall.SIGTERM, members)))
 	logger.Info("policy-agent started", "policy_server_url", cfg.PolicyServerURL,

@@ -2,8 +2,9 @@ package agent
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
+
+	"netman/lib/httpapi"
 )
 
 // ForcePollPath is the route of ForcePollHandler: the one silk's vxlan-policy-agent
@@ -56,31 +57,16 @@ func (a *Agent) drainForced(reqs []forceRequest) []forceRequest {
 // when it failed (the rules then stay as they were, as after any failed cycle), so a
 // wrapper that gets 200 knows the new container's rules are in place.
 func (a *Agent) ForcePollHandler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "no such route; GET "+ForcePollPath+" runs a policy poll cycle")
-	})
-	mux.HandleFunc(ForcePollPath, func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodGet {
-			w.Header().Set("Allow", http.MethodGet)
-			writeError(w, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed; use GET")
-			return
-		}
-		ctx, cancel := context.WithTimeout(r.Context(), a.opts.CycleTimeout)
-		defer cancel()
-		out, err := a.ForceCycle(ctx)
-		if err != nil {
-			writeError(w, http.StatusInternalServerError, "forced policy poll cycle failed: "+err.Error())
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(map[string]Outcome{"outcome": out})
-	})
-	return mux
-}
-
-func writeError(w http.ResponseWriter, code int, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
+	mw := httpapi.Middleware{Server: "force-poll", Logger: a.opts.Logger, Timeout: a.opts.CycleTimeout}
+	return httpapi.NewMux(mw, []httpapi.Route{{
+		Name: "force_policy_poll_cycle", Method: http.MethodGet, Path: ForcePollPath,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			out, err := a.ForceCycle(r.Context())
+			if err != nil {
+				httpapi.WriteError(w, r, http.StatusInternalServerError, "forced policy poll cycle failed: "+err.Error())
+				return
+			}
+			httpapi.WriteValue(w, r, http.StatusOK, map[string]Outcome{"outcome": out})
+		}),
+	}})
 }
