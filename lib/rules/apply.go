@@ -6,14 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"os"
 	"os/exec"
 	"slices"
 	"strings"
-	"syscall"
-	"time"
 
 	"github.com/coreos/go-iptables/iptables"
+
+	"netman/lib/xtableslock"
 )
 
 // Enforcer applies Rulesets to the filter table of the network namespace it runs in. It
@@ -73,7 +72,7 @@ func NewEnforcerWith(lockFile string, bin Binaries) (*Enforcer, error) {
 
 // Apply makes netman's chains hold exactly rs, in one iptables-restore transaction.
 func (e *Enforcer) Apply(ctx context.Context, rs Ruleset) (Result, error) {
-	unlock, err := lock(ctx, e.lockFile)
+	unlock, err := xtableslock.Lock(ctx, e.lockFile)
 	if err != nil {
 		return Result{}, err
 	}
@@ -196,7 +195,7 @@ func (e *Enforcer) run(ctx context.Context, input []byte) error {
 // uninstalling, and for tests. Running enforcement never calls it: an agent that stops
 // leaves the last rules in place.
 func (e *Enforcer) Cleanup(ctx context.Context) error {
-	unlock, err := lock(ctx, e.lockFile)
+	unlock, err := xtableslock.Lock(ctx, e.lockFile)
 	if err != nil {
 		return err
 	}
@@ -228,31 +227,6 @@ func (e *Enforcer) Cleanup(ctx context.Context) error {
 		return fmt.Errorf("removing netman's chains: %w", err)
 	}
 	return nil
-}
-
-// lock takes an exclusive flock on path, waiting until ctx ends. The file is created when
-// missing and never removed: other holders may have it open.
-func lock(ctx context.Context, path string) (func(), error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("opening iptables lock file: %w", err)
-	}
-	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			return func() { f.Close() }, nil
-		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) {
-			f.Close()
-			return nil, fmt.Errorf("locking %s: %w", path, err)
-		}
-		select {
-		case <-ctx.Done():
-			f.Close()
-			return nil, fmt.Errorf("waiting for iptables lock %s: %w", path, ctx.Err())
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
 }
 
 // diffCount is the number of rules in one list and not the other.

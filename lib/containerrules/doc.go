@@ -1,0 +1,49 @@
+// Package containerrules builds and applies the iptables rules of one container on a
+// cell: its port mappings (netin) and its egress firewall built from application
+// security groups (netout). The wrapper installs them on ADD and removes them on DEL; an
+// agent that learns of new security groups can rebuild a container's egress chain with
+// Egress and EgressChain.
+//
+// # Chains
+//
+// Every chain is per container and named "nm-<kind>-<id>", id being the first 16 hex
+// digits of the SHA-256 of the container handle, so a name fits iptables' 28 characters
+// and is found again from the handle alone (DEL has no other input once the network
+// namespace is gone). The prefix differs from the policy agent's "netman-" on purpose: the
+// agent deletes every "netman-" chain it did not build. Each chain is reached by one rule
+// inserted at the top of a built-in chain:
+//
+//	nat    PREROUTING  -d <instance address>/32 -j nm-dnat-<id>      port mappings
+//	nat    POSTROUTING -s <container>/32 -j nm-snat-<id>             masquerade (egress on)
+//	filter FORWARD     -d <container>/32 -j nm-in-<id>               what reaches the container
+//	filter FORWARD     -s <container>/32 -j nm-out-<id>              egress (egress on)
+//
+//	nm-dnat-<id>  -p tcp -m tcp --dport <host port> -j DNAT --to-destination <container>:<port>
+//	nm-snat-<id>  -d <no-masquerade range> -j RETURN, -j MASQUERADE
+//	nm-in-<id>    -p tcp --dport <port> ctstate DNAT, ctorigdst <instance address>, ctorigdstport <host port> -j ACCEPT
+//	              RELATED,ESTABLISHED -j RETURN
+//	              -s <overlay> -j RETURN                          container to container: the agent's job
+//	              everything else (from outside the overlay) is rejected
+//	nm-out-<id>   -d <overlay> -j RETURN                          container to container: the agent's job
+//	              RELATED,ESTABLISHED -j ACCEPT, tcp INVALID -j DROP
+//	              -d <deny network> -j nm-rej-<id>                 deny_networks win over every allow
+//	              one ACCEPT (or -j nm-log-<id>) per network × port range of each NetOutRule
+//	              -j nm-rej-<id>
+//	nm-log-<id>   NEW, rate limited -j LOG "OK_<handle>", -j ACCEPT
+//	nm-rej-<id>   (logging on: rate limited -j LOG "DENY_<handle>"), tcp-reset, icmp-port-unreachable
+//
+// The FORWARD rules come before the agent's jump or after it, whichever was first: the
+// chains accept only what is not container to container, return everything else, so
+// neither set can open or close what the other decides.
+//
+// # Applying
+//
+// Add writes all of a container's chains and jumps with ONE iptables-restore --noflush,
+// holding the cell's shared iptables lock file (xtableslock) and iptables' own lock (-w).
+// It reads nothing first, so its cost does not grow with the rules of the other
+// containers beyond what iptables-restore itself pays. iptables commits each table on its
+// own, so when the restore fails Add removes whatever part of it landed. Remove lists the
+// three built-in chains, deletes every rule there that jumps to one of the container's
+// chains (however many a repeated ADD left), flushes and deletes the chains, again in one
+// restore; it needs nothing but the handle and succeeds when nothing is left to remove.
+package containerrules
