@@ -49,6 +49,9 @@ type Config struct {
 	// cycle at once. Empty: no nudge, the agent finds the change on its next poll.
 	PolicyAgentForcePollAddress string `json:"policy_agent_force_poll_address,omitempty"`
 
+	// CellRules: port mappings and egress rules (netinout.go).
+	CellRules
+
 	// Metadata is the runtime's per-container data (app_id, space_id, org_id,
 	// policy_group_id and whatever else it sends), recorded verbatim. When the runtime
 	// sends no top-level metadata, network.properties is used instead.

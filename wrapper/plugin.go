@@ -101,6 +101,10 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 	if err != nil {
 		return p.undoAdd(ctx, cfg, conf, types.NewError(ErrNoIP, "delegate result has no IP to record", err.Error()))
 	}
+	result, nerr := p.addNetRules(ctx, cfg, args.ContainerID, result, ip)
+	if nerr != nil {
+		return p.undoAdd(ctx, cfg, conf, nerr)
+	}
 	metadata := cfg.Metadata
 	if metadata == nil {
 		metadata = map[string]any{}
@@ -108,7 +112,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 	rec := datastore.Container{Handle: args.ContainerID, IP: ip.String(), Metadata: metadata}
 	dropped, err := store.Add(ctx, rec)
 	if err != nil {
-		return p.undoAdd(ctx, cfg, conf, datastoreError("recording container", err))
+		return p.undoAdd(ctx, cfg, conf, p.undoNetRules(ctx, cfg, args.ContainerID, datastoreError("recording container", err)))
 	}
 	if len(dropped) > 0 {
 		p.Logger.Warn("dropped stale records holding the new container's IP", "container", args.ContainerID, "ip", rec.IP, "dropped", dropped)
@@ -197,13 +201,27 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 			recordErr = datastoreError("removing container record", err)
 		}
 	}
+	// The container's iptables rules go as well. When they cannot, the delegate's DEL
+	// still runs: rules left behind are shadowed by those of the next container that
+	// gets the IP (inserted above them), and a DEL once iptables works removes them.
+	rulesErr := p.delNetRules(ctx, cfg, args.ContainerID)
 	delErr := p.delegate(ctx, cfg, "DEL", delegateOptions{}, invoke.DelegateDel)
 	if recordErr == nil {
 		// The record is gone: the agent can drop the container's rules now.
 		p.nudge(ctx, cfg, "DEL", args.ContainerID)
-		return delErr
+		if rulesErr == nil {
+			return delErr
+		}
+		rulesErr.Details = fmt.Sprintf("%s; left behind: the iptables rules of container %s; run DEL again once iptables works", rulesErr.Details, args.ContainerID)
+		if delErr != nil {
+			rulesErr.Details = fmt.Sprintf("%s; the delegate's DEL failed too: %v", rulesErr.Details, delErr)
+		}
+		return rulesErr
 	}
 	left := fmt.Sprintf("left behind: the record of container %s in %s", args.ContainerID, cfg.Datastore)
+	if rulesErr != nil {
+		left = fmt.Sprintf("%s and its iptables rules (%s)", left, rulesErr.Details)
+	}
 	if delErr == nil {
 		recordErr.Details = fmt.Sprintf("%s; %s (the delegate's DEL ran: interface and IP are released); run DEL again once the datastore is writable", recordErr.Details, left)
 	} else {
