@@ -27,7 +27,8 @@ const (
 	routerAddress   = "10.30.0.9"
 )
 
-// addRouter connects a "router" namespace to the cell by a veth: the cell holds
+// addRouter connects a "router" namespace to the cell by a veth (an underlay link,
+// named so the harness does not count it as a container's): the cell holds
 // instance_address, the router 10.30.0.9 plus the extra addresses (stand-ins for
 // services outside the cell) and a route to the containers through the cell, so that it
 // could reach them directly if the cell let it.
@@ -35,7 +36,7 @@ func (c *cell) addRouter(t *testing.T, extra ...string) ns.NetNS {
 	t.Helper()
 	router := rulestest.NewNS(t)
 	err := c.host.Do(func(ns.NetNS) error {
-		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "rtr0"}, PeerName: "rtr0p", PeerNamespace: netlink.NsFd(int(router.Fd()))}
+		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "underlay0r"}, PeerName: "rtr0p", PeerNamespace: netlink.NsFd(int(router.Fd()))}
 		if err := netlink.LinkAdd(veth); err != nil {
 			return err
 		}
