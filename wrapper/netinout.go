@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -33,9 +34,10 @@ type CellRules struct {
 	EnforceEgress bool `json:"enforce_egress,omitempty"`
 	// IPTablesLockFile is the flock the cell's iptables writers share (garden's).
 	IPTablesLockFile string `json:"iptables_lock_file,omitempty"`
-	// OverlayNetwork is the range of every cell's container addresses (flannel's
-	// network); traffic within it is container to container and left to the policy
-	// agent. The container's own subnet always counts as overlay.
+	// OverlayNetwork is the range of every cell's container addresses; traffic within it
+	// is container to container and left to the policy agent. Unset: flannel's
+	// FLANNEL_NETWORK (from the delegate's subnet file) with a flannel delegate. The
+	// container's own subnet always counts as overlay.
 	OverlayNetwork string `json:"overlay_network,omitempty"`
 	// NoMasqueradeCIDRRange is not masqueraded; by default the overlay.
 	NoMasqueradeCIDRRange string            `json:"no_masquerade_cidr_range,omitempty"`
@@ -133,8 +135,21 @@ func (c *Config) ruleSpec(handle string, res *current.Result, ip net.IP) (contai
 			spec.Overlay = append(spec.Overlay, netip.PrefixFrom(addr, ones).Masked())
 		}
 	}
-	if r.OverlayNetwork != "" {
-		ps, err := parsePrefixes("overlay_network", []string{r.OverlayNetwork})
+	overlay, what := r.OverlayNetwork, "overlay_network"
+	if overlay == "" && c.DelegateType() == "flannel" {
+		// flannel's network spans every cell; its daemon writes it into the subnet file.
+		file, _ := c.Delegate["subnetFile"].(string)
+		if file == "" {
+			file = defaultFlannelSubnetFile
+		}
+		var err error
+		if overlay, err = flannelNetwork(file); err != nil {
+			return spec, nil, fmt.Errorf("overlay_network not set and %w", err)
+		}
+		what = "FLANNEL_NETWORK in " + file
+	}
+	if overlay != "" {
+		ps, err := parsePrefixes(what, []string{overlay})
 		if err != nil {
 			return spec, nil, err
 		}
@@ -205,6 +220,23 @@ func (c *Config) ruleSpec(handle string, res *current.Result, ip net.IP) (contai
 		spec.NoMasquerade = ps
 	}
 	return spec, warnings, nil
+}
+
+// defaultFlannelSubnetFile is where the flannel CNI plugin reads its subnet by default.
+const defaultFlannelSubnetFile = "/run/flannel/subnet.env"
+
+// flannelNetwork reads FLANNEL_NETWORK from a flannel subnet file.
+func flannelNetwork(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("reading the flannel subnet file: %w", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "FLANNEL_NETWORK="); ok {
+			return v, nil
+		}
+	}
+	return "", fmt.Errorf("%s has no FLANNEL_NETWORK", path)
 }
 
 // addNetRules installs the container's port mappings and egress rules, in one
