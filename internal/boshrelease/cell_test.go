@@ -42,6 +42,7 @@ func TestNetmanCNIJobOnACell(t *testing.T) {
 		"bridge.ipam_data_dir": filepath.Join(state, "ipam"),
 		"cni_version":          "1.0.0",
 		"datastore_file_group": "0",
+		"iptables_lock_file":   filepath.Join(state, "iptables.lock"),
 	}), nil)
 	conf, err := os.ReadFile(filepath.Join(job, "config", "cni", "30-cni-wrapper-plugin.conf"))
 	if err != nil {
