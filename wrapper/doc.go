@@ -33,10 +33,22 @@
 // policy_agent_force_poll_address (host:port) is the agent the wrapper nudges after
 // ADD and DEL (GET /force-policy-poll-cycle, best effort).
 //
+// Port mappings and egress rules (netinout.go, lib/containerrules): instance_address
+// (the cell's IPv4 address port mappings listen on), enforce_egress (an egress chain per
+// container from garden's netOutRules, masquerading outside the overlay),
+// iptables_lock_file (the cell's shared iptables lock, garden's by default),
+// overlay_network (container to container range, left to the policy agent; by default
+// flannel's FLANNEL_NETWORK), no_masquerade_cidr_range, deny_networks {always, running,
+// staging}, iptables_logging with iptables_denied_logs_per_sec and
+// iptables_accepted_logs_per_sec, and dns_servers (into the result). With neither
+// instance_address nor enforce_egress the wrapper touches no iptables rule.
+//
 // Per container the runtime adds "metadata" (app_id, space_id, org_id, policy_group_id
 // and any other keys, recorded verbatim); when it is absent, network.properties
 // (garden-external-networker's form) is recorded instead; more than 64 KiB of it is
-// refused. runtimeConfig is passed on to the delegate.
+// refused. runtimeConfig is passed on to the delegate; the wrapper itself reads its
+// portMappings (garden's host_port and container_port, or the CNI convention's hostPort,
+// containerPort and protocol) and netOutRules.
 //
 // # What the delegate receives
 //
@@ -50,12 +62,14 @@
 //
 // # Commands
 //
-// ADD runs the delegate, records {handle: CNI_CONTAINERID, ip, metadata} (dropping
-// other records with that IP) and prints the delegate's result; if the delegate fails
-// halfway, the record cannot be written or the result cannot be converted, the
-// delegate's DEL undoes its work. DEL checks only the datastore and delegate settings,
-// removes the record, then runs the delegate's DEL even when the record could not be
-// removed (the error names what is left); both tolerate what is already gone. ADD and
+// ADD runs the delegate, installs the container's port mapping and egress rules (one
+// iptables-restore), records {handle: CNI_CONTAINERID, ip, metadata} (dropping other
+// records with that IP) and prints the delegate's result; if the delegate fails halfway,
+// the rules or the record cannot be written or the result cannot be converted, the
+// delegate's DEL undoes its work (and the rules are removed). DEL checks only the
+// datastore and delegate settings, removes the record and every iptables rule of the
+// container, then runs the delegate's DEL even when the record or the rules could not be
+// removed (the error names what is left); all tolerate what is already gone. ADD and
 // DEL of one container hold its lock throughout. CHECK needs prevResult and a record
 // whose IP is in it, then runs the delegate's CHECK. GC (CNI 1.1) drops records of containers missing from
 // cni.dev/valid-attachments and passes GC on when the delegate speaks the config's
