@@ -76,5 +76,6 @@
 // version. STATUS fails with code 50 when the datastore is unusable and otherwise asks a
 // delegate that speaks the version.
 //
-// Errors are CNI error JSON on stdout with a non-zero exit; errors.go lists the codes.
+// Errors are CNI error JSON on stdout with a non-zero exit; errors.go lists the codes,
+// and netinout.go the one of the iptables rules (110, ErrNetRules).
 package wrapper
