@@ -8,7 +8,7 @@ import (
 	"os/exec"
 	"strings"
 
-	"netman/lib/xtableslock"
+	"netman/lib/xtables"
 )
 
 // Applier installs and removes container rule sets in the network namespace it runs in.
@@ -40,7 +40,7 @@ func NewApplier(lockFile string) (*Applier, error) {
 // Add installs the set in one iptables-restore. When that fails, whatever part of it
 // the kernel took (iptables commits table by table) is removed before Add returns.
 func (a *Applier) Add(ctx context.Context, s Set) error {
-	unlock, err := xtableslock.Lock(ctx, a.lockFile)
+	unlock, err := xtables.Lock(ctx, a.lockFile)
 	if err != nil {
 		return err
 	}
@@ -57,7 +57,7 @@ func (a *Applier) Add(ctx context.Context, s Set) error {
 // Remove deletes every rule and chain of the container: the jumps to its chains however
 // many there are, then the chains. Nothing to remove is success.
 func (a *Applier) Remove(ctx context.Context, handle string) error {
-	unlock, err := xtableslock.Lock(ctx, a.lockFile)
+	unlock, err := xtables.Lock(ctx, a.lockFile)
 	if err != nil {
 		return err
 	}
@@ -150,12 +150,5 @@ func (a *Applier) listBuiltins(ctx context.Context) ([][]string, error) {
 }
 
 func (a *Applier) run(ctx context.Context, input []byte) error {
-	cmd := exec.CommandContext(ctx, a.restore, "-w", "10", "--noflush")
-	cmd.Stdin = bytes.NewReader(input)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("iptables-restore: %w: %s", err, strings.TrimSpace(stderr.String()))
-	}
-	return nil
+	return xtables.Restore(ctx, a.restore, input)
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/testutils"
 
+	"netman/internal/testsupport/iptablestest"
 	"netman/internal/testsupport/testenv"
 )
 
@@ -30,29 +31,6 @@ func inNS(t *testing.T, f func()) {
 	if err := n.Do(func(ns.NetNS) error { f(); return nil }); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// save is iptables-save of both tables without counters and comments, the way to
-// compare two states of the kernel.
-func save(t *testing.T) string {
-	t.Helper()
-	var b strings.Builder
-	for _, table := range []string{"nat", "filter"} {
-		out, err := exec.Command("iptables-save", "-t", table).Output()
-		if err != nil {
-			t.Fatalf("iptables-save: %v", err)
-		}
-		for _, l := range strings.Split(string(out), "\n") {
-			if strings.HasPrefix(l, "#") {
-				continue
-			}
-			if strings.HasPrefix(l, ":") {
-				l = l[:strings.LastIndex(l, " ")]
-			}
-			b.WriteString(l + "\n")
-		}
-	}
-	return b.String()
 }
 
 func testSet(t *testing.T, handle string) Set {
@@ -83,12 +61,12 @@ func TestAddRemoveLeavesNothing(t *testing.T) {
 		if out, err := exec.Command("iptables", "-A", "FORWARD", "-s", "10.1.1.1/32", "-j", "ACCEPT").CombinedOutput(); err != nil {
 			t.Fatalf("%v: %s", err, out)
 		}
-		before := save(t)
+		before := iptablestest.Save(t)
 		set := testSet(t, "container-1")
 		if err := app.Add(ctx, set); err != nil {
 			t.Fatal(err)
 		}
-		after := save(t)
+		after := iptablestest.Save(t)
 		for _, c := range set.Chains {
 			if !strings.Contains(after, ":"+c.Name+" ") {
 				t.Errorf("chain %s missing after Add:\n%s", c.Name, after)
@@ -101,13 +79,13 @@ func TestAddRemoveLeavesNothing(t *testing.T) {
 		if err := app.Remove(ctx, "container-1"); err != nil {
 			t.Fatal(err)
 		}
-		if got := save(t); got != before {
+		if got := iptablestest.Save(t); got != before {
 			t.Fatalf("after Remove:\n%s\nbefore Add:\n%s", got, before)
 		}
 		if err := app.Remove(ctx, "container-1"); err != nil {
 			t.Fatalf("second Remove: %v", err)
 		}
-		if got := save(t); got != before {
+		if got := iptablestest.Save(t); got != before {
 			t.Fatalf("after the second Remove:\n%s\nbefore Add:\n%s", got, before)
 		}
 	})
@@ -119,7 +97,7 @@ func TestFailedAddLeavesNoRule(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		before := save(t)
+		before := iptablestest.Save(t)
 		set := testSet(t, "container-2")
 		// The nat table commits first; a filter rule the kernel refuses fails the rest.
 		for i, c := range set.Chains {
@@ -131,7 +109,7 @@ func TestFailedAddLeavesNoRule(t *testing.T) {
 		if err := app.Add(context.Background(), set); err == nil {
 			t.Fatal("Add with a refused rule succeeded")
 		}
-		if got := save(t); got != before {
+		if got := iptablestest.Save(t); got != before {
 			t.Fatalf("after the failed Add:\n%s\nbefore:\n%s", got, before)
 		}
 	})

@@ -43,7 +43,7 @@
 // # Applying
 //
 // Add writes all of a container's chains and jumps with ONE iptables-restore --noflush,
-// holding the cell's shared iptables lock file (xtableslock) and iptables' own lock (-w).
+// holding the cell's shared iptables lock file (lib/xtables) and iptables' own lock (-w).
 // It reads nothing first, so its cost does not grow with the rules of the other
 // containers beyond what iptables-restore itself pays. iptables commits each table on its
 // own, so when the restore fails Add removes whatever part of it landed. Remove lists the

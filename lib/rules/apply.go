@@ -12,7 +12,7 @@ import (
 
 	"github.com/coreos/go-iptables/iptables"
 
-	"netman/lib/xtableslock"
+	"netman/lib/xtables"
 )
 
 // Enforcer applies Rulesets to the filter table of the network namespace it runs in. It
@@ -72,7 +72,7 @@ func NewEnforcerWith(lockFile string, bin Binaries) (*Enforcer, error) {
 
 // Apply makes netman's chains hold exactly rs, in one iptables-restore transaction.
 func (e *Enforcer) Apply(ctx context.Context, rs Ruleset) (Result, error) {
-	unlock, err := xtableslock.Lock(ctx, e.lockFile)
+	unlock, err := xtables.Lock(ctx, e.lockFile)
 	if err != nil {
 		return Result{}, err
 	}
@@ -181,21 +181,14 @@ func (e *Enforcer) plan(rs Ruleset) ([]byte, Result) {
 }
 
 func (e *Enforcer) run(ctx context.Context, input []byte) error {
-	cmd := exec.CommandContext(ctx, e.restore, "-w", "10", "--noflush")
-	cmd.Stdin = bytes.NewReader(input)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("iptables-restore: %w: %s", err, strings.TrimSpace(stderr.String()))
-	}
-	return nil
+	return xtables.Restore(ctx, e.restore, input)
 }
 
 // Cleanup removes the FORWARD jump and every netman chain from the filter table: for
 // uninstalling, and for tests. Running enforcement never calls it: an agent that stops
 // leaves the last rules in place.
 func (e *Enforcer) Cleanup(ctx context.Context) error {
-	unlock, err := xtableslock.Lock(ctx, e.lockFile)
+	unlock, err := xtables.Lock(ctx, e.lockFile)
 	if err != nil {
 		return err
 	}

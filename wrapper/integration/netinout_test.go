@@ -16,6 +16,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 
+	"netman/internal/testsupport/iptablestest"
 	"netman/lib/containerrules"
 	"netman/lib/rules"
 	"netman/lib/rules/rulestest"
@@ -101,29 +102,9 @@ func (c *cell) routedBridge() map[string]any {
 // iptablesSave is the cell's nat and filter tables without counters or comments.
 func (c *cell) iptablesSave(t *testing.T) string {
 	t.Helper()
-	var b strings.Builder
-	err := c.host.Do(func(ns.NetNS) error {
-		for _, table := range []string{"nat", "filter"} {
-			out, err := exec.Command("iptables-save", "-t", table).Output()
-			if err != nil {
-				return err
-			}
-			for _, l := range strings.Split(string(out), "\n") {
-				if strings.HasPrefix(l, "#") {
-					continue
-				}
-				if strings.HasPrefix(l, ":") {
-					l = l[:strings.LastIndex(l, " ")]
-				}
-				b.WriteString(l + "\n")
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("iptables-save: %v", err)
-	}
-	return b.String()
+	var out string
+	_ = c.host.Do(func(ns.NetNS) error { out = iptablestest.Save(t); return nil })
+	return out
 }
 
 // serveSource answers each TCP connection on addr with the client's address as the

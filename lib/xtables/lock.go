@@ -1,8 +1,9 @@
-// Package xtableslock takes the flock that a cell's iptables writers share (the container
-// networker, the wrapper, the policy agent) around a change, so that none of them sees or
-// overwrites another's half-made change. iptables' own xtables lock (-w) is taken as well
-// by each command; this one spans a writer's whole read-modify-write.
-package xtableslock
+// Package xtables is how netman's iptables writers (the wrapper, the policy agent) change
+// a cell's rules: Lock takes the flock they share with the container networker around a
+// change, so none of them sees or overwrites another's half-made change (iptables' own
+// xtables lock, -w, is taken as well by each command; this one spans a writer's whole
+// read-modify-write), and Restore applies one iptables-restore --noflush transaction.
+package xtables
 
 import (
 	"context"

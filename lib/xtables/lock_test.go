@@ -1,4 +1,4 @@
-package xtableslock
+package xtables
 
 import (
 	"context"
