@@ -66,15 +66,15 @@
 // iptables-restore), records {handle: CNI_CONTAINERID, ip, metadata} (dropping other
 // records with that IP) and prints the delegate's result; if the delegate fails halfway,
 // the rules or the record cannot be written or the result cannot be converted, the
-// delegate's DEL undoes its work (and the rules are removed). DEL checks only the
+// rules are removed and the delegate's DEL undoes its work. DEL checks only the
 // datastore and delegate settings, removes the record and every iptables rule of the
 // container, then runs the delegate's DEL even when the record or the rules could not be
 // removed (the error names what is left); all tolerate what is already gone. ADD and
 // DEL of one container hold its lock throughout. CHECK needs prevResult and a record
-// whose IP is in it, then runs the delegate's CHECK. GC (CNI 1.1) drops records of containers missing from
-// cni.dev/valid-attachments and passes GC on when the delegate speaks the config's
-// version. STATUS fails with code 50 when the datastore is unusable and otherwise asks a
-// delegate that speaks the version.
+// whose IP is in it, then runs the delegate's CHECK. GC (CNI 1.1) drops records of
+// containers missing from cni.dev/valid-attachments, and their iptables rules, and
+// passes GC on when the delegate speaks the config's version. STATUS fails with code 50
+// when the datastore is unusable and otherwise asks a delegate that speaks the version.
 //
 // Errors are CNI error JSON on stdout with a non-zero exit; errors.go lists the codes,
 // and netinout.go the one of the iptables rules (110, ErrNetRules).

@@ -298,6 +298,11 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 	if len(removed) > 0 {
 		p.Logger.Info("removed stale container records", "count", len(removed))
 	}
+	for _, h := range removed {
+		if err := p.delNetRules(ctx, cfg, h); err != nil {
+			return err
+		}
+	}
 	ok, err := p.delegateSpeaks(ctx, cfg)
 	if err != nil || !ok {
 		return err

@@ -78,6 +78,10 @@ func (c *cell) addRouter(t *testing.T, extra ...string) ns.NetNS {
 
 // rulesConf is the wrapper's conf with port mappings and egress enforced, plus extra.
 func (c *cell) rulesConf(extra map[string]any) []byte {
+	return c.conf("1.0.0", c.routedBridge(), c.rulesSettings(extra))
+}
+
+func (c *cell) rulesSettings(extra map[string]any) map[string]any {
 	m := map[string]any{
 		"instance_address":   instanceAddress,
 		"iptables_lock_file": filepath.Join(c.dir, "iptables.lock"),
@@ -87,7 +91,7 @@ func (c *cell) rulesConf(extra map[string]any) []byte {
 	for k, v := range extra {
 		m[k] = v
 	}
-	return c.conf("1.0.0", c.routedBridge(), m)
+	return m
 }
 
 // routedBridge is the bridge delegate as a cell has it: the containers' default route
@@ -363,5 +367,30 @@ func TestEgressRules(t *testing.T) {
 	}
 	if after := c.iptablesSave(t); after != before {
 		t.Fatalf("iptables after DEL:\n%s\nbefore ADD:\n%s", after, before)
+	}
+}
+
+// GC drops the records of containers the runtime no longer has, and their rules with them.
+func TestGCRemovesTheRulesOfStaleContainers(t *testing.T) {
+	rulestest.RequireEnforcement(t)
+	c := newCell(t, 1500)
+	before := c.iptablesSave(t)
+	for i, id := range []string{"gc-live", "gc-gone"} {
+		c.mustExec(invocation{command: "ADD", containerID: id, netns: newNS(t), conf: c.conf("1.1.0", c.routedBridge(), c.rulesSettings(map[string]any{
+			"metadata":      metadataFor(id),
+			"runtimeConfig": map[string]any{"portMappings": []map[string]any{{"host_port": 61000 + i, "container_port": 8080}}},
+		}))})
+	}
+	valid := []map[string]string{{"containerID": "gc-live", "ifname": "eth0"}}
+	c.mustExec(invocation{command: "GC", conf: c.conf("1.1.0", c.routedBridge(), c.rulesSettings(map[string]any{"cni.dev/valid-attachments": valid}))})
+	after := c.iptablesSave(t)
+	for id, want := range map[string]bool{"gc-live": true, "gc-gone": false} {
+		if got := strings.Contains(after, containerrules.EgressChain(id)); got != want {
+			t.Errorf("after GC, %s's egress chain present: %v, want %v\n%s", id, got, want, after)
+		}
+	}
+	c.mustExec(invocation{command: "DEL", containerID: "gc-live", conf: c.rulesConf(nil)})
+	if got := c.iptablesSave(t); got != before {
+		t.Fatalf("after GC and DEL:\n%s\nbefore:\n%s", got, before)
 	}
 }
