@@ -40,9 +40,15 @@ func testSet(t *testing.T, handle string) Set {
 		Handle: handle, IP: a("10.255.0.7"), InstanceAddress: a("10.10.0.5"),
 		Overlay:      []netip.Prefix{netip.MustParsePrefix("10.255.0.0/16")},
 		PortMappings: []PortMapping{{HostPort: 61001, ContainerPort: 8080}},
-		Egress: &Egress{Logging: true, Rules: []NetOutRule{
+		Egress: &Egress{Logging: true, Workload: "app", Rules: []NetOutRule{
+			// Every form garden sends, so the kernel is shown each kind of rule.
 			{Protocol: ProtocolTCP, Networks: []IPRange{{a("10.9.0.0"), a("10.9.0.9")}}, Ports: []PortRange{{Start: 80}}, Log: true},
-		}},
+			{Protocol: ProtocolUDP, Networks: []IPRange{{a("10.8.0.0"), a("10.8.255.255")}}, Ports: []PortRange{{53, 54}}},
+			{Protocol: ProtocolICMP, Networks: []IPRange{{Start: a("10.7.0.1")}}, ICMPs: &ICMPControl{Type: 8, Code: u8(0)}},
+			{Protocol: ProtocolICMP, Networks: []IPRange{{Start: a("10.7.0.2")}}, ICMPs: &ICMPControl{Type: 3}},
+			{Protocol: ProtocolICMP, Networks: []IPRange{{Start: a("10.7.0.3")}}, ICMPs: &ICMPControl{Type: 255}},
+			{Networks: []IPRange{{a("0.0.0.0"), a("9.255.255.255")}}},
+		}, Deny: DenyNetworks{Always: []netip.Prefix{netip.MustParsePrefix("10.9.0.8/29")}, Running: []netip.Prefix{netip.MustParsePrefix("10.6.0.0/16")}}},
 	})
 	if err != nil {
 		t.Fatal(err)
