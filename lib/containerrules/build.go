@@ -147,7 +147,7 @@ func (s Set) RuleCount() int {
 
 // restoreInput is the iptables-restore --noflush input that installs the set: each
 // table's chains are declared (created, or emptied when a repeated ADD finds them),
-// filled, and then jumped to from the built-in chains.
+// filled, and then jumped to from the top of the built-in chains.
 func (s Set) restoreInput() []byte {
 	var b strings.Builder
 	for _, table := range []string{"nat", "filter"} {
@@ -176,7 +176,7 @@ func (s Set) restoreInput() []byte {
 			}
 		}
 		for _, j := range jumps {
-			b.WriteString("-A " + j.Chain + " " + j.Rule + "\n")
+			b.WriteString("-I " + j.Chain + " 1 " + j.Rule + "\n")
 		}
 		b.WriteString("COMMIT\n")
 	}

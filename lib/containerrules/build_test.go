@@ -155,12 +155,12 @@ func TestBuild(t *testing.T) {
 	for _, w := range []string{
 		"-A nm-dnat-" + chainID("c1") + " -p tcp -m tcp --dport 61001 -j DNAT --to-destination 10.255.0.7:8080",
 		"-A nm-dnat-" + chainID("c1") + " -p udp -m udp --dport 61002 -j DNAT --to-destination 10.255.0.7:2222",
-		"-A PREROUTING -d 10.10.0.5/32 -j nm-dnat-" + chainID("c1"),
-		"-A POSTROUTING -s 10.255.0.7/32 -j nm-snat-" + chainID("c1"),
+		"-I PREROUTING 1 -d 10.10.0.5/32 -j nm-dnat-" + chainID("c1"),
+		"-I POSTROUTING 1 -s 10.255.0.7/32 -j nm-snat-" + chainID("c1"),
 		"-A nm-snat-" + chainID("c1") + " -d 10.255.0.0/16 -j RETURN",
 		"-A nm-in-" + chainID("c1") + " -p tcp -m tcp --dport 8080 -m conntrack --ctstate DNAT --ctorigdst 10.10.0.5/32 --ctorigdstport 61001 -j ACCEPT",
-		"-A FORWARD -d 10.255.0.7/32 -j nm-in-" + chainID("c1"),
-		"-A FORWARD -s 10.255.0.7/32 -j nm-out-" + chainID("c1"),
+		"-I FORWARD 1 -d 10.255.0.7/32 -j nm-in-" + chainID("c1"),
+		"-I FORWARD 1 -s 10.255.0.7/32 -j nm-out-" + chainID("c1"),
 	} {
 		if !strings.Contains(in, w+"\n") {
 			t.Errorf("restore input lacks %q:\n%s", w, in)

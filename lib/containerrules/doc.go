@@ -11,7 +11,7 @@
 // and is found again from the handle alone (DEL has no other input once the network
 // namespace is gone). The prefix differs from the policy agent's "netman-" on purpose: the
 // agent deletes every "netman-" chain it did not build. Each chain is reached by one rule
-// appended to a built-in chain:
+// inserted at the top of a built-in chain:
 //
 //	nat    PREROUTING  -d <instance address>/32 -j nm-dnat-<id>      port mappings
 //	nat    POSTROUTING -s <container>/32 -j nm-snat-<id>             masquerade (egress on)
@@ -32,13 +32,12 @@
 //	nm-log-<id>   NEW, rate limited -j LOG "OK_<handle>", -j ACCEPT
 //	nm-rej-<id>   (logging on: rate limited -j LOG "DENY_<handle>"), tcp-reset, icmp-port-unreachable
 //
-// The jumps are appended, not inserted: an insert makes iptables-nft read the whole
-// built-in chain (hundreds of jumps on a full cell) and costs each ADD about 3 ms more.
-// Order does not matter to the policy agent: its netman-forward jump (inserted first in
-// FORWARD) decides only traffic between containers and lets the rest fall through, and
-// these chains accept only what is not container to container and return the rest, so
-// neither set can open or close what the other decides. An operator's own terminal
-// FORWARD rule would have to come after them.
+// The jumps are inserted, so that what a container was given (its port mappings) works
+// whatever other rules of the cell's FORWARD and nat chains say. Order does not matter to
+// the policy agent: its netman-forward jump (inserted first in FORWARD once) decides only
+// traffic between containers and lets the rest fall through, and these chains accept only
+// what is not container to container and return the rest, so neither set can open or
+// close what the other decides, whichever comes first.
 //
 // # Applying
 //
