@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -20,6 +21,7 @@ import (
 	"netman/lib/containerrules"
 	"netman/lib/rules"
 	"netman/lib/rules/rulestest"
+	"netman/wrapper"
 )
 
 // The cell's address on the network the router (and the rest of the world) is on.
@@ -393,4 +395,48 @@ func TestGCRemovesTheRulesOfStaleContainers(t *testing.T) {
 	if got := c.iptablesSave(t); got != before {
 		t.Fatalf("after GC and DEL:\n%s\nbefore:\n%s", got, before)
 	}
+}
+
+// An ADD that fails after its rules were installed (here: the record cannot be written)
+// or because iptables refuses them leaves no rule, no IP and no interface behind.
+func TestFailedAddLeavesNoRule(t *testing.T) {
+	rulestest.RequireEnforcement(t)
+	c := newCell(t, 1500)
+	before := c.iptablesSave(t)
+	mustWrite(t, c.datastore(), `{"half-written":{"handle":"half-wr`)
+	container := newNS(t)
+	settings := map[string]any{
+		"metadata":      metadataFor("doomed"),
+		"runtimeConfig": map[string]any{"portMappings": []map[string]any{{"host_port": 61001, "container_port": 8080}}},
+	}
+	_, err := c.exec(invocation{command: "ADD", containerID: "doomed", netns: container, conf: c.rulesConf(settings)})
+	expectCode(t, err, wrapper.ErrDatastoreCorrupt)
+	if got := c.iptablesSave(t); got != before {
+		t.Fatalf("iptables after the failed ADD:\n%s\nbefore:\n%s", got, before)
+	}
+	c.expectNothingLeft(t, "netman-test", "after the failed ADD")
+
+	// iptables refuses the rules. A fake, for failure injection: the kernel refuses only
+	// malformed rules, which the wrapper never writes, so PATH leads this one ADD to an
+	// iptables and iptables-restore that fail.
+	if err := os.Remove(c.datastore()); err != nil {
+		t.Fatal(err)
+	}
+	bin := t.TempDir()
+	for _, name := range []string{"iptables", "iptables-restore"} {
+		mustWrite(t, filepath.Join(bin, name), "#!/bin/sh\necho refused >&2\nexit 1\n")
+		if err := os.Chmod(filepath.Join(bin, name), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
+	_, err = c.exec(invocation{command: "ADD", containerID: "doomed", netns: container, conf: c.rulesConf(settings)})
+	ce := expectCode(t, err, wrapper.ErrNetRules)
+	if !strings.Contains(ce.Details, "refused") {
+		t.Errorf("error details %q do not carry iptables' message", ce.Details)
+	}
+	if _, ok := c.recordOf("doomed"); ok {
+		t.Error("a record was written for the failed ADD")
+	}
+	c.expectNothingLeft(t, "netman-test", "after the ADD iptables refused")
 }
