@@ -136,15 +136,6 @@ func Build(s Spec) (Set, error) {
 	return set, nil
 }
 
-// RuleCount is the number of rules in the set, jumps included.
-func (s Set) RuleCount() int {
-	n := len(s.Jumps)
-	for _, c := range s.Chains {
-		n += len(c.Rules)
-	}
-	return n
-}
-
 // restoreInput is the iptables-restore --noflush input that installs the set: each
 // table's chains are declared (created, or emptied when a repeated ADD finds them),
 // filled, and then jumped to from the top of the built-in chains.
