@@ -272,7 +272,7 @@ func (p *Plugin) addNetRules(ctx context.Context, cfg *Config, handle string, re
 		p.Logger.Warn(w, "container", handle)
 	}
 	for _, s := range set.Skipped {
-		// As garden's own networking does: a rule it cannot enforce allows nothing.
+		// As silk does: a rule that cannot be enforced allows nothing.
 		p.Logger.Warn("security group rule skipped: it allows nothing", "container", handle, "reason", s.Error())
 	}
 	app, err := containerrules.NewApplier(cfg.lockFile())

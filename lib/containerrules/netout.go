@@ -84,7 +84,7 @@ func (e Egress) denied() []netip.Prefix {
 // to container traffic. A NetOutRule that cannot be enforced as written (no networks,
 // tcp or udp without ports, ports on icmp or all, an address that is not IPv4) allows
 // nothing and is reported in the returned errors; the other rules still apply, as in
-// garden's own networking.
+// silk (the CNI plugin cf-deployment ships).
 func EgressChains(handle string, overlay []netip.Prefix, e Egress) ([]Chain, []error) {
 	out, logc, rej := EgressChain(handle), chainName(kindLog, handle), chainName(kindRej, handle)
 	rules := make([]string, 0, len(overlay)+4+len(e.Rules))
