@@ -18,6 +18,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"netman/internal/testsupport/iptablestest"
+	"netman/internal/testsupport/testenv"
 	"netman/lib/containerrules"
 	"netman/lib/rules"
 	"netman/lib/rules/rulestest"
@@ -439,4 +440,31 @@ func TestFailedAddLeavesNoRule(t *testing.T) {
 		t.Error("a record was written for the failed ADD")
 	}
 	c.expectNothingLeft(t, "netman-test", "after the ADD iptables refused")
+}
+
+// Each ADD and each DEL changes iptables with exactly one iptables-restore. A shim on
+// PATH counts the calls and runs the real program, so the rules are real.
+func TestOneRestorePerAddAndDel(t *testing.T) {
+	rulestest.RequireEnforcement(t)
+	real := testenv.RequireCommand(t, "iptables-restore")
+	c := newCell(t, 1500)
+	bin, calls := t.TempDir(), filepath.Join(t.TempDir(), "calls")
+	mustWrite(t, filepath.Join(bin, "iptables-restore"), fmt.Sprintf("#!/bin/sh\necho call >>%s\nexec %s \"$@\"\n", calls, real))
+	if err := os.Chmod(filepath.Join(bin, "iptables-restore"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
+	count := func() int {
+		b, _ := os.ReadFile(calls)
+		return strings.Count(string(b), "call\n")
+	}
+	container := newNS(t)
+	c.mustExec(invocation{command: "ADD", containerID: "counted", netns: container, conf: c.ruledConf("counted", 61001)})
+	if n := count(); n != 1 {
+		t.Errorf("ADD with 2 port mappings and 5 security group rules ran iptables-restore %d times, want 1", n)
+	}
+	c.mustExec(invocation{command: "DEL", containerID: "counted", netns: container, conf: c.rulesConf(nil)})
+	if n := count(); n != 2 {
+		t.Errorf("DEL ran iptables-restore %d times, want 1", n-1)
+	}
 }
