@@ -21,7 +21,8 @@ type networker struct {
 	c               *cell
 }
 
-func (c *cell) newNetworker(t *testing.T) *networker {
+// requireNetworker returns the real garden-external-networker, or skips the test.
+func requireNetworker(t *testing.T) string {
 	t.Helper()
 	bin := os.Getenv("GARDEN_EXTERNAL_NETWORKER")
 	if bin == "" {
@@ -30,6 +31,11 @@ func (c *cell) newNetworker(t *testing.T) *networker {
 	if _, err := os.Stat(bin); err != nil {
 		t.Fatalf("GARDEN_EXTERNAL_NETWORKER=%s: %v", bin, err)
 	}
+	return bin
+}
+
+func (c *cell) newNetworker(t *testing.T, bin string) *networker {
+	t.Helper()
 	// The plugin directory holds the wrapper and its delegates: libcni runs the wrapper
 	// from it, and hands it on as CNI_PATH.
 	pluginDir := filepath.Join(c.dir, "cni-bin")
@@ -106,9 +112,10 @@ type upOutput struct {
 // port mappings and security groups: each app is reached through the host port the
 // networker allocated, its egress follows its rules, and down leaves the cell as it was.
 func TestGardenExternalNetworker(t *testing.T) {
+	bin := requireNetworker(t)
 	rulestest.RequireEnforcement(t)
 	c := newCell(t, 1500)
-	gen := c.newNetworker(t)
+	gen := c.newNetworker(t, bin)
 	router := c.addRouter(t, "10.30.0.11")
 	serveSource(t, router, routerAddress+":8443")
 	serveSource(t, router, routerAddress+":9000")
