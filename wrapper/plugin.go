@@ -123,7 +123,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 		if _, rerr := store.Remove(ctx, args.ContainerID); rerr != nil {
 			cause.Details = fmt.Sprintf("%s; removing its record also failed (a DEL removes it): %v", cause.Details, rerr)
 		}
-		return p.undoAdd(ctx, cfg, conf, cause)
+		return p.undoAdd(ctx, cfg, conf, p.undoNetRules(ctx, cfg, args.ContainerID, cause))
 	}
 	p.nudge(ctx, cfg, "ADD", args.ContainerID)
 	return out.PrintTo(p.Stdout)
