@@ -179,9 +179,7 @@ func TestGardenExternalNetworker(t *testing.T) {
 	for _, h := range handles {
 		gen.run(t, "down", h, map[string]any{})
 	}
-	if after := c.iptablesSave(t); after != before {
-		t.Fatalf("iptables after down:\n%s\nbefore up:\n%s", after, before)
-	}
+	c.expectIPTablesAsBefore(t, before, "iptables after down")
 	for _, h := range handles {
 		if _, ok := c.recordOf(h); ok {
 			t.Errorf("%s: record left after down", h)

@@ -114,6 +114,15 @@ func (c *cell) iptablesSave(t *testing.T) string {
 	return out
 }
 
+// expectIPTablesAsBefore fails the test unless the cell's iptables are what they were
+// (before, from iptablesSave); when says after what.
+func (c *cell) expectIPTablesAsBefore(t *testing.T, before, when string) {
+	t.Helper()
+	if got := c.iptablesSave(t); got != before {
+		t.Fatalf("%s:\n%s\nbefore:\n%s", when, got, before)
+	}
+}
+
 // serveSource answers each TCP connection on addr with the client's address as the
 // server saw it.
 func serveSource(t *testing.T, n ns.NetNS, addr string) {
@@ -259,9 +268,7 @@ func TestPortMappingsFromOutsideTheCell(t *testing.T) {
 		c.mustExec(invocation{command: "DEL", containerID: "app-1", netns: app, conf: c.rulesConf(nil)})
 	}
 	c.agent(t)
-	if after := c.iptablesSave(t); after != before {
-		t.Fatalf("iptables after DEL:\n%s\nbefore ADD:\n%s", after, before)
-	}
+	c.expectIPTablesAsBefore(t, before, "iptables after DEL")
 	mustRefuse(t, "after DEL", router, instanceAddress+":61001")
 }
 
@@ -368,9 +375,7 @@ func TestEgressRules(t *testing.T) {
 	for _, id := range []string{"egress-app", "egress-peer", "egress-stager"} {
 		c.mustExec(invocation{command: "DEL", containerID: id, conf: c.rulesConf(nil)})
 	}
-	if after := c.iptablesSave(t); after != before {
-		t.Fatalf("iptables after DEL:\n%s\nbefore ADD:\n%s", after, before)
-	}
+	c.expectIPTablesAsBefore(t, before, "iptables after DEL")
 }
 
 // GC drops the records of containers the runtime no longer has, and their rules with them.
@@ -393,9 +398,7 @@ func TestGCRemovesTheRulesOfStaleContainers(t *testing.T) {
 		}
 	}
 	c.mustExec(invocation{command: "DEL", containerID: "gc-live", conf: c.rulesConf(nil)})
-	if got := c.iptablesSave(t); got != before {
-		t.Fatalf("after GC and DEL:\n%s\nbefore:\n%s", got, before)
-	}
+	c.expectIPTablesAsBefore(t, before, "after GC and DEL")
 }
 
 // An ADD that fails after its rules were installed (here: the record cannot be written)
@@ -412,9 +415,7 @@ func TestFailedAddLeavesNoRule(t *testing.T) {
 	}
 	_, err := c.exec(invocation{command: "ADD", containerID: "doomed", netns: container, conf: c.rulesConf(settings)})
 	expectCode(t, err, wrapper.ErrDatastoreCorrupt)
-	if got := c.iptablesSave(t); got != before {
-		t.Fatalf("iptables after the failed ADD:\n%s\nbefore:\n%s", got, before)
-	}
+	c.expectIPTablesAsBefore(t, before, "iptables after the failed ADD")
 	c.expectNothingLeft(t, "netman-test", "after the failed ADD")
 
 	// iptables refuses the rules. A fake, for failure injection: the kernel refuses only
