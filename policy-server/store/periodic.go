@@ -52,7 +52,7 @@ func (s *Store) RunPeriodic(ctx context.Context, job Job, every time.Duration, f
 	var fresh bool
 	err = tx.QueryRowContext(ctx,
 		`SELECT state, last_run > now() - make_interval(secs => $2) FROM periodic_jobs WHERE name = $1`,
-		string(job), (every / 2).Seconds()).Scan(&state, &fresh)
+		string(job), (every/2).Seconds()).Scan(&state, &fresh)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 	case err != nil:
