@@ -125,3 +125,59 @@ func unique(ids []string) []string {
 	slices.Sort(out)
 	return slices.Compact(out)
 }
+
+// UserDeveloperSpaces returns every space the user holds the space_developer role
+// in (GET /v3/roles, all pages of 5,000).
+func (c *Client) UserDeveloperSpaces(ctx context.Context, userGUID string) ([]string, error) {
+	var out []string
+	q := url.Values{"types": {"space_developer"}, "user_guids": {userGUID}, "per_page": {"5000"}}
+	err := c.eachPage(ctx, q, func(ctx context.Context, q url.Values) (page, error) {
+		var answer struct {
+			page
+			Resources []struct {
+				Type          string `json:"type"`
+				Relationships struct {
+					User  relationship `json:"user"`
+					Space relationship `json:"space"`
+				} `json:"relationships"`
+			} `json:"resources"`
+		}
+		err := c.getJSON(ctx, "roles", false, "/v3/roles", q, &answer)
+		for _, r := range answer.Resources {
+			if r.Type == "space_developer" && r.Relationships.User.guid() == userGUID {
+				out = append(out, r.Relationships.Space.guid())
+			}
+		}
+		return answer.page, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return unique(out), nil
+}
+
+// AppsInSpaces returns the guids of every app in the spaces (GET
+// /v3/apps?space_guids=..., one request per chunk of spaces and page of 5,000 apps).
+func (c *Client) AppsInSpaces(ctx context.Context, spaceGUIDs []string) ([]string, error) {
+	var out []string
+	for _, chunk := range chunks(unique(spaceGUIDs), c.opts.ChunkSize) {
+		q := url.Values{"space_guids": {strings.Join(chunk, ",")}, "per_page": {"5000"}}
+		err := c.eachPage(ctx, q, func(ctx context.Context, q url.Values) (page, error) {
+			var answer struct {
+				page
+				Resources []struct {
+					GUID string `json:"guid"`
+				} `json:"resources"`
+			}
+			err := c.getJSON(ctx, "apps", false, "/v3/apps", q, &answer)
+			for _, r := range answer.Resources {
+				out = append(out, r.GUID)
+			}
+			return answer.page, err
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}

@@ -234,3 +234,26 @@ func TestInternalAPIRequiresTheClientCertificate(t *testing.T) {
 		t.Fatalf("foreign client certificate: err = %v, want ErrUnavailable", err)
 	}
 }
+
+func TestUserDeveloperSpacesAndTheirApps(t *testing.T) {
+	cc := ccstub.New(t)
+	cc.SetDeveloper("alice", "s1", "s2")
+	cc.SetDeveloper("bob", "s3")
+	cc.SetApp("a1", "s1")
+	cc.SetApp("a2", "s2")
+	cc.SetApp("b1", "s3")
+	c, _ := newClient(t, cc, nil)
+	spaces, err := c.UserDeveloperSpaces(context.Background(), "alice")
+	if err != nil || strings.Join(spaces, ",") != "s1,s2" {
+		t.Fatalf("alice's spaces: %v %v", spaces, err)
+	}
+	apps, err := c.AppsInSpaces(context.Background(), spaces)
+	if err != nil || len(apps) != 2 {
+		t.Fatalf("apps in s1,s2: %v %v", apps, err)
+	}
+	for _, a := range apps {
+		if a == "b1" {
+			t.Fatal("bob's app listed among alice's")
+		}
+	}
+}

@@ -354,10 +354,17 @@ func (cc *CC) listApps(w http.ResponseWriter, r *http.Request) {
 	}
 	slices.Sort(guids)
 	guids = slices.Compact(guids)
+	var inSpaces map[string]bool
+	if s := q.Get("space_guids"); s != "" {
+		inSpaces = map[string]bool{}
+		for _, sp := range strings.Split(s, ",") {
+			inSpaces[sp] = true
+		}
+	}
 	type app struct{ guid, space string }
 	var found []app
 	for _, g := range guids {
-		if space, ok := cc.apps[g]; ok {
+		if space, ok := cc.apps[g]; ok && (inSpaces == nil || inSpaces[space]) {
 			found = append(found, app{g, space})
 		}
 	}
