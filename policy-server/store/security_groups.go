@@ -32,7 +32,7 @@ type SecurityGroup struct {
 // deleted), in one transaction and one statement per kind of change. When groups are
 // what the last call stored (same digest), nothing is written and changed is false.
 func (s *Store) ReplaceSecurityGroups(ctx context.Context, groups []SecurityGroup) (changed bool, err error) {
-	groups = slices.Clone(groups)
+	groups = append([]SecurityGroup{}, groups...) // never nil: "null" is not a recordset
 	for i := range groups {
 		groups[i].StagingSpaces = sortedSet(groups[i].StagingSpaces)
 		groups[i].RunningSpaces = sortedSet(groups[i].RunningSpaces)

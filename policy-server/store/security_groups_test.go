@@ -64,6 +64,13 @@ func TestReplaceSecurityGroupsOnlyOnChange(t *testing.T) {
 	if v, _, _ := s.SecurityGroupsVersion(ctx); v != v1+1 {
 		t.Errorf("version %d after one change from %d", v, v1)
 	}
+	// CC has no groups any more: all go.
+	if changed, err := s.ReplaceSecurityGroups(ctx, nil); err != nil || !changed {
+		t.Fatalf("no groups: changed=%v err=%v", changed, err)
+	}
+	if p, _ := s.SecurityGroupsForSpaces(ctx, []string{"s1", "s2"}, 0, 0); len(p.Groups) != 0 {
+		t.Fatalf("groups left: %v", guids(p))
+	}
 }
 
 func TestSecurityGroupsForSpacesFiltersAndPages(t *testing.T) {
