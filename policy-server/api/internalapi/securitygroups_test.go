@@ -1,9 +1,10 @@
-package securitygroups_test
+package internalapi_test
 
 import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -14,7 +15,9 @@ import (
 	"testing"
 
 	"netman/internal/testsupport/pgtest"
-	"netman/policy-server/securitygroups"
+	"netman/lib/apiwire"
+	"netman/lib/httpapi"
+	"netman/policy-server/api/internalapi"
 	"netman/policy-server/store"
 )
 
@@ -106,9 +109,7 @@ func serve(t *testing.T, groups []store.SecurityGroup) string {
 	if _, err := st.ReplaceSecurityGroups(ctx, groups); err != nil {
 		t.Fatal(err)
 	}
-	mux := http.NewServeMux()
-	mux.Handle("GET "+securitygroups.Path, securitygroups.Handler(st, 100))
-	srv := httptest.NewServer(mux)
+	srv := httptest.NewServer(httpapi.NewMux(httpapi.Middleware{Server: "internal", Logger: slog.New(slog.DiscardHandler)}, internalapi.V1Routes(st, 100)))
 	t.Cleanup(srv.Close)
 	return srv.URL
 }
@@ -180,7 +181,7 @@ func TestShapeMatchesCapturedResponse(t *testing.T) {
 			StagingDefault: g.StagingDefault, RunningDefault: g.RunningDefault, StagingSpaces: g.Staging, RunningSpaces: g.Running})
 	}
 	base := serve(t, groups)
-	resp, err := http.Get(base + securitygroups.Path + "?per_page=5000&space_guids=5351a742-6704-46df-8de0-1a376adab65c,d5bbc5ed-886a-44e6-945d-67df1013fa16")
+	resp, err := http.Get(base + apiwire.InternalSecurityGroupsV1Path + "?per_page=5000&space_guids=5351a742-6704-46df-8de0-1a376adab65c,d5bbc5ed-886a-44e6-945d-67df1013fa16")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,7 +243,7 @@ func shape(v any) string {
 func TestBadParameters(t *testing.T) {
 	base := serve(t, nil)
 	for _, q := range []string{"per_page=0", "per_page=x", "from=-1", "from=abc", "space_guids=" + strings.Repeat("s,", 101), "%zz"} {
-		resp, err := http.Get(base + securitygroups.Path + "?" + q)
+		resp, err := http.Get(base + apiwire.InternalSecurityGroupsV1Path + "?" + q)
 		if err != nil {
 			t.Fatal(err)
 		}
