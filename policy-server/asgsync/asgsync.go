@@ -50,7 +50,8 @@ type Syncer struct {
 	CC       CC
 	Store    Store
 	Interval time.Duration // asg_poll_interval_seconds
-	// Timeout bounds one round (CC calls and the write); Interval when zero.
+	// Timeout bounds one round (CC calls and the write); when zero, Interval but at
+	// least a minute.
 	Timeout time.Duration
 	// MinBackoff is the first wait after a failed round (one second when zero).
 	MinBackoff time.Duration
@@ -129,7 +130,7 @@ func (s *Syncer) Run(ctx context.Context) error {
 	m := newMetrics(s.Registerer)
 	timeout := s.Timeout
 	if timeout <= 0 {
-		timeout = s.Interval
+		timeout = max(s.Interval, time.Minute)
 	}
 	minBackoff := s.MinBackoff
 	if minBackoff <= 0 {

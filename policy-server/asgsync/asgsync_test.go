@@ -175,7 +175,7 @@ func TestCCDownKeepsGroupsAndBacksOff(t *testing.T) {
 		err error
 	}
 	rounds := make(chan round, 100)
-	s := &asgsync.Syncer{CC: e.cli, Store: e.st, Interval: 2 * time.Second, MinBackoff: 50 * time.Millisecond,
+	s := &asgsync.Syncer{CC: e.cli, Store: e.st, Interval: 2 * time.Second, MinBackoff: 200 * time.Millisecond,
 		OnResult: func(_ asgsync.Result, err error) { rounds <- round{time.Now(), err} }}
 	// Groups an earlier sync stored (written directly: no sync round is recorded).
 	if _, err := e.st.ReplaceSecurityGroups(context.Background(), []store.SecurityGroup{{GUID: "sg-1", Rules: "[]", RunningSpaces: []string{"space-1"}}}); err != nil {
@@ -198,8 +198,10 @@ func TestCCDownKeepsGroupsAndBacksOff(t *testing.T) {
 			t.Fatal("stored groups were dropped while CC was down")
 		}
 	}
+	// Waits of 200ms, 400ms, 800ms after the failed rounds: the third gap is 600ms
+	// longer than the first, whatever a round itself takes on a loaded machine.
 	gap1, gap3 := failed[1].Sub(failed[0]), failed[3].Sub(failed[2])
-	if gap3 < 3*gap1 {
+	if gap3-gap1 < 400*time.Millisecond {
 		t.Errorf("retries did not back off: gaps %v then %v", gap1, gap3)
 	}
 	e.cc.SetDown(false)
