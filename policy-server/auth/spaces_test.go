@@ -171,3 +171,52 @@ func TestRequireWrite(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkSpaceDeveloperCreate measures what a space developer's create costs in
+// Cloud Controller round trips (cc_requests/op, from the stand-in's counters) for
+// requests naming 2, 100 and 1,000 apps, and the time of the check. The roles request
+// runs beside the first apps request, so the round trips waited for are the apps
+// requests: one per 100 apps.
+func BenchmarkSpaceDeveloperCreate(b *testing.B) {
+	for _, apps := range []int{2, 100, 1000} {
+		b.Run(fmt.Sprintf("apps=%d", apps), func(b *testing.B) {
+			db, _ := pgtest.Open(b)
+			if err := store.Migrate(context.Background(), db); err != nil {
+				b.Fatal(err)
+			}
+			st, err := store.New(db, store.Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			cc := ccstub.New(b)
+			cli, err := ccclient.New(ccclient.Options{URL: cc.URL, CACertFile: cc.CAFile, UAAURL: cc.UAAURL, UAACACertFile: cc.CAFile,
+				ClientID: ccstub.ClientID, ClientSecret: ccstub.ClientSecret})
+			if err != nil {
+				b.Fatal(err)
+			}
+			g := &auth.SpaceGuard{CC: cli, Policies: st, MaxPoliciesPerSource: 150}
+			cc.SetDeveloper("dev", "space")
+			var policies []models.Policy
+			for i := 0; i < apps; i += 2 {
+				src, dst := fmt.Sprintf("app-%04d", i), fmt.Sprintf("app-%04d", i+1)
+				cc.SetApp(src, "space")
+				cc.SetApp(dst, "space")
+				policies = append(policies, tcp(src, dst, 8080))
+			}
+			ctx := context.Background()
+			if err := g.CheckWrite(ctx, developer("dev"), policies, true); err != nil { // token fetched here
+				b.Fatal(err)
+			}
+			before := cc.Requests("apps") + cc.Requests("roles") + cc.Requests("uaa_token")
+			b.ResetTimer()
+			for range b.N {
+				if err := g.CheckWrite(ctx, developer("dev"), policies, true); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			after := cc.Requests("apps") + cc.Requests("roles") + cc.Requests("uaa_token")
+			b.ReportMetric(float64(after-before)/float64(b.N), "cc_requests/op")
+		})
+	}
+}

@@ -63,45 +63,6 @@ func (c *Client) AppSpaces(ctx context.Context, appGUIDs []string) (map[string]s
 	return spaces, nil
 }
 
-// DeveloperSpaces returns which of spaceGUIDs the user (a UAA user id, CC's user
-// guid) holds the space_developer role in: the spaces whose apps a space developer
-// may write policies for. One request per chunk of spaces (GET /v3/roles).
-func (c *Client) DeveloperSpaces(ctx context.Context, userGUID string, spaceGUIDs []string) (map[string]bool, error) {
-	out := map[string]bool{}
-	for _, chunk := range chunks(unique(spaceGUIDs), c.opts.ChunkSize) {
-		q := url.Values{
-			"types":       {"space_developer"},
-			"user_guids":  {userGUID},
-			"space_guids": {strings.Join(chunk, ",")},
-			"per_page":    {"5000"},
-		}
-		err := c.eachPage(ctx, q, func(ctx context.Context, q url.Values) (page, error) {
-			var answer struct {
-				page
-				Resources []struct {
-					Type          string `json:"type"`
-					Relationships struct {
-						User  relationship `json:"user"`
-						Space relationship `json:"space"`
-					} `json:"relationships"`
-				} `json:"resources"`
-			}
-			err := c.getJSON(ctx, "roles", false, "/v3/roles", q, &answer)
-			for _, r := range answer.Resources {
-				// Filtered by CC already; checked again so a wider answer cannot grant.
-				if r.Type == "space_developer" && r.Relationships.User.guid() == userGUID {
-					out[r.Relationships.Space.guid()] = true
-				}
-			}
-			return answer.page, err
-		})
-		if err != nil {
-			return nil, err
-		}
-	}
-	return out, nil
-}
-
 // maxPages bounds a listing, so a CC that always answers "next" cannot loop us.
 const maxPages = 10000
 

@@ -70,20 +70,6 @@ func TestAppSpacesChunksAndSkipsUnknownApps(t *testing.T) {
 	}
 }
 
-func TestDeveloperSpaces(t *testing.T) {
-	cc := ccstub.New(t)
-	cc.SetDeveloper("alice", "s1", "s2")
-	cc.SetDeveloper("bob", "s3")
-	c, _ := newClient(t, cc, nil)
-	got, err := c.DeveloperSpaces(context.Background(), "alice", []string{"s1", "s3", "s4"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !got["s1"] || got["s2"] || got["s3"] || len(got) != 1 {
-		t.Errorf("alice's developer spaces among s1,s3,s4 = %v, want only s1", got)
-	}
-}
-
 func TestSecurityGroupsPaginatesAndReportsLastUpdate(t *testing.T) {
 	cc := ccstub.New(t)
 	var groups []ccstub.SecurityGroup
