@@ -41,16 +41,7 @@ func setup(t testing.TB) env {
 		return s
 	}
 	cc := ccstub.New(t)
-	cli, err := ccclient.New(ccclient.Options{
-		URL: cc.URL, CACertFile: cc.CAFile,
-		InternalURL: cc.InternalURL, InternalCACertFile: cc.CAFile,
-		InternalClientCertFile: cc.ClientCertFile, InternalClientKeyFile: cc.ClientKeyFile,
-		UAAURL: cc.UAAURL, UAACACertFile: cc.CAFile, ClientID: ccstub.ClientID, ClientSecret: ccstub.ClientSecret,
-		Timeout: 5 * time.Second, Backoff: 5 * time.Millisecond, Attempts: 2,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cli := cc.Client(t, nil)
 	return env{cc: cc, st: newSt(), newSt: newSt, cli: cli}
 }
 

@@ -37,13 +37,7 @@ func guardSetup(t *testing.T, quota int) (*ccstub.CC, *store.Store, *auth.SpaceG
 		t.Fatal(err)
 	}
 	cc := ccstub.New(t)
-	cli, err := ccclient.New(ccclient.Options{
-		URL: cc.URL, CACertFile: cc.CAFile, UAAURL: cc.UAAURL, UAACACertFile: cc.CAFile,
-		ClientID: ccstub.ClientID, ClientSecret: ccstub.ClientSecret, Backoff: time.Millisecond, Timeout: time.Second, Attempts: 2,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cli := cc.Client(t, func(o *ccclient.Options) { o.Timeout = time.Second })
 	cc.SetDeveloper("dev-1", "space-a", "space-b")
 	cc.SetDeveloper("dev-2", "space-c")
 	for _, a := range []struct{ app, space string }{{"a1", "space-a"}, {"a2", "space-a"}, {"b1", "space-b"}, {"c1", "space-c"}} {
@@ -189,11 +183,7 @@ func BenchmarkSpaceDeveloperCreate(b *testing.B) {
 				b.Fatal(err)
 			}
 			cc := ccstub.New(b)
-			cli, err := ccclient.New(ccclient.Options{URL: cc.URL, CACertFile: cc.CAFile, UAAURL: cc.UAAURL, UAACACertFile: cc.CAFile,
-				ClientID: ccstub.ClientID, ClientSecret: ccstub.ClientSecret})
-			if err != nil {
-				b.Fatal(err)
-			}
+			cli := cc.Client(b, nil)
 			g := &auth.SpaceGuard{CC: cli, Policies: st, MaxPoliciesPerSource: 150}
 			cc.SetDeveloper("dev", "space")
 			var policies []models.Policy

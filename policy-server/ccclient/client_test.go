@@ -19,22 +19,12 @@ import (
 func newClient(t *testing.T, cc *ccstub.CC, mod func(*ccclient.Options)) (*ccclient.Client, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	opts := ccclient.Options{
-		URL: cc.URL, CACertFile: cc.CAFile,
-		InternalURL: cc.InternalURL, InternalCACertFile: cc.CAFile,
-		InternalClientCertFile: cc.ClientCertFile, InternalClientKeyFile: cc.ClientKeyFile,
-		UAAURL: cc.UAAURL, UAACACertFile: cc.CAFile,
-		ClientID: ccstub.ClientID, ClientSecret: ccstub.ClientSecret,
-		Backoff: 5 * time.Millisecond, Timeout: 2 * time.Second,
-		Registerer: reg,
-	}
-	if mod != nil {
-		mod(&opts)
-	}
-	c, err := ccclient.New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := cc.Client(t, func(o *ccclient.Options) {
+		o.Timeout, o.Attempts, o.Registerer = 10*time.Second, 3, reg
+		if mod != nil {
+			mod(o)
+		}
+	})
 	return c, reg
 }
 

@@ -37,13 +37,7 @@ func setupDSN(t *testing.T) (*ccstub.CC, *store.Store, *cleanup.Cleaner, string)
 		t.Fatal(err)
 	}
 	cc := ccstub.New(t)
-	cli, err := ccclient.New(ccclient.Options{
-		URL: cc.URL, CACertFile: cc.CAFile, UAAURL: cc.UAAURL, UAACACertFile: cc.CAFile,
-		ClientID: ccstub.ClientID, ClientSecret: ccstub.ClientSecret, Backoff: time.Millisecond, Attempts: 2,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cli := cc.Client(t, nil)
 	return cc, st, &cleanup.Cleaner{CC: cli, Store: st, Interval: 20 * time.Millisecond}, dsn
 }
 

@@ -45,6 +45,7 @@ import (
 	"time"
 
 	"netman/lib/mutualtls/mutualtlstest"
+	"netman/policy-server/ccclient"
 )
 
 // Client credentials the stand-in's UAA accepts.
@@ -161,6 +162,32 @@ func writeFile(t testing.TB, dir, name string, data []byte) string {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// ClientOptions configure netman's client for this stand-in: every URL, CA and
+// credential, with short backoffs so tests of failures stay fast.
+func (cc *CC) ClientOptions() ccclient.Options {
+	return ccclient.Options{
+		URL: cc.URL, CACertFile: cc.CAFile,
+		InternalURL: cc.InternalURL, InternalCACertFile: cc.CAFile,
+		InternalClientCertFile: cc.ClientCertFile, InternalClientKeyFile: cc.ClientKeyFile,
+		UAAURL: cc.UAAURL, UAACACertFile: cc.CAFile, ClientID: ClientID, ClientSecret: ClientSecret,
+		Timeout: 5 * time.Second, Attempts: 2, Backoff: 5 * time.Millisecond,
+	}
+}
+
+// Client is a client for this stand-in (ClientOptions), changed by mod when not nil.
+func (cc *CC) Client(t testing.TB, mod func(*ccclient.Options)) *ccclient.Client {
+	t.Helper()
+	opts := cc.ClientOptions()
+	if mod != nil {
+		mod(&opts)
+	}
+	c, err := ccclient.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 // SetApp creates or moves an app into a space.

@@ -44,14 +44,7 @@ func newCCServer(t *testing.T, quota int, selfService bool) *ccServer {
 		t.Fatal(err)
 	}
 	cc := ccstub.New(t)
-	cli, err := ccclient.New(ccclient.Options{
-		URL: cc.URL, CACertFile: cc.CAFile, UAAURL: cc.UAAURL, UAACACertFile: cc.CAFile,
-		ClientID: ccstub.ClientID, ClientSecret: ccstub.ClientSecret,
-		Timeout: time.Second, Attempts: 2, Backoff: time.Millisecond,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cli := cc.Client(t, func(o *ccclient.Options) { o.Timeout = time.Second })
 	key := authtest.NewKey(t, "k")
 	verifier, err := auth.New(auth.Options{KeyFile: key.PublicKeyFile(t)})
 	if err != nil {
