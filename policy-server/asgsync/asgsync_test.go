@@ -11,7 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"netman/internal/testsupport/ccstub"
-	"netman/internal/testsupport/pgtest"
+	"netman/internal/testsupport/storetest"
 	"netman/policy-server/asgsync"
 	"netman/policy-server/ccclient"
 	"netman/policy-server/store"
@@ -28,11 +28,7 @@ type env struct {
 
 func setup(t testing.TB) env {
 	t.Helper()
-	db, _ := pgtest.Open(t)
-	ctx := context.Background()
-	if err := store.Migrate(ctx, db); err != nil {
-		t.Fatal(err)
-	}
+	st, db, _ := storetest.Open(t, store.Options{})
 	newSt := func() *store.Store {
 		s, err := store.New(db, store.Options{})
 		if err != nil {
@@ -42,7 +38,7 @@ func setup(t testing.TB) env {
 	}
 	cc := ccstub.New(t)
 	cli := cc.Client(t, nil)
-	return env{cc: cc, st: newSt(), newSt: newSt, cli: cli}
+	return env{cc: cc, st: st, newSt: newSt, cli: cli}
 }
 
 func group(guid string, spaces ...string) ccstub.SecurityGroup {

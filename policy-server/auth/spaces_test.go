@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"netman/internal/testsupport/ccstub"
-	"netman/internal/testsupport/pgtest"
+	"netman/internal/testsupport/storetest"
 	"netman/lib/models"
 	"netman/lib/uaatoken"
 	"netman/policy-server/auth"
@@ -28,14 +28,7 @@ func tcp(src, dst string, port int) models.Policy {
 
 func guardSetup(t *testing.T, quota int) (*ccstub.CC, *store.Store, *auth.SpaceGuard) {
 	t.Helper()
-	db, _ := pgtest.Open(t)
-	if err := store.Migrate(context.Background(), db); err != nil {
-		t.Fatal(err)
-	}
-	st, err := store.New(db, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, _, _ := storetest.Open(t, store.Options{})
 	cc := ccstub.New(t)
 	cli := cc.Client(t, func(o *ccclient.Options) { o.Timeout = time.Second })
 	cc.SetDeveloper("dev-1", "space-a", "space-b")
@@ -174,14 +167,7 @@ func TestRequireWrite(t *testing.T) {
 func BenchmarkSpaceDeveloperCreate(b *testing.B) {
 	for _, apps := range []int{2, 100, 1000} {
 		b.Run(fmt.Sprintf("apps=%d", apps), func(b *testing.B) {
-			db, _ := pgtest.Open(b)
-			if err := store.Migrate(context.Background(), db); err != nil {
-				b.Fatal(err)
-			}
-			st, err := store.New(db, store.Options{})
-			if err != nil {
-				b.Fatal(err)
-			}
+			st, _, _ := storetest.Open(b, store.Options{})
 			cc := ccstub.New(b)
 			cli := cc.Client(b, nil)
 			g := &auth.SpaceGuard{CC: cli, Policies: st, MaxPoliciesPerSource: 150}

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"netman/internal/testsupport/ccstub"
-	"netman/internal/testsupport/pgtest"
+	"netman/internal/testsupport/storetest"
 	"netman/lib/models"
 	"netman/policy-server/ccclient"
 	"netman/policy-server/cleanup"
@@ -28,14 +28,7 @@ func setup(t *testing.T) (*ccstub.CC, *store.Store, *cleanup.Cleaner) {
 
 func setupDSN(t *testing.T) (*ccstub.CC, *store.Store, *cleanup.Cleaner, string) {
 	t.Helper()
-	db, dsn := pgtest.Open(t)
-	if err := store.Migrate(context.Background(), db); err != nil {
-		t.Fatal(err)
-	}
-	st, err := store.New(db, store.Options{TagLength: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, _, dsn := storetest.Open(t, store.Options{TagLength: 1})
 	cc := ccstub.New(t)
 	cli := cc.Client(t, nil)
 	return cc, st, &cleanup.Cleaner{CC: cli, Store: st, Interval: 20 * time.Millisecond}, dsn

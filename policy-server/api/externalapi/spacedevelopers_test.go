@@ -1,7 +1,6 @@
 package externalapi_test
 
 import (
-	"context"
 	"encoding/json"
 	"log/slog"
 	"net/http/httptest"
@@ -10,7 +9,7 @@ import (
 	"time"
 
 	"netman/internal/testsupport/ccstub"
-	"netman/internal/testsupport/pgtest"
+	"netman/internal/testsupport/storetest"
 	"netman/internal/testsupport/syncbuf"
 	"netman/lib/apiwire"
 	"netman/lib/httpapi"
@@ -35,14 +34,7 @@ type ccServer struct {
 
 func newCCServer(t *testing.T, quota int, selfService bool) *ccServer {
 	t.Helper()
-	db, _ := pgtest.Open(t)
-	if err := store.Migrate(context.Background(), db); err != nil {
-		t.Fatal(err)
-	}
-	st, err := store.New(db, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, _, _ := storetest.Open(t, store.Options{})
 	cc := ccstub.New(t)
 	cli := cc.Client(t, func(o *ccclient.Options) { o.Timeout = time.Second })
 	key := authtest.NewKey(t, "k")

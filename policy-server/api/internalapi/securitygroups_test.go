@@ -14,7 +14,7 @@ import (
 	"strings"
 	"testing"
 
-	"netman/internal/testsupport/pgtest"
+	"netman/internal/testsupport/storetest"
 	"netman/lib/apiwire"
 	"netman/lib/httpapi"
 	"netman/policy-server/api/internalapi"
@@ -97,16 +97,8 @@ func silkGetSecurityGroupsForSpace(t *testing.T, base string, perPage int, space
 
 func serve(t *testing.T, groups []store.SecurityGroup) string {
 	t.Helper()
-	db, _ := pgtest.Open(t)
-	ctx := context.Background()
-	if err := store.Migrate(ctx, db); err != nil {
-		t.Fatal(err)
-	}
-	st, err := store.New(db, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := st.ReplaceSecurityGroups(ctx, groups); err != nil {
+	st, _, _ := storetest.Open(t, store.Options{})
+	if _, err := st.ReplaceSecurityGroups(context.Background(), groups); err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(httpapi.NewMux(httpapi.Middleware{Server: "internal", Logger: slog.New(slog.DiscardHandler)}, internalapi.V1Routes(st, 100)))
