@@ -31,6 +31,10 @@ type Store interface {
 	RunPeriodic(ctx context.Context, job store.Job, every time.Duration, fn func(ctx context.Context, state string) (string, error)) (bool, error)
 }
 
+// implausiblyAllGone is how many apps CC must deny at once, none left, for the
+// cleaner to distrust the answer.
+const implausiblyAllGone = 10
+
 // Cleaner deletes stale policies. Fill CC, Store and, for Run, Interval.
 type Cleaner struct {
 	CC         CC
@@ -66,6 +70,12 @@ func (c *Cleaner) DeleteStale(ctx context.Context) ([]models.Policy, error) {
 	live, err := c.CC.AppSpaces(ctx, apps)
 	if err != nil {
 		return nil, fmt.Errorf("cleanup: asking Cloud Controller which apps exist: %w", err)
+	}
+	if len(live) == 0 && len(apps) >= implausiblyAllGone {
+		// A client without cloud_controller.admin_read_only sees no apps: deleting on
+		// that answer would drop every policy.
+		return nil, fmt.Errorf("cleanup: Cloud Controller says none of the %d apps of policies exists; "+
+			"not deleting (does uaa_client have the authority cloud_controller.admin_read_only?)", len(apps))
 	}
 	stale := func(id string) bool {
 		_, ok := live[id]

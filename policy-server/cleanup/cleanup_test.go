@@ -3,7 +3,9 @@ package cleanup_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -148,5 +150,24 @@ func TestRunCleansUpPeriodically(t *testing.T) {
 	<-done
 	if left, _ := st.All(context.Background()); len(left) != 0 {
 		t.Fatalf("left %v", ids(left))
+	}
+}
+
+func TestDeleteStaleDistrustsCCSeeingNoAppAtAll(t *testing.T) {
+	_, st, c := setup(t)
+	ctx := context.Background()
+	var ps []models.Policy
+	for i := range 10 {
+		ps = append(ps, pol(fmt.Sprintf("src-%d", i), fmt.Sprintf("dst-%d", i)))
+	}
+	if err := st.Create(ctx, ps); err != nil {
+		t.Fatal(err)
+	}
+	// CC answers, but knows none of the 20 apps: a client without admin_read_only.
+	if _, err := c.DeleteStale(ctx); err == nil || !strings.Contains(err.Error(), "cloud_controller.admin_read_only") {
+		t.Fatalf("err = %v, want a refusal naming the missing authority", err)
+	}
+	if left, _ := st.All(ctx); len(left) != 10 {
+		t.Fatalf("%d policies left, want all 10", len(left))
 	}
 }
