@@ -23,3 +23,15 @@ type SecurityGroupV1 struct {
 	StagingSpaceGUIDs []string `json:"staging_space_guids"`
 	RunningSpaceGUIDs []string `json:"running_space_guids"`
 }
+
+// SecurityGroupRule is one rule of a security group, inside SecurityGroupV1.Rules: the
+// fields of Cloud Controller's v3 rule that cf-networking keeps and silk reads.
+type SecurityGroupRule struct {
+	Protocol    string `json:"protocol"`
+	Destination string `json:"destination"`
+	Ports       string `json:"ports"`
+	Type        int    `json:"type"`
+	Code        int    `json:"code"`
+	Description string `json:"description"`
+	Log         bool   `json:"log"`
+}

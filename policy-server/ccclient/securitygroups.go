@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"net/url"
 	"time"
+
+	"netman/lib/apiwire"
 )
 
 // ErrUnstable is wrapped when security groups kept changing while they were listed:
@@ -17,17 +19,8 @@ var ErrUnstable = errors.New("security groups changed while they were listed")
 // cf-networking, so 1,000 groups take one request.
 const SecurityGroupsPerPage = 5000
 
-// Rule is one rule of a security group, with the fields cf-networking's syncer keeps
-// and silk's agents read.
-type Rule struct {
-	Protocol    string `json:"protocol"`
-	Destination string `json:"destination"`
-	Ports       string `json:"ports"`
-	Type        int    `json:"type"`
-	Code        int    `json:"code"`
-	Description string `json:"description"`
-	Log         bool   `json:"log"`
-}
+// Rule is one rule of a security group: CC's v3 rule, with the fields netman keeps.
+type Rule = apiwire.SecurityGroupRule
 
 // SecurityGroup is a v3 security group as netman uses it.
 type SecurityGroup struct {

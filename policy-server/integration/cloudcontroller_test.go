@@ -1,43 +1,43 @@
 package integration_test
 
 import (
-	"encoding/json"
+	"context"
 	"fmt"
-	"io"
-	"net/http"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"netman/internal/testsupport/ccstub"
-	"netman/lib/apiwire"
+	"netman/lib/mutualtls"
+	"netman/lib/policyclient"
 )
 
 // Cloud Controller (and UAA's token endpoint) is the ccstub stand-in: it cannot run
 // here. The policy server is the real binary on a real Postgres.
 
-func (s *server) securityGroups(t *testing.T, spaces ...string) ([]string, int) {
+// securityGroups reads the groups of spaces with netman's client, as an agent does.
+func (s *server) securityGroups(t *testing.T, spaces ...string) ([]string, error) {
 	t.Helper()
-	resp, err := s.client.Get(fmt.Sprintf("https://127.0.0.1:%d%s?per_page=5000&space_guids=%s",
-		s.ports.internal, apiwire.InternalSecurityGroupsV1Path, strings.Join(spaces, ",")))
+	tlsConfig, err := mutualtls.ClientConfig(filepath.Join(s.certs, "client.crt"), filepath.Join(s.certs, "client.key"), filepath.Join(s.certs, "ca.crt"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		_, _ = io.Copy(io.Discard, resp.Body)
-		return nil, resp.StatusCode
-	}
-	var page apiwire.SecurityGroupsV1
-	if err := json.NewDecoder(resp.Body).Decode(&page); err != nil {
+	tlsConfig.ServerName = serverName
+	c, err := policyclient.New(fmt.Sprintf("https://127.0.0.1:%d", s.ports.internal), tlsConfig, 10*time.Second)
+	if err != nil {
 		t.Fatal(err)
 	}
+	groups, err := c.SecurityGroups(context.Background(), spaces)
 	var guids []string
-	for _, g := range page.SecurityGroups {
+	for _, g := range groups {
 		guids = append(guids, g.GUID)
+		if g.GUID == "sg-1" && len(g.Rules) > 0 && g.Rules[0].Ports != "443" {
+			t.Errorf("sg-1's rules as the client reads them: %+v", g.Rules)
+		}
 	}
-	return guids, resp.StatusCode
+	return guids, err
 }
 
 // waitForGroup polls the internal API until space's groups include guid.
@@ -78,8 +78,8 @@ func TestSecurityGroupsFromCloudController(t *testing.T) {
 
 	// CC down: the stored groups and the policies keep being served.
 	cc.SetDown(true)
-	if guids, status := s.securityGroups(t, "space-2"); status != 200 || !slices.Contains(guids, "sg-1") {
-		t.Fatalf("with CC down: %d %v", status, guids)
+	if guids, err := s.securityGroups(t, "space-2"); err != nil || !slices.Contains(guids, "sg-1") {
+		t.Fatalf("with CC down: %v %v", err, guids)
 	}
 	s.policies(t, "")
 	if err := s.stop(t); err != nil {
