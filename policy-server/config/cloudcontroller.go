@@ -91,7 +91,12 @@ func defaultCloudController() CloudController {
 	}
 }
 
-func (c CloudController) validate(uaaURL string, bad func(field, format string, args ...any)) {
+// minConnectionsWithCC is the least max_open_connections with cc_url: each periodic job
+// holds one connection for its lock while it works through others, and requests must
+// still get theirs.
+const minConnectionsWithCC = 4
+
+func (c CloudController) validate(uaaURL string, maxOpenConnections int, bad func(field, format string, args ...any)) {
 	httpsURL := func(field, s string) {
 		if u, err := url.Parse(s); err != nil || u.Scheme != "https" || u.Host == "" {
 			bad(field, "%q is not an https:// URL", s)
@@ -129,6 +134,10 @@ func (c CloudController) validate(uaaURL string, bad func(field, format string, 
 		return
 	}
 	httpsURL("cc_url", c.CCURL)
+	if maxOpenConnections < minConnectionsWithCC {
+		bad("database.max_open_connections", "%d is too few with cc_url: the security group sync and the cleanup each hold a connection while they run; use at least %d",
+			maxOpenConnections, minConnectionsWithCC)
+	}
 	if uaaURL == "" {
 		bad("uaa_url", "must be set with cc_url: the UAA client token for Cloud Controller comes from it")
 	}

@@ -55,6 +55,7 @@ func TestCloudControllerFieldsRefused(t *testing.T) {
 		{"chunk size too big", true, map[string]any{"cc_app_request_chunk_size": 5001}, "cc_app_request_chunk_size"},
 		{"quota zero", true, map[string]any{"max_policies_per_app_source": 0}, "max_policies_per_app_source"},
 		{"cleanup too often", true, map[string]any{"cleanup_interval_seconds": 5}, "cleanup_interval_seconds"},
+		{"pool too small", true, map[string]any{"database": map[string]any{"type": "postgres", "connection_string": "postgres://h/db", "max_open_connections": 2, "max_idle_connections": 1}}, "database.max_open_connections"},
 		{"self service without cc", false, map[string]any{"enable_space_developer_self_service": true}, "enable_space_developer_self_service"},
 		{"secret without cc", false, map[string]any{"uaa_client_secret": "x"}, "uaa_client_secret"},
 	}

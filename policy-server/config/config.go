@@ -215,7 +215,7 @@ func (c *Config) Validate() error {
 		bad("max_policy_group_ids", "%d must be at least 1", c.MaxPolicyGroupIDs)
 	}
 	c.External.validate(bad)
-	c.CloudController.validate(c.UAAURL, bad)
+	c.CloudController.validate(c.UAAURL, c.Database.MaxOpenConnections, bad)
 	return errors.Join(errs...)
 }
 

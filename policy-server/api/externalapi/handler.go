@@ -69,46 +69,41 @@ func New(opts Options) (*API, error) {
 }
 
 // ExternalRoutes are the routes of the external server, every one behind a bearer
-// token with network.admin; none when the API has no token verifier.
+// token: network.admin, or for the policy routes and whoami also a space developer's
+// token when a Cloud Controller guard decides for them. None when the API has no token
+// verifier.
 func (a *API) ExternalRoutes() []httpapi.Route {
 	if a.verifier == nil {
 		return nil
 	}
+	access := auth.WriteAccess{SpaceDevelopers: a.cc.Guard != nil, SelfService: a.cc.SelfService}
+	dev := func(h http.Handler) http.Handler { return a.verifier.RequireWrite(access, h) }
+	admin := a.verifier.Require
 	v0 := "/networking/v0/external/"
 	v1 := "/networking/v1/external/"
-	create0, delete0 := a.changePolicies("v0", a.decodeV0, true, a.store.Create), a.changePolicies("v0", a.decodeV0, false, a.store.Delete)
-	create1, delete1 := a.changePolicies("v1", a.decodeV1, true, a.store.Create), a.changePolicies("v1", a.decodeV1, false, a.store.Delete)
+	create0, delete0 := dev(a.changePolicies("v0", a.decodeV0, true, a.store.Create)), dev(a.changePolicies("v0", a.decodeV0, false, a.store.Delete))
+	create1, delete1 := dev(a.changePolicies("v1", a.decodeV1, true, a.store.Create)), dev(a.changePolicies("v1", a.decodeV1, false, a.store.Delete))
+	list0 := func(ps []models.Policy) any { return policiesV0(ps) }
+	list1 := func(ps []models.Policy) any { return policiesV1(ps) }
 	routes := []httpapi.Route{
 		{Name: "external_v0_create_policies", Method: http.MethodPost, Path: v0 + "policies", Handler: create0},
 		{Name: "external_v0_delete_policies", Method: http.MethodDelete, Path: v0 + "policies", Handler: delete0},
 		{Name: "external_v0_delete_policies", Method: http.MethodPost, Path: v0 + "policies/delete", Handler: delete0},
-		{Name: "external_v0_list_policies", Method: http.MethodGet, Path: v0 + "policies", Handler: a.listPolicies(func(ps []models.Policy) any { return policiesV0(ps) })},
-		{Name: "external_v0_tags", Method: http.MethodGet, Path: v0 + "tags", Handler: a.listTags(func(ts []models.Tag) any { return tagsV0(ts) })},
-		{Name: "external_v0_whoami", Method: http.MethodGet, Path: v0 + "whoami", Handler: http.HandlerFunc(whoami)},
+		{Name: "external_v0_list_policies", Method: http.MethodGet, Path: v0 + "policies", Handler: dev(a.listPolicies(list0))},
+		{Name: "external_v0_tags", Method: http.MethodGet, Path: v0 + "tags", Handler: admin(a.listTags(func(ts []models.Tag) any { return tagsV0(ts) }))},
+		{Name: "external_v0_whoami", Method: http.MethodGet, Path: v0 + "whoami", Handler: dev(http.HandlerFunc(whoami))},
 
 		{Name: "external_v1_create_policies", Method: http.MethodPost, Path: v1 + "policies", Handler: create1},
 		{Name: "external_v1_delete_policies", Method: http.MethodDelete, Path: v1 + "policies", Handler: delete1},
 		{Name: "external_v1_delete_policies", Method: http.MethodPost, Path: v1 + "policies/delete", Handler: delete1},
-		{Name: "external_v1_list_policies", Method: http.MethodGet, Path: v1 + "policies", Handler: a.listPolicies(func(ps []models.Policy) any { return policiesV1(ps) })},
-		{Name: "external_v1_tags", Method: http.MethodGet, Path: v1 + "tags", Handler: a.listTags(func(ts []models.Tag) any { return tagsV1(ts) })},
-		{Name: "external_v1_whoami", Method: http.MethodGet, Path: v1 + "whoami", Handler: http.HandlerFunc(whoami)},
+		{Name: "external_v1_list_policies", Method: http.MethodGet, Path: v1 + "policies", Handler: dev(a.listPolicies(list1))},
+		{Name: "external_v1_tags", Method: http.MethodGet, Path: v1 + "tags", Handler: admin(a.listTags(func(ts []models.Tag) any { return tagsV1(ts) }))},
+		{Name: "external_v1_whoami", Method: http.MethodGet, Path: v1 + "whoami", Handler: dev(http.HandlerFunc(whoami))},
 	}
 	if a.cc.Cleaner != nil {
 		routes = append(routes,
-			httpapi.Route{Name: "external_v0_cleanup_policies", Method: http.MethodPost, Path: v0 + "policies/cleanup",
-				Handler: a.cleanup("v0", func(ps []models.Policy) any { return policiesV0(ps) })},
-			httpapi.Route{Name: "external_v1_cleanup_policies", Method: http.MethodPost, Path: v1 + "policies/cleanup",
-				Handler: a.cleanup("v1", func(ps []models.Policy) any { return policiesV1(ps) })})
-	}
-	// Space developers (when a guard decides for them) reach the policy routes and
-	// whoami; tags and cleanup stay network.admin's.
-	access := auth.WriteAccess{SpaceDevelopers: a.cc.Guard != nil, SelfService: a.cc.SelfService}
-	for i, rt := range routes {
-		if strings.Contains(rt.Name, "_policies") && !strings.Contains(rt.Name, "cleanup") || strings.HasSuffix(rt.Name, "_whoami") {
-			routes[i].Handler = a.verifier.RequireWrite(access, rt.Handler)
-		} else {
-			routes[i].Handler = a.verifier.Require(rt.Handler)
-		}
+			httpapi.Route{Name: "external_v0_cleanup_policies", Method: http.MethodPost, Path: v0 + "policies/cleanup", Handler: admin(a.cleanup("v0", list0))},
+			httpapi.Route{Name: "external_v1_cleanup_policies", Method: http.MethodPost, Path: v1 + "policies/cleanup", Handler: admin(a.cleanup("v1", list1))})
 	}
 	return routes
 }
