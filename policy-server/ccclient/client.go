@@ -121,18 +121,18 @@ func New(opts Options) (*Client, error) {
 	c := &Client{opts: opts, log: opts.Logger, metrics: newMetrics(opts.Registerer)}
 	var err error
 	if c.public, err = httpClient(opts.CACertFile, "", ""); err != nil {
-		return nil, fmt.Errorf("cc_ca_cert_file: %w", err)
+		return nil, fmt.Errorf("field \"cc_ca_cert_file\": %w", err)
 	}
 	uaa, err := httpClient(opts.UAACACertFile, "", "")
 	if err != nil {
-		return nil, fmt.Errorf("uaa_ca_cert_file: %w", err)
+		return nil, fmt.Errorf("field \"uaa_ca_cert_file\": %w", err)
 	}
 	if opts.InternalURL != "" {
 		if opts.InternalClientCertFile == "" || opts.InternalClientKeyFile == "" {
 			return nil, errors.New("ccclient: cc_internal_url needs cc_internal_client_cert_file and cc_internal_client_key_file")
 		}
 		if c.internal, err = httpClient(opts.InternalCACertFile, opts.InternalClientCertFile, opts.InternalClientKeyFile); err != nil {
-			return nil, fmt.Errorf("cc_internal certificates: %w", err)
+			return nil, fmt.Errorf("fields \"cc_internal_ca_cert_file\", \"cc_internal_client_cert_file\", \"cc_internal_client_key_file\": %w", err)
 		}
 	}
 	c.tokens = &tokenSource{

@@ -3,6 +3,7 @@ package integration_test
 import (
 	"context"
 	"fmt"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -87,5 +88,48 @@ func TestSecurityGroupsFromCloudController(t *testing.T) {
 	}
 	if strings.Contains(s.out.String(), ccstub.ClientSecret) {
 		t.Fatal("the log shows uaa_client_secret")
+	}
+}
+
+func TestValidateConfigChecksCloudControllerFiles(t *testing.T) {
+	cc := ccstub.New(t)
+	other := ccstub.New(t)
+	dir := certs(t)
+	base := map[string]any{
+		"uaa_url": cc.UAAURL, "uaa_ca_cert_file": cc.CAFile, "cc_url": cc.URL, "cc_ca_cert_file": cc.CAFile,
+		"cc_internal_url": cc.InternalURL, "cc_internal_ca_cert_file": cc.CAFile,
+		"cc_internal_client_cert_file": cc.ClientCertFile, "cc_internal_client_key_file": cc.ClientKeyFile,
+		"uaa_client_secret": ccstub.ClientSecret,
+	}
+	with := func(k string, v any) map[string]any {
+		m := map[string]any{}
+		for bk, bv := range base {
+			m[bk] = bv
+		}
+		m[k] = v
+		return m
+	}
+	for _, tc := range []struct {
+		name  string
+		extra map[string]any
+		field string
+	}{
+		{"valid", base, ""},
+		{"client key of another certificate", with("cc_internal_client_key_file", other.ClientKeyFile), "cc_internal_client_key_file"},
+		{"missing CC CA", with("cc_ca_cert_file", filepath.Join(t.TempDir(), "nope.crt")), "cc_ca_cert_file"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := writeConfig(t, dir, "postgres://netman@127.0.0.1:1/netman?sslmode=disable", ports{4003, 4004, 22222}, tc.extra)
+			out, err := exec.Command(binary, "-config-file", cfg, "-validate-config").CombinedOutput()
+			switch {
+			case tc.field == "" && err != nil:
+				t.Fatalf("valid config refused: %v\n%s", err, out)
+			case tc.field != "" && (err == nil || !strings.Contains(string(out), tc.field)):
+				t.Fatalf("want a refusal naming %s, got %v: %s", tc.field, err, out)
+			}
+			if strings.Contains(string(out), ccstub.ClientSecret) {
+				t.Fatalf("output shows uaa_client_secret: %s", out)
+			}
+		})
 	}
 }
