@@ -16,6 +16,7 @@ import (
 	"time"
 
 	_ "github.com/lib/pq" // database/sql driver "postgres"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tedsuo/ifrit"
 	"github.com/tedsuo/ifrit/grouper"
 	"github.com/tedsuo/ifrit/sigmon"
@@ -68,6 +69,9 @@ SIGTERM or SIGINT drains in-flight requests and exits 0.
 	if err == nil {
 		err = externalapi.CheckFiles(cfg)
 	}
+	if err == nil {
+		_, err = server.NewCloudController(cfg, nil, nil, slog.New(slog.DiscardHandler))
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "policy-server: invalid configuration: %v\n", err)
 		return 1
@@ -113,15 +117,26 @@ func serve(cfg *config.Config, tlsConfig *tls.Config, migrateOnly bool, logger *
 	if err := st.CheckTagLength(ctx); err != nil {
 		return fmt.Errorf("field \"tag_length\": %w", err)
 	}
-	routes, err := externalapi.Configure(ctx, cfg, st, logger)
+	reg := prometheus.NewRegistry()
+	cc, err := server.NewCloudController(cfg, st, reg, logger)
+	if err != nil {
+		return err
+	}
+	var ccParts externalapi.CloudController
+	var extra grouper.Members
+	if cc != nil {
+		ccParts = externalapi.CloudController{Guard: cc.Guard, SelfService: cc.SelfService, Cleaner: cc.Cleaner}
+		extra = cc.Members
+	}
+	routes, err := externalapi.Configure(ctx, cfg, st, ccParts, logger)
 	if err != nil {
 		return err
 	}
 	cancel()
 
 	members, err := server.Members(server.Deps{
-		Config: cfg, TLS: tlsConfig, DB: db, Store: st, DSN: cfg.Database.DSN(), Logger: logger,
-		ExternalRoutes: routes.External, ExternalTLS: routes.ExternalTLS,
+		Config: cfg, TLS: tlsConfig, DB: db, Store: st, DSN: cfg.Database.DSN(), Logger: logger, Registry: reg,
+		ExternalRoutes: routes.External, ExternalTLS: routes.ExternalTLS, Extra: extra,
 	})
 	if err != nil {
 		return err

@@ -52,7 +52,7 @@ func hasField(cfg map[string]any, dotted string) bool {
 // type reads, so a field added to a program without a job property shows up here.
 func TestTemplatesCoverConfigFields(t *testing.T) {
 	t.Run("policy-server", func(t *testing.T) {
-		p := with(with(policyServerProps(t), externalAPIProps(t)), map[string]any{
+		p := with(with(with(policyServerProps(t), externalAPIProps(t)), ccProps(t)), map[string]any{
 			"policy-server.uaa_public_key":       "-----BEGIN PUBLIC KEY-----\n-----END PUBLIC KEY-----",
 			"policy-server.jwt_audience":         "network-policy",
 			"policy-server.database.require_ssl": true,

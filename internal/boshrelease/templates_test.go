@@ -52,6 +52,22 @@ func externalAPIProps(t testing.TB) map[string]any {
 	}
 }
 
+// ccProps turns on the Cloud Controller integration with cf-deployment's credentials.
+func ccProps(t testing.TB) map[string]any {
+	ca := mutualtlstest.NewAuthority(t, "service_cf_internal_ca")
+	cert, key := ca.Issue(t, mutualtlstest.Leaf{CommonName: "policy_server_asg_syncer_cc_client", Client: true})
+	return map[string]any{
+		"policy-server.cc_url":                              "https://cloud-controller-ng.service.cf.internal:9024",
+		"policy-server.cc_ca_cert":                          string(ca.CertPEM),
+		"policy-server.cc_internal_url":                     "https://cloud-controller-ng.service.cf.internal:9023",
+		"policy-server.cc_internal.ca_cert":                 string(ca.CertPEM),
+		"policy-server.cc_internal.client_cert":             string(cert),
+		"policy-server.cc_internal.client_key":              string(key),
+		"policy-server.uaa_client_secret":                   "network-policy-secret",
+		"policy-server.enable_space_developer_self_service": true,
+	}
+}
+
 func policyAgentProps(t testing.TB) map[string]any {
 	t.Helper()
 	ca := mutualtlstest.NewAuthority(t, "netman test CA")
@@ -192,6 +208,9 @@ func TestInvalidPropertiesAreRefused(t *testing.T) {
 		{"policy-server", with(ps, map[string]any{"policy-server.uaa_url": "http://uaa"}), "policy-server.uaa_url"},
 		{"policy-server", with(ps, map[string]any{"policy-server.uaa_ca": "pem"}), "policy-server.uaa_ca"},
 		{"policy-server", with(ps, map[string]any{"policy-server.external_server_cert": "pem"}), "policy-server.external_server_key"},
+		{"policy-server", with(with(ps, ccProps(t)), map[string]any{"policy-server.uaa_client_secret": ""}), "policy-server.uaa_client_secret"},
+		{"policy-server", with(with(ps, externalAPIProps(t)), with(ccProps(t), map[string]any{"policy-server.cc_internal_url": ""})), "policy-server.asg_sync_enabled"},
+		{"policy-server", with(with(ps, externalAPIProps(t)), with(ccProps(t), map[string]any{"policy-server.cc_internal.client_key": ""})), "policy-server.cc_internal.client_key"},
 	}
 	for _, c := range cases {
 		t.Run(c.job+"/"+c.want, func(t *testing.T) {
@@ -361,6 +380,7 @@ func TestPolicyServerTemplateValidates(t *testing.T) {
 		{"verified tls to the database", map[string]any{"policy-server.database.require_ssl": true,
 			"policy-server.database.ca_cert": string(mutualtlstest.NewAuthority(t, "db CA").CertPEM)}, "verify-full"},
 		{"external API with UAA and HTTPS", externalAPIProps(t), "disable"},
+		{"Cloud Controller integration", with(externalAPIProps(t), ccProps(t)), "disable"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			p := with(policyServerProps(t), c.set)

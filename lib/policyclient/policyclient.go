@@ -5,7 +5,8 @@
 // (GET /networking/v0/internal/policies?id=...), reading the "ports" range a netman server
 // adds for port-range policies. The change signal is the v1 policies_last_updated counter;
 // a server without it answers 404 and LastUpdated returns ErrNoChangeSignal, in which case
-// an agent simply fetches the policies every cycle.
+// an agent simply fetches the policies every cycle. SecurityGroups reads the application
+// security groups the server syncs from Cloud Controller (all pages).
 package policyclient
 
 import (

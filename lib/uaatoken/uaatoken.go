@@ -29,8 +29,8 @@ const (
 	// ScopeAdmin lets a caller read and change every policy.
 	ScopeAdmin = "network.admin"
 	// ScopeWrite is what CF gives space developers: it allows changes only to apps in
-	// their spaces, which needs Cloud Controller to say who owns an app. netman has no
-	// Cloud Controller integration yet, so this scope alone is refused.
+	// their spaces, which Cloud Controller says (the policy server's auth.SpaceGuard);
+	// without a Cloud Controller integration (cc_url) this scope alone is refused.
 	ScopeWrite = "network.write"
 )
 

@@ -26,6 +26,23 @@ func WithClaims(ctx context.Context, c *uaatoken.Claims) context.Context {
 // network.admin. Anything else gets 401 (no or bad token, with WWW-Authenticate) or 403
 // (a valid token without the scope), each with a JSON {"error": "..."} body.
 func (v *Verifier) Require(next http.Handler) http.Handler {
+	return v.RequireWrite(WriteAccess{}, next)
+}
+
+// WriteAccess says who passes RequireWrite besides network.admin tokens.
+type WriteAccess struct {
+	// SpaceDevelopers: a Cloud Controller integration decides per app (SpaceGuard), so
+	// network.write tokens pass.
+	SpaceDevelopers bool
+	// SelfService (enable_space_developer_self_service): every user token passes, the
+	// SpaceGuard deciding; needs SpaceDevelopers.
+	SelfService bool
+}
+
+// RequireWrite is Require for the routes a space developer may use (create, delete
+// and list policies, whoami): tokens allowed by access pass too, and the handler
+// must then check each app with a SpaceGuard (IsAdmin tells it whether to).
+func (v *Verifier) RequireWrite(access WriteAccess, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		raw, ok := bearer(r.Header.Get("Authorization"))
 		if !ok {
@@ -37,17 +54,29 @@ func (v *Verifier) Require(next http.Handler) http.Handler {
 			unauthorized(w, r, err.Error(), "invalid_token")
 			return
 		}
-		if !claims.HasScope(uaatoken.ScopeAdmin) {
-			msg := "token lacks scope " + uaatoken.ScopeAdmin
-			if claims.HasScope(uaatoken.ScopeWrite) {
-				msg = "token lacks scope " + uaatoken.ScopeAdmin + ": " + uaatoken.ScopeWrite +
-					" alone is not supported yet (it needs a Cloud Controller integration to check app ownership)"
-			}
+		if msg := access.refuse(claims); msg != "" {
 			httpapi.WriteError(w, r, http.StatusForbidden, msg)
 			return
 		}
 		next.ServeHTTP(w, r.WithContext(WithClaims(r.Context(), claims)))
 	})
+}
+
+// refuse returns why claims may not pass, or "" when they may.
+func (a WriteAccess) refuse(c *uaatoken.Claims) string {
+	switch {
+	case c.HasScope(uaatoken.ScopeAdmin):
+		return ""
+	case a.SpaceDevelopers && (a.SelfService || c.HasScope(uaatoken.ScopeWrite)):
+		return ""
+	case a.SpaceDevelopers:
+		return "token lacks scope " + uaatoken.ScopeAdmin + " or " + uaatoken.ScopeWrite
+	case c.HasScope(uaatoken.ScopeWrite):
+		return "token lacks scope " + uaatoken.ScopeAdmin + ": " + uaatoken.ScopeWrite +
+			" needs a Cloud Controller integration (cc_url) to check app ownership, and none is configured"
+	default:
+		return "token lacks scope " + uaatoken.ScopeAdmin
+	}
 }
 
 func bearer(header string) (string, bool) {

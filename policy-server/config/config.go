@@ -46,6 +46,8 @@ type Config struct {
 
 	// External's fields sit at the top level of the file (uaa_url, ...), as in CF.
 	External
+	// CloudController's too (cc_url, ...), as in cf-networking.
+	CloudController
 }
 
 // External configures the external API on listen_port: who may call it (UAA bearer
@@ -118,6 +120,7 @@ func Default() Config {
 		LogLevel:              "info",
 		MaxPolicyGroupIDs:     10000,
 		External:              External{MaxPoliciesPerRequest: 10000},
+		CloudController:       defaultCloudController(),
 	}
 }
 
@@ -212,6 +215,7 @@ func (c *Config) Validate() error {
 		bad("max_policy_group_ids", "%d must be at least 1", c.MaxPolicyGroupIDs)
 	}
 	c.External.validate(bad)
+	c.CloudController.validate(c.UAAURL, c.Database.MaxOpenConnections, bad)
 	return errors.Join(errs...)
 }
 
@@ -226,6 +230,9 @@ func (c *Config) CheckFiles() (*tls.Config, error) {
 	}
 	if _, err := os.Stat(c.ServerKeyFile); err != nil {
 		return nil, fmt.Errorf("field \"server_key_file\": %w", err)
+	}
+	if err := c.CloudController.checkFiles(); err != nil {
+		return nil, err
 	}
 	tlsConfig, err := mutualtls.ServerConfig(c.ServerCertFile, c.ServerKeyFile, c.CACertFile)
 	if err != nil {

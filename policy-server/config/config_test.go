@@ -61,7 +61,8 @@ func TestParseValid(t *testing.T) {
 			MaxOpenConnections: 30, MaxIdleConnections: 5, ConnectionsMaxLifetimeSeconds: 600, ConnectTimeoutSeconds: 7,
 		},
 		TagLength: 3, RequestTimeoutSeconds: 9, LogLevel: "debug", MaxPolicyGroupIDs: 10000,
-		External: config.External{MaxPoliciesPerRequest: 10000},
+		External:        config.External{MaxPoliciesPerRequest: 10000},
+		CloudController: config.Default().CloudController,
 	}
 	if *c != want {
 		t.Fatalf("got %+v\nwant %+v", *c, want)

@@ -121,7 +121,13 @@ type server struct {
 // until /health answers 200.
 func start(t *testing.T, certDir, dsn string) *server {
 	t.Helper()
-	cfg := writeConfig(t, certDir, dsn, ports{}, nil)
+	return startWith(t, certDir, dsn, nil)
+}
+
+// startWith is start with extra configuration fields.
+func startWith(t *testing.T, certDir, dsn string, extra map[string]any) *server {
+	t.Helper()
+	cfg := writeConfig(t, certDir, dsn, ports{}, extra)
 	s := &server{out: &serverlog.Log{}, done: make(chan error, 1), certs: certDir}
 	s.cmd = exec.Command(binary, "-config-file", cfg)
 	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out

@@ -49,6 +49,9 @@ type Deps struct {
 	// TLS when ExternalTLS is set.
 	ExternalRoutes []httpapi.Route
 	ExternalTLS    *tls.Config
+	// Extra members (the Cloud Controller integration's loops) start after the API
+	// servers and stop before them.
+	Extra grouper.Members
 }
 
 // Members returns the ifrit members in start order: debug, policy cache, change
@@ -126,6 +129,7 @@ func Members(d Deps) (grouper.Members, error) {
 	if external != nil {
 		members = append(members, grouper.Member{Name: "external-server", Runner: &httpserver.Runner{Name: "external", Server: external, Drain: drain, Logger: d.Logger}})
 	}
+	members = append(members, d.Extra...)
 	return append(members, grouper.Member{Name: "health-server", Runner: &httpserver.Runner{Name: "health", Server: health, Drain: drain, Logger: d.Logger}}), nil
 }
 

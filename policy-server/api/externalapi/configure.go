@@ -22,7 +22,7 @@ type Routes struct {
 
 // Configure builds the routes from the configuration. Bad key, CA or certificate files
 // fail here, at start.
-func Configure(ctx context.Context, cfg *config.Config, st Store, logger *slog.Logger) (Routes, error) {
+func Configure(ctx context.Context, cfg *config.Config, st Store, cc CloudController, logger *slog.Logger) (Routes, error) {
 	verifier, externalTLS, err := loadFiles(cfg, logger)
 	if err != nil {
 		return Routes{}, err
@@ -30,7 +30,7 @@ func Configure(ctx context.Context, cfg *config.Config, st Store, logger *slog.L
 	if verifier != nil {
 		verifier.Prefetch(ctx)
 	}
-	a, err := New(Options{Store: st, Verifier: verifier, MaxPolicies: cfg.External.MaxPoliciesPerRequest, MaxIDs: cfg.MaxPolicyGroupIDs})
+	a, err := New(Options{Store: st, Verifier: verifier, MaxPolicies: cfg.External.MaxPoliciesPerRequest, MaxIDs: cfg.MaxPolicyGroupIDs, CloudController: cc})
 	if err != nil {
 		return Routes{}, err
 	}

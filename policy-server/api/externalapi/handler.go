@@ -39,6 +39,9 @@ type Options struct {
 	MaxPolicies int
 	// MaxIDs caps the ids of one ?id= filter (api.DefaultMaxIDs if 0).
 	MaxIDs int
+	// CloudController, when set, opens create, delete and list to space developers and
+	// adds the cleanup route.
+	CloudController CloudController
 }
 
 // API holds the handlers.
@@ -47,6 +50,7 @@ type API struct {
 	verifier    *auth.Verifier
 	maxPolicies int
 	maxIDs      int
+	cc          CloudController
 }
 
 // New returns the API.
@@ -54,7 +58,7 @@ func New(opts Options) (*API, error) {
 	if opts.Store == nil {
 		return nil, errors.New("external API: no store")
 	}
-	a := &API{store: opts.Store, verifier: opts.Verifier, maxPolicies: opts.MaxPolicies, maxIDs: opts.MaxIDs}
+	a := &API{store: opts.Store, verifier: opts.Verifier, maxPolicies: opts.MaxPolicies, maxIDs: opts.MaxIDs, cc: opts.CloudController}
 	if a.maxPolicies <= 0 {
 		a.maxPolicies = DefaultMaxPolicies
 	}
@@ -65,32 +69,41 @@ func New(opts Options) (*API, error) {
 }
 
 // ExternalRoutes are the routes of the external server, every one behind a bearer
-// token with network.admin; none when the API has no token verifier.
+// token: network.admin, or for the policy routes and whoami also a space developer's
+// token when a Cloud Controller guard decides for them. None when the API has no token
+// verifier.
 func (a *API) ExternalRoutes() []httpapi.Route {
 	if a.verifier == nil {
 		return nil
 	}
+	access := auth.WriteAccess{SpaceDevelopers: a.cc.Guard != nil, SelfService: a.cc.SelfService}
+	dev := func(h http.Handler) http.Handler { return a.verifier.RequireWrite(access, h) }
+	admin := a.verifier.Require
 	v0 := "/networking/v0/external/"
 	v1 := "/networking/v1/external/"
-	create0, delete0 := a.changePolicies("v0", a.decodeV0, a.store.Create), a.changePolicies("v0", a.decodeV0, a.store.Delete)
-	create1, delete1 := a.changePolicies("v1", a.decodeV1, a.store.Create), a.changePolicies("v1", a.decodeV1, a.store.Delete)
+	create0, delete0 := dev(a.changePolicies("v0", a.decodeV0, true, a.store.Create)), dev(a.changePolicies("v0", a.decodeV0, false, a.store.Delete))
+	create1, delete1 := dev(a.changePolicies("v1", a.decodeV1, true, a.store.Create)), dev(a.changePolicies("v1", a.decodeV1, false, a.store.Delete))
+	list0 := func(ps []models.Policy) any { return policiesV0(ps) }
+	list1 := func(ps []models.Policy) any { return policiesV1(ps) }
 	routes := []httpapi.Route{
 		{Name: "external_v0_create_policies", Method: http.MethodPost, Path: v0 + "policies", Handler: create0},
 		{Name: "external_v0_delete_policies", Method: http.MethodDelete, Path: v0 + "policies", Handler: delete0},
 		{Name: "external_v0_delete_policies", Method: http.MethodPost, Path: v0 + "policies/delete", Handler: delete0},
-		{Name: "external_v0_list_policies", Method: http.MethodGet, Path: v0 + "policies", Handler: a.listPolicies(func(ps []models.Policy) any { return policiesV0(ps) })},
-		{Name: "external_v0_tags", Method: http.MethodGet, Path: v0 + "tags", Handler: a.listTags(func(ts []models.Tag) any { return tagsV0(ts) })},
-		{Name: "external_v0_whoami", Method: http.MethodGet, Path: v0 + "whoami", Handler: http.HandlerFunc(whoami)},
+		{Name: "external_v0_list_policies", Method: http.MethodGet, Path: v0 + "policies", Handler: dev(a.listPolicies(list0))},
+		{Name: "external_v0_tags", Method: http.MethodGet, Path: v0 + "tags", Handler: admin(a.listTags(func(ts []models.Tag) any { return tagsV0(ts) }))},
+		{Name: "external_v0_whoami", Method: http.MethodGet, Path: v0 + "whoami", Handler: dev(http.HandlerFunc(whoami))},
 
 		{Name: "external_v1_create_policies", Method: http.MethodPost, Path: v1 + "policies", Handler: create1},
 		{Name: "external_v1_delete_policies", Method: http.MethodDelete, Path: v1 + "policies", Handler: delete1},
 		{Name: "external_v1_delete_policies", Method: http.MethodPost, Path: v1 + "policies/delete", Handler: delete1},
-		{Name: "external_v1_list_policies", Method: http.MethodGet, Path: v1 + "policies", Handler: a.listPolicies(func(ps []models.Policy) any { return policiesV1(ps) })},
-		{Name: "external_v1_tags", Method: http.MethodGet, Path: v1 + "tags", Handler: a.listTags(func(ts []models.Tag) any { return tagsV1(ts) })},
-		{Name: "external_v1_whoami", Method: http.MethodGet, Path: v1 + "whoami", Handler: http.HandlerFunc(whoami)},
+		{Name: "external_v1_list_policies", Method: http.MethodGet, Path: v1 + "policies", Handler: dev(a.listPolicies(list1))},
+		{Name: "external_v1_tags", Method: http.MethodGet, Path: v1 + "tags", Handler: admin(a.listTags(func(ts []models.Tag) any { return tagsV1(ts) }))},
+		{Name: "external_v1_whoami", Method: http.MethodGet, Path: v1 + "whoami", Handler: dev(http.HandlerFunc(whoami))},
 	}
-	for i := range routes {
-		routes[i].Handler = a.verifier.Require(routes[i].Handler)
+	if a.cc.Cleaner != nil {
+		routes = append(routes,
+			httpapi.Route{Name: "external_v0_cleanup_policies", Method: http.MethodPost, Path: v0 + "policies/cleanup", Handler: admin(a.cleanup("v0", list0))},
+			httpapi.Route{Name: "external_v1_cleanup_policies", Method: http.MethodPost, Path: v1 + "policies/cleanup", Handler: admin(a.cleanup("v1", list1))})
 	}
 	return routes
 }
@@ -132,7 +145,7 @@ func decodePolicies[P any](r *http.Request, maxPolicies int, model func(P, strin
 }
 
 // changePolicies serves a create or delete: decode, apply in one transaction, audit.
-func (a *API) changePolicies(version string, decode decodeFunc, apply func(context.Context, []models.Policy) error) http.Handler {
+func (a *API) changePolicies(version string, decode decodeFunc, create bool, apply func(context.Context, []models.Policy) error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		action := "create_policies"
 		if r.Method == http.MethodDelete || strings.HasSuffix(r.URL.Path, "/delete") {
@@ -142,6 +155,11 @@ func (a *API) changePolicies(version string, decode decodeFunc, apply func(conte
 		if err != nil {
 			audit(r, action, version, nil, status, err.Error())
 			httpapi.WriteError(w, r, status, err.Error())
+			return
+		}
+		if status, msg := a.checkWrite(r, policies, create); status != 0 {
+			audit(r, action, version, policies, status, msg)
+			httpapi.WriteError(w, r, status, msg)
 			return
 		}
 		if err := apply(r.Context(), policies); err != nil {
@@ -166,7 +184,12 @@ func audit(r *http.Request, action, version string, policies []models.Policy, st
 		slog.Int("status", status),
 	}
 	if c, ok := auth.FromContext(r.Context()); ok {
+		as := "network.admin"
+		if !auth.IsAdmin(c) {
+			as = "space_developer"
+		}
 		attrs = append(attrs,
+			slog.String("authorized_as", as),
 			slog.String("user", c.Who()),
 			slog.String("user_id", c.UserID),
 			slog.String("client_id", c.ClientID),
@@ -197,7 +220,25 @@ func policyStrings(ps []models.Policy) []string {
 }
 
 func (a *API) listPolicies(shape func([]models.Policy) any) http.Handler {
-	return api.ListPolicies(a.store, a.maxIDs, shape)
+	everything := api.ListPolicies(a.store, a.maxIDs, shape)
+	if a.cc.Guard == nil {
+		return everything
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c := spaceDeveloper(r)
+		if c == nil {
+			everything.ServeHTTP(w, r)
+			return
+		}
+		ids, all, err := api.ParseIDs(r.URL.RawQuery, a.maxIDs)
+		if err != nil {
+			httpapi.WriteError(w, r, http.StatusBadRequest, err.Error())
+			return
+		}
+		if ps, ok := a.listForSpaceDeveloper(w, r, c, ids, all); ok {
+			httpapi.WriteValue(w, r, http.StatusOK, shape(ps))
+		}
+	})
 }
 
 func (a *API) listTags(shape func([]models.Tag) any) http.Handler {

@@ -13,6 +13,7 @@ import (
 // Store is what the v1 routes need from the policy store.
 type Store interface {
 	api.PolicyLister
+	SecurityGroupStore
 	LastUpdated(ctx context.Context) (int64, error)
 	EnsureTag(ctx context.Context, id, groupType string) (models.Tag, error)
 }
@@ -40,6 +41,8 @@ func V1Routes(store Store, maxIDs int) []httpapi.Route {
 			Handler: lastUpdated(store)},
 		{Name: "internal_v1_tags", Method: http.MethodPut, Path: "/networking/v1/internal/tags",
 			Handler: ensureTag(store)},
+		{Name: "internal_v1_security_groups", Method: http.MethodGet, Path: apiwire.InternalSecurityGroupsV1Path,
+			Handler: securityGroups(store, defaultMaxIDs(maxIDs))},
 	}
 }
 
