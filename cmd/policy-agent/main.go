@@ -96,7 +96,7 @@ wrapper calls it after every ADD and DEL) on 127.0.0.1:force_policy_poll_cycle_p
 	}
 	metrics := agent.NewMetrics()
 	a, err := agent.New(agent.Options{
-		Datastore: cfg.Datastore, PollInterval: cfg.PollInterval(),
+		Datastore: cfg.Datastore, PollInterval: cfg.PollInterval(), Overlay: cfg.Overlay(),
 		Source: client, Enforcer: enforcer, Logger: logger, Metrics: metrics,
 	})
 	if err != nil {
@@ -112,7 +112,8 @@ wrapper calls it after every ADD and DEL) on 127.0.0.1:force_policy_poll_cycle_p
 	}
 	proc := ifrit.Invoke(sigmon.New(grouper.NewOrdered(syscall.SIGTERM, members)))
 	logger.Info("policy-agent started", "policy_server_url", cfg.PolicyServerURL,
-		"datastore", cfg.Datastore, "poll_interval_seconds", cfg.PollIntervalSeconds)
+		"datastore", cfg.Datastore, "poll_interval_seconds", cfg.PollIntervalSeconds,
+		"overlay_interface", cfg.OverlayInterface, "vxlan_gbp", cfg.VXLANGBP)
 	if err := <-proc.Wait(); err != nil {
 		logger.Error("policy-agent stopped", "error", err.Error())
 		return 1

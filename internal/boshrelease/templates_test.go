@@ -346,6 +346,8 @@ func TestPolicyAgentTemplate(t *testing.T) {
 				"force_policy_poll_cycle_port": 8722.0,
 				"request_timeout_seconds":      5.0,
 				"log_level":                    "info",
+				"overlay_interface":            "flannel.1",
+				"vxlan_gbp":                    true,
 			}
 			if !reflect.DeepEqual(cfg, want) {
 				t.Errorf("policy-agent.json\n got %v\nwant %v", cfg, want)

@@ -100,7 +100,7 @@ func apply(t *testing.T, n ns.NetNS, e *rules.Enforcer, rs rules.Ruleset) rules.
 
 func mustBuild(t *testing.T, cs []rules.Container, ps ...models.Policy) rules.Ruleset {
 	t.Helper()
-	rs, problems := rules.Build(cs, ps)
+	rs, problems := rules.Build(cs, ps, rules.Overlay{})
 	if len(problems) > 0 {
 		t.Fatalf("Build: %v", problems)
 	}

@@ -12,12 +12,14 @@
 //	                 -d <container ip> -j netman-in-<tag>                   one per local container whose group receives policies
 //	                 -d <container ip> -j netman-closed                     one per other local container
 //	                 -m physdev --physdev-is-bridged -j netman-closed       containers the agent does not know yet
+//	                 -i <overlay device> -j netman-closed                   the same, reached from another cell
 //	netman-in-<tag>  -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
 //	                 -p tcp|udp --dport P[:E] -m mark --mark 0x<source tag>/<mask> -j ACCEPT   one per policy
 //	                 -j netman-reject
 //	netman-closed    -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
 //	                 -j netman-reject
 //	netman-reject    -m physdev --physdev-is-bridged -j netman-deny         from a container on this cell's bridge
+//	                 -i <overlay device> -j netman-deny                     from a container on another cell
 //	                 -s <container ip> -j netman-deny                       one per local container
 //	netman-deny      -p tcp -j REJECT --reject-with tcp-reset
 //	                 -j REJECT --reject-with icmp-port-unreachable
@@ -48,14 +50,18 @@
 //
 // # Cross-cell traffic
 //
-// The design is the one a VXLAN overlay with Group Based Policy needs: the mark is the
-// source's identity. A vxlan device created with "gbp" copies the low 16 bits of a packet's
-// mark into the VXLAN header on the sending cell and restores them on the receiving one, so
-// the netman-in chains work unchanged for remote sources. Marking already covers every
-// packet a local container sends, those leaving for the overlay included; that step only
-// adds netman-forward and netman-reject rules for the overlay's address range, as the
-// physdev rules do for the bridge today. Tags must then fit 16 bits (the policy server's
-// tag_length 2, its default).
+// The mark is the source's identity, on this cell and across the overlay. flanneld's vxlan
+// backend with "GBP": true creates its device (flannel.<VNI>) with Group Based Policy: the
+// kernel copies the low 16 bits of a packet's mark into the VXLAN header on the sending
+// cell and sets the mark from it on the receiving one, before the decapsulated packet
+// reaches FORWARD. Marking already covers every packet a local container sends, those
+// leaving through the overlay included, so a container of another cell arrives carrying
+// its group's tag and the destination's netman-in chain judges it exactly like a local
+// source. Overlay (the device's name) adds the two "-i <overlay device>" rules above: what
+// arrives through the overlay without a policy is rejected, also when the source's cell
+// runs no netman (no mark) or no GBP, and also before the agent knows the destination.
+// Replies pass by conntrack, as on the cell. With GBP the tags must fit 16 bits (the
+// policy server's tag_length 2, its default); a policy with a wider tag is refused.
 //
 // # Applying
 //

@@ -59,11 +59,32 @@ func (r Ruleset) Equal(o Ruleset) bool {
 	return true
 }
 
-// Build computes the rules that enforce policies for containers. A policy or container
-// that cannot be enforced (a malformed tag, port or address) is left out and reported in
-// the returned errors; everything else is still enforced, because one bad record must not
-// freeze the rules of a whole cell.
-func Build(containers []Container, policies []models.Policy) (Ruleset, []error) {
+// Overlay is the cell's VXLAN device, through which containers of other cells reach the
+// containers of this one. The zero value is a cell without one (containers on one bridge
+// only).
+type Overlay struct {
+	// Interface is the device's name (flanneld's vxlan backend: "flannel.<VNI>").
+	// Everything that arrives through it and is forwarded is container traffic from
+	// another cell, so it is judged like traffic from a local container.
+	Interface string
+	// GBP says the device carries the low 16 bits of a packet's mark in the VXLAN Group
+	// Based Policy header. A tag that does not fit could not identify its group on the
+	// receiving cell, so policies with wider tags are refused.
+	GBP bool
+}
+
+// GBPTagBits is how much of a mark VXLAN GBP carries across cells.
+const GBPTagBits = 16
+
+// ErrTagTooWide refuses a tag that VXLAN GBP cannot carry.
+var ErrTagTooWide = fmt.Errorf("wider than the %d bits VXLAN GBP carries across cells (the policy server's tag_length must be at most 2)", GBPTagBits)
+
+// Build computes the rules that enforce policies for containers on a cell with overlay.
+// A policy or container that cannot be enforced (a malformed or, with GBP, too wide tag,
+// a bad port or address) is left out and reported in the returned errors; everything
+// else is still enforced, because one bad record must not freeze the rules of a whole
+// cell. Leaving a policy out only ever refuses more.
+func Build(containers []Container, policies []models.Policy, overlay Overlay) (Ruleset, []error) {
 	var problems []error
 
 	type local struct {
@@ -115,7 +136,7 @@ func Build(containers []Container, policies []models.Policy) (Ruleset, []error) 
 	width := 0
 	allows := map[string][]allow{}
 	for _, p := range policies {
-		a, err := checkPolicy(p)
+		a, err := checkPolicy(p, overlay.GBP)
 		if err != nil {
 			problems = append(problems, fmt.Errorf("policy %s -> %s: %w", p.Source.ID, p.Destination.ID, err))
 			continue
@@ -137,6 +158,13 @@ func Build(containers []Container, policies []models.Policy) (Ruleset, []error) 
 	// agent has not seen yet: a container the runtime just created is closed, not open,
 	// until the next cycle knows it.
 	reject := []string{bridged + " -j " + DenyChain}
+	// What came through the overlay is from a container of another cell, whether that cell
+	// runs netman or not: refused unless a policy admitted it, like a local source.
+	fromOverlay := ""
+	if overlay.Interface != "" {
+		fromOverlay = "-i " + overlay.Interface
+		reject = append(reject, fromOverlay+" -j "+DenyChain)
+	}
 	for _, l := range locals {
 		addr := l.ip.String() + "/32"
 		reject = append(reject, "-s "+addr+" -j "+DenyChain)
@@ -159,6 +187,10 @@ func Build(containers []Container, policies []models.Policy) (Ruleset, []error) 
 		}
 	}
 	chains[ForwardChain] = append(append(marks, dispatch...), bridged+" -j "+ClosedChain)
+	if fromOverlay != "" {
+		// A container the agent has not seen yet is closed to other cells too.
+		chains[ForwardChain] = append(chains[ForwardChain], fromOverlay+" -j "+ClosedChain)
+	}
 	chains[ClosedChain] = []string{established, "-j " + RejectChain}
 	chains[RejectChain] = reject
 	chains[DenyChain] = deny
@@ -213,12 +245,12 @@ func inRules(as []allow, mask string) []string {
 	return append(out, "-j "+RejectChain)
 }
 
-func checkPolicy(p models.Policy) (allow, error) {
-	src, err := parseTag(p.Source.Tag)
+func checkPolicy(p models.Policy, gbp bool) (allow, error) {
+	src, err := parseTag(p.Source.Tag, gbp)
 	if err != nil {
 		return allow{}, fmt.Errorf("source tag: %w", err)
 	}
-	dst, err := parseTag(p.Destination.Tag)
+	dst, err := parseTag(p.Destination.Tag, gbp)
 	if err != nil {
 		return allow{}, fmt.Errorf("destination tag: %w", err)
 	}
@@ -235,8 +267,9 @@ func checkPolicy(p models.Policy) (allow, error) {
 
 var errZeroTag = errors.New("tag 0 would match unmarked packets")
 
-// parseTag reads a tag as the policy server prints it: 1 to 8 hex digits, never zero.
-func parseTag(s string) (uint64, error) {
+// parseTag reads a tag as the policy server prints it: 1 to 8 hex digits, never zero,
+// and with gbp at most 16 bits.
+func parseTag(s string, gbp bool) (uint64, error) {
 	if len(s) == 0 || len(s) > 8 {
 		return 0, fmt.Errorf("tag %q is not 1 to 8 hex digits", s)
 	}
@@ -246,6 +279,10 @@ func parseTag(s string) (uint64, error) {
 	}
 	if v == 0 {
 		return 0, errZeroTag
+	}
+	// The width the server gives (its digits), not the value: the marks' mask follows it.
+	if gbp && (v>>GBPTagBits != 0 || len(s) > GBPTagBits/4) {
+		return 0, fmt.Errorf("tag %s: %w", s, ErrTagTooWide)
 	}
 	return v, nil
 }

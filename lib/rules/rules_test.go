@@ -121,7 +121,7 @@ func TestBuild(t *testing.T) {
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, problems := rules.Build(tt.containers, tt.policies)
+			got, problems := rules.Build(tt.containers, tt.policies, rules.Overlay{})
 			if len(problems) != tt.problems {
 				t.Errorf("problems = %v, want %d of them", problems, tt.problems)
 			}
@@ -141,9 +141,9 @@ func TestBuildIsDeterministic(t *testing.T) {
 		policy("app-a", "0001", "app-b", "0002", "tcp", 8080, 8080),
 		policy("app-b", "0002", "app-a", "0001", "udp", 53, 53),
 	}
-	first, _ := rules.Build([]rules.Container{a, b}, ps)
+	first, _ := rules.Build([]rules.Container{a, b}, ps, rules.Overlay{})
 	slices.Reverse(ps)
-	second, _ := rules.Build([]rules.Container{b, a}, ps)
+	second, _ := rules.Build([]rules.Container{b, a}, ps, rules.Overlay{})
 	if !first.Equal(second) {
 		t.Fatalf("input order changed the rules:\n%s\n%s", dump(first), dump(second))
 	}
@@ -161,8 +161,8 @@ func TestBuildOneAddressTwoRecords(t *testing.T) {
 		policy("app-b", "0002", "app-a", "0001", "tcp", 7070, 7070),
 		policy("app-a", "0001", "app-old", "0003", "tcp", 9090, 9090),
 	}
-	first, problems := rules.Build([]rules.Container{a, b, stale}, ps)
-	second, _ := rules.Build([]rules.Container{stale, a, b}, ps)
+	first, problems := rules.Build([]rules.Container{a, b, stale}, ps, rules.Overlay{})
+	second, _ := rules.Build([]rules.Container{stale, a, b}, ps, rules.Overlay{})
 	if !first.Equal(second) {
 		t.Fatalf("record order changed the rules:\n%s\n%s", dump(first), dump(second))
 	}

@@ -63,6 +63,8 @@ type Options struct {
 	Metrics      *Metrics
 	// Now is the clock (tests).
 	Now func() time.Time
+	// Overlay is the cell's VXLAN device, whose traffic from other cells is judged too.
+	Overlay rules.Overlay
 }
 
 // Agent runs enforcement cycles. Cycle is not safe for concurrent use; Run calls it from
@@ -181,7 +183,7 @@ func (a *Agent) cycle(ctx context.Context) (Outcome, rules.Result, error) {
 		a.opts.Metrics.pollErrors.WithLabelValues("policy_server").Inc()
 		return Failed, rules.Result{}, fmt.Errorf("fetching policies: %w", err)
 	}
-	rs, problems := rules.Build(containers, policies)
+	rs, problems := rules.Build(containers, policies, a.opts.Overlay)
 	if len(problems) > 0 {
 		log.Warn("records left out of enforcement", "count", len(problems), "first", problems[0].Error())
 	}

@@ -204,7 +204,7 @@ func BenchmarkBuild(b *testing.B) {
 	ps := benchPolicySet(benchPolicies, 0)
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, problems := rules.Build(cs, ps); len(problems) > 0 {
+		if _, problems := rules.Build(cs, ps, rules.Overlay{}); len(problems) > 0 {
 			b.Fatal(problems)
 		}
 	}

@@ -16,6 +16,7 @@ import (
 
 	"netman/lib/jsonconfig"
 	"netman/lib/mutualtls"
+	"netman/lib/rules"
 )
 
 // Config is the whole file.
@@ -34,6 +35,12 @@ type Config struct {
 	ForcePolicyPollCyclePort int    `json:"force_policy_poll_cycle_port"`
 	RequestTimeoutSeconds    int    `json:"request_timeout_seconds"`
 	LogLevel                 string `json:"log_level"`
+	// OverlayInterface is the cell's VXLAN device (flanneld's "flannel.<VNI>"); traffic it
+	// brings from other cells is judged like local traffic. Empty: no overlay.
+	OverlayInterface string `json:"overlay_interface"`
+	// VXLANGBP says the overlay carries marks in VXLAN GBP ("GBP": true in flannel's
+	// backend config), which limits tags to 16 bits.
+	VXLANGBP bool `json:"vxlan_gbp"`
 }
 
 // Default is what a file leaves out becomes (the BOSH job's defaults).
@@ -46,6 +53,8 @@ func Default() Config {
 		ForcePolicyPollCyclePort: 8722,
 		RequestTimeoutSeconds:    5,
 		LogLevel:                 "info",
+		OverlayInterface:         "flannel.1",
+		VXLANGBP:                 true,
 	}
 }
 
@@ -102,7 +111,26 @@ func (c *Config) Validate() error {
 	if _, err := ParseLogLevel(c.LogLevel); err != nil {
 		return err
 	}
+	if c.OverlayInterface != "" && !validInterfaceName(c.OverlayInterface) {
+		return fmt.Errorf(`field "overlay_interface": %q is not a network interface name (1-15 characters, no "/", ":" or space)`, c.OverlayInterface)
+	}
+	if c.VXLANGBP && c.OverlayInterface == "" {
+		return errors.New(`field "vxlan_gbp": true needs an "overlay_interface" to carry the marks`)
+	}
 	return nil
+}
+
+// validInterfaceName is the kernel's rule for device names (dev_valid_name).
+func validInterfaceName(s string) bool {
+	if len(s) > 15 || s == "." || s == ".." {
+		return false
+	}
+	return !strings.ContainsAny(s, "/: \t\n")
+}
+
+// Overlay is the overlay as the rules package takes it.
+func (c *Config) Overlay() rules.Overlay {
+	return rules.Overlay{Interface: c.OverlayInterface, GBP: c.VXLANGBP}
 }
 
 // PollInterval is poll_interval_seconds as a duration.

@@ -33,6 +33,26 @@ func TestParseRenderedTemplate(t *testing.T) {
 	}
 }
 
+func TestOverlayDefaultsToFlannelWithGBP(t *testing.T) {
+	c, err := config.Parse([]byte(rendered))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The release's default delegate is flannel with GBP: a cell that leaves the overlay
+	// out of its file is still closed to other cells.
+	if o := c.Overlay(); o.Interface != "flannel.1" || !o.GBP {
+		t.Errorf("Overlay() = %+v, want flannel.1 with GBP", o)
+	}
+	c, err = config.Parse([]byte(strings.Replace(rendered, `"debug_server_port": 22223`,
+		`"debug_server_port": 22223, "overlay_interface": "", "vxlan_gbp": false`, 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o := c.Overlay(); o.Interface != "" || o.GBP {
+		t.Errorf("Overlay() = %+v, want none", o)
+	}
+}
+
 func TestParseMinimal(t *testing.T) {
 	c, err := config.Parse([]byte(`{"policy_server_url":"https://127.0.0.1:4003","ca_cert_file":"ca","client_cert_file":"c","client_key_file":"k","datastore":"d"}`))
 	if err != nil {
@@ -62,6 +82,9 @@ func TestParseRefusesNamingTheField(t *testing.T) {
 		{"force poll port out of range", replace(`"debug_server_port": 22223`, `"debug_server_port": 22223, "force_policy_poll_cycle_port": 0`), "force_policy_poll_cycle_port"},
 		{"log level", replace(`"debug_server_port": 22223`, `"debug_server_port": 22223, "log_level": "chatty"`), "log_level"},
 		{"timeout", replace(`"debug_server_port": 22223`, `"debug_server_port": 22223, "request_timeout_seconds": 0`), "request_timeout_seconds"},
+		{"overlay name", replace(`"debug_server_port": 22223`, `"debug_server_port": 22223, "overlay_interface": "flannel/1"`), "overlay_interface"},
+		{"overlay name too long", replace(`"debug_server_port": 22223`, `"debug_server_port": 22223, "overlay_interface": "flannel.1234567890"`), "overlay_interface"},
+		{"gbp without an overlay", replace(`"debug_server_port": 22223`, `"debug_server_port": 22223, "overlay_interface": ""`), "vxlan_gbp"},
 		{"not json", `{`, "parsing JSON"},
 		{"trailing data", rendered + `{}`, "data after"},
 	}
