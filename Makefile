@@ -10,7 +10,11 @@ BINARIES    := $(notdir $(wildcard cmd/*))
 TEST_FLAGS  ?= -count=1 -timeout 20m
 BENCH_FLAGS ?=
 
+# flanneld and etcd for the simulated foundation (cross-cell tests, the demo).
+OVERLAY_BIN ?= $(CURDIR)/.cache/overlay/bin
+
 export CNI_PATH := $(CNI_BIN)
+export OVERLAY_BIN
 
 .PHONY: build test unit bench lint fmt deps demo clean
 
