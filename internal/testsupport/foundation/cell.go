@@ -239,7 +239,7 @@ func (c *Cell) AddContainer(ctx context.Context, name, app string) (*Container, 
 		return nil, err
 	}
 	ct.conf, _ = json.Marshal(map[string]any{
-		"cniVersion": "1.0.0", "name": "cni-wrapper", "type": "wrapper", "datastore": c.Datastore,
+		"cniVersion": "0.4.0", "name": "cni-wrapper", "type": "wrapper", "datastore": c.Datastore,
 		"delegate": map[string]any{
 			"name": "cni-flannel", "type": "flannel", "subnetFile": c.SubnetFile,
 			"dataDir":  filepath.Join(c.Dir, "flannel"),
