@@ -95,7 +95,7 @@ func (c *Cell) StartFlanneld(ctx context.Context) error {
 	defer cancel()
 	return retry(wait, 50*time.Millisecond, func() error {
 		if p.exited() {
-			return fmt.Errorf("flanneld on %s exited: %s", c.NS, p.Tail(20))
+			return fatal(fmt.Errorf("flanneld on %s exited: %s", c.NS, p.Tail(20)))
 		}
 		if _, err := c.Lease(); err != nil {
 			return err
@@ -179,7 +179,7 @@ func (c *Cell) StartAgent(ctx context.Context) error {
 	defer cancel()
 	return retry(wait, 100*time.Millisecond, func() error {
 		if p.exited() {
-			return fmt.Errorf("policy agent on %s exited: %s", c.NS, p.Tail(20))
+			return fatal(fmt.Errorf("policy agent on %s exited: %s", c.NS, p.Tail(20)))
 		}
 		out, err := inNS(wait, c.NS, "iptables", "-w", "-S", "FORWARD")
 		if err != nil {

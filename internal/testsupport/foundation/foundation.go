@@ -142,7 +142,7 @@ func New(ctx context.Context, opts Options) (_ *Foundation, err error) {
 	f.Underlay = f.Prefix + "-u"
 	defer func() {
 		if err != nil {
-			_ = f.Close()
+			err = errors.Join(fmt.Errorf("foundation %s: %w", f.Prefix, err), f.Close())
 		}
 	}()
 	if f.Dir, err = os.MkdirTemp("", f.Prefix+"-"); err != nil {

@@ -230,12 +230,17 @@ func (f *forwarder) close() {
 	f.wg.Wait()
 }
 
-// retry calls f until it succeeds or ctx ends, returning the last error.
+// retry calls f until it succeeds, fails for good (a fatal error) or ctx ends, and
+// returns the last error.
 func retry(ctx context.Context, every time.Duration, f func() error) error {
 	for {
 		err := f()
 		if err == nil {
 			return nil
+		}
+		var fe fatalError
+		if errors.As(err, &fe) {
+			return fe.error
 		}
 		select {
 		case <-ctx.Done():
@@ -244,3 +249,8 @@ func retry(ctx context.Context, every time.Duration, f func() error) error {
 		}
 	}
 }
+
+// fatalError ends a retry at once: waiting longer cannot help (the program exited).
+type fatalError struct{ error }
+
+func fatal(err error) error { return fatalError{err} }

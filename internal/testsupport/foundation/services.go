@@ -49,7 +49,7 @@ func (f *Foundation) startEtcd(ctx context.Context) error {
 	defer cancel()
 	err = retry(wait, 100*time.Millisecond, func() error {
 		if p.exited() {
-			return fmt.Errorf("etcd exited: %s", p.Tail(20))
+			return fatal(fmt.Errorf("etcd exited: %s", p.Tail(20)))
 		}
 		return f.etcdCall(wait, "/v3/kv/put", map[string]string{
 			"key": b64(f.EtcdPrefix() + "/config"), "value": base64.StdEncoding.EncodeToString(cfg),
@@ -191,7 +191,7 @@ func (f *Foundation) startPolicyServer(ctx context.Context, i int) (*PolicyServe
 	health := fmt.Sprintf("http://127.0.0.1:%d/health", healthPort)
 	err = retry(wait, 100*time.Millisecond, func() error {
 		if p.exited() {
-			return fmt.Errorf("policy server exited: %s", p.Tail(20))
+			return fatal(fmt.Errorf("policy server exited: %s", p.Tail(20)))
 		}
 		resp, err := f.clientIn(s.NS).Get(health)
 		if err != nil {

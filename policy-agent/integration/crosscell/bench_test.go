@@ -17,28 +17,22 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 
 	"netman/internal/testsupport/foundation"
+	"netman/internal/testsupport/testenv"
 	"netman/lib/rules/rulestest"
 )
 
 // newBenchFoundation builds a foundation of its own for one benchmark.
 func newBenchFoundation(b *testing.B, cells int) *foundation.Foundation {
 	b.Helper()
-	cniPath := requireFoundation(b)
-	if err := exec.Command("iperf3", "--version").Run(); err != nil {
-		b.Fatalf("iperf3: %v (make deps installs it)", err)
-	}
-	bin := b.TempDir()
-	cmd := exec.Command("go", "build", "-o", bin+"/", "./cmd/wrapper", "./cmd/policy-agent", "./cmd/policy-server", "./cmd/netman")
-	cmd.Dir = repoRoot()
-	if out, err := cmd.CombinedOutput(); err != nil {
-		b.Fatalf("building: %v\n%s", err, out)
+	opts := foundation.Require(b)
+	testenv.RequireCommand(b, "iperf3")
+	opts.Bin, opts.Cells = b.TempDir(), cells
+	if err := foundation.Build(opts.Bin); err != nil {
+		b.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	f, err := foundation.New(ctx, foundation.Options{
-		Cells: cells, DatabaseURL: os.Getenv("DATABASE_URL"), Root: repoRoot(), Bin: bin,
-		CNIPath: cniPath, OverlayBin: overlayBin(),
-	})
+	f, err := foundation.New(ctx, opts)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -10,18 +10,13 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"os/signal"
-	"path/filepath"
-	"runtime"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"netman/internal/testsupport/foundation"
-	"netman/internal/testsupport/testenv"
-	"netman/lib/rules/rulestest"
 )
 
 // The shared foundation: cells 1-3 run netman, cell 4 runs flanneld but no agent (a
@@ -68,41 +63,10 @@ func closeShared() {
 	}
 }
 
-func repoRoot() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", "..", ".."))
-}
-
-// overlayBin is where `make deps` put flanneld and etcd.
-func overlayBin() string {
-	if d := os.Getenv("OVERLAY_BIN"); d != "" {
-		return d
-	}
-	return filepath.Join(repoRoot(), ".cache", "overlay", "bin")
-}
-
-// requireFoundation stops the test unless the machine can build a foundation.
-func requireFoundation(t testing.TB) string {
-	t.Helper()
-	rulestest.RequireEnforcement(t)
-	for _, c := range []string{"ip", "go", "ping", "sysctl"} {
-		testenv.RequireCommand(t, c)
-	}
-	if os.Getenv("DATABASE_URL") == "" {
-		testenv.Unavailable(t, "needs Postgres: DATABASE_URL is not set")
-	}
-	for _, b := range []string{"flanneld", "etcd"} {
-		if _, err := os.Stat(filepath.Join(overlayBin(), b)); err != nil {
-			testenv.Unavailable(t, b+" is not in "+overlayBin()+" (`make deps` builds it)")
-		}
-	}
-	return testenv.CNIPath(t, "flannel", "bridge", "host-local", "loopback")
-}
-
 // sharedFoundation builds the foundation on first use.
 func sharedFoundation(t *testing.T) *foundation.Foundation {
 	t.Helper()
-	cniPath := requireFoundation(t)
+	opts := foundation.Require(t)
 	shared.once.Do(func() {
 		shared.mu.Lock()
 		defer shared.mu.Unlock()
@@ -112,19 +76,14 @@ func sharedFoundation(t *testing.T) *foundation.Foundation {
 			return
 		}
 		shared.bin = bin
-		cmd := exec.Command("go", "build", "-o", bin+"/", "./cmd/wrapper", "./cmd/policy-agent", "./cmd/policy-server", "./cmd/netman")
-		cmd.Dir = repoRoot()
-		if out, err := cmd.CombinedOutput(); err != nil {
-			shared.err = fmt.Errorf("building: %v\n%s", err, out)
+		if shared.err = foundation.Build(bin); shared.err != nil {
 			return
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
-		shared.f, shared.err = foundation.New(ctx, foundation.Options{
-			Cells: cells, Replicas: 2, NoAgent: []int{noAgentCell},
-			DatabaseURL: os.Getenv("DATABASE_URL"), Root: repoRoot(), Bin: bin,
-			CNIPath: cniPath, OverlayBin: overlayBin(), Progress: os.Stderr,
-		})
+		opts.Cells, opts.Replicas, opts.NoAgent = cells, 2, []int{noAgentCell}
+		opts.Bin, opts.Progress = bin, os.Stderr
+		shared.f, shared.err = foundation.New(ctx, opts)
 	})
 	if shared.err != nil {
 		t.Fatalf("building the simulated foundation: %v", shared.err)
