@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -14,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"time"
 )
 
@@ -122,9 +124,12 @@ type PolicyServer struct {
 	NS string
 	IP string
 	// API is its external API, forwarded to the host's loopback.
-	API  string
-	proc *process
-	fwd  []*forwarder
+	API string
+
+	f      *Foundation
+	config string
+	mu     sync.Mutex
+	proc   *process
 }
 
 // Internal-API and other ports inside each replica's namespace.
@@ -174,18 +179,32 @@ func (f *Foundation) startPolicyServer(ctx context.Context, i int) (*PolicyServe
 	if err := os.WriteFile(cfgPath, b, 0o600); err != nil {
 		return nil, err
 	}
-	p, err := startIn(s.NS, "policy-server", f.log(s.NS), filepath.Join(f.opts.Bin, "policy-server"), "-config-file", cfgPath)
-	if err != nil {
-		return nil, err
-	}
-	s.proc = p
-	f.onClose(p.stop)
+	s.f, s.config = f, cfgPath
 	ext, err := forward("", "127.0.0.1:0", s.NS, "127.0.0.1:"+strconv.Itoa(ExternalPort))
 	if err != nil {
 		return nil, err
 	}
 	f.onClose(func() error { ext.close(); return nil })
 	s.API = "http://" + ext.Addr()
+	if err := s.Start(ctx); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Start runs the replica's policy server and waits until its /health answers 200.
+func (s *PolicyServer) Start(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.proc != nil && !s.proc.exited() {
+		return errors.New("the policy server is running")
+	}
+	p, err := startIn(s.NS, "policy-server", s.f.log(s.NS), filepath.Join(s.f.opts.Bin, "policy-server"), "-config-file", s.config)
+	if err != nil {
+		return err
+	}
+	s.proc = p
+	s.f.onClose(p.stop)
 	wait, cancel := context.WithTimeout(ctx, 90*time.Second)
 	defer cancel()
 	health := fmt.Sprintf("http://127.0.0.1:%d/health", healthPort)
@@ -193,7 +212,7 @@ func (f *Foundation) startPolicyServer(ctx context.Context, i int) (*PolicyServe
 		if p.exited() {
 			return fatal(fmt.Errorf("policy server exited: %s", p.Tail(20)))
 		}
-		resp, err := f.clientIn(s.NS).Get(health)
+		resp, err := s.f.clientIn(s.NS).Get(health)
 		if err != nil {
 			return err
 		}
@@ -204,13 +223,20 @@ func (f *Foundation) startPolicyServer(ctx context.Context, i int) (*PolicyServe
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("policy server %s: %w", s.NS, err)
+		return fmt.Errorf("policy server %s: %w", s.NS, err)
 	}
-	return s, nil
+	return nil
 }
 
 // Stop stops the replica (a policy server VM going away); Start brings it back.
-func (s *PolicyServer) Stop() error { return s.proc.stop() }
+func (s *PolicyServer) Stop() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.proc == nil {
+		return nil
+	}
+	return s.proc.stop()
+}
 
 func urlWithHost(raw, hostPort string) (string, error) {
 	u, err := url.Parse(raw)
@@ -223,7 +249,13 @@ func urlWithHost(raw, hostPort string) (string, error) {
 
 // Netman runs the netman CLI against the first replica's external API.
 func (f *Foundation) Netman(ctx context.Context, args ...string) ([]byte, error) {
-	cmd := exec.CommandContext(ctx, filepath.Join(f.opts.Bin, "netman"), append([]string{"--api", f.Servers[0].API}, args...)...)
+	return f.Servers[0].Netman(ctx, args...)
+}
+
+// Netman runs the netman CLI against this replica's external API.
+func (s *PolicyServer) Netman(ctx context.Context, args ...string) ([]byte, error) {
+	f := s.f
+	cmd := exec.CommandContext(ctx, filepath.Join(f.opts.Bin, "netman"), append([]string{"--api", s.API}, args...)...)
 	cmd.Env = append(os.Environ(), "NETMAN_TOKEN="+f.Token)
 	out, err := cmd.CombinedOutput()
 	if err != nil {

@@ -322,3 +322,36 @@ func roundTrip(t *testing.T, c net.Conn, when string) {
 		t.Fatalf("%s: the established connection answered %q, %v", when, line, err)
 	}
 }
+
+// TestPolicyServerReplicaDown: with the first of the two replicas stopped, a policy
+// created through the second is enforced across cells: the cells' agents reach the other
+// replica by the same name, over mutual TLS.
+func TestPolicyServerReplicaDown(t *testing.T) {
+	f := sharedFoundation(t)
+	appA, appB := newApp(t), newApp(t)
+	_, nsA := container(t, f, 1, appA)
+	b, _ := container(t, f, 2, appB)
+	until(t, nsA, "tcp", addr(b, 8080), false)
+	first, second := f.Servers[0], f.Servers[1]
+	if err := first.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := first.Start(context.Background()); err != nil {
+			t.Errorf("restarting the first replica: %v", err)
+		}
+	})
+	args := func(verb string) []string {
+		return []string{"policies", verb, appA, appB, "--protocol", "tcp", "--port", "8080"}
+	}
+	if _, err := second.Netman(t.Context(), args("add")...); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if _, err := second.Netman(context.Background(), args("remove")...); err != nil {
+			t.Error(err)
+		}
+	})
+	// An agent's first request after the replica went may fail and back off a cycle or two.
+	untilWithin(t, nsA, "tcp", addr(b, 8080), true, 30*time.Second)
+}
