@@ -27,20 +27,26 @@ const (
 )
 
 var shared struct {
-	once sync.Once
-	f    *foundation.Foundation
-	err  error
-	skip string
-	mu   sync.Mutex
-	bin  string
+	// ctx ends on an interrupt, so a foundation still being built gives up and removes
+	// what it made instead of finishing first.
+	ctx    context.Context
+	cancel context.CancelFunc
+	once   sync.Once
+	f      *foundation.Foundation
+	err    error
+	skip   string
+	mu     sync.Mutex
+	bin    string
 }
 
 func TestMain(m *testing.M) {
 	// An interrupt (Ctrl-C, go test's timeout) still removes the foundation.
+	shared.ctx, shared.cancel = context.WithCancel(context.Background())
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	go func() {
 		<-sig
+		shared.cancel()
 		closeShared()
 		os.Exit(130)
 	}()
@@ -79,7 +85,7 @@ func sharedFoundation(t *testing.T) *foundation.Foundation {
 		if shared.err = foundation.Build(bin); shared.err != nil {
 			return
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		ctx, cancel := context.WithTimeout(shared.ctx, 3*time.Minute)
 		defer cancel()
 		opts.Cells, opts.Replicas, opts.NoAgent = cells, 2, []int{noAgentCell}
 		opts.Bin, opts.Progress = bin, os.Stderr
