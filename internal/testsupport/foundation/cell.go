@@ -91,16 +91,11 @@ func (c *Cell) StartFlanneld(ctx context.Context) error {
 	}
 	c.flanneld = p
 	c.f.onClose(p.stop)
-	wait, cancel := context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
-	return retry(wait, 50*time.Millisecond, func() error {
-		if p.exited() {
-			return fatal(fmt.Errorf("flanneld on %s exited: %s", c.NS, p.Tail(20)))
-		}
+	return p.waitReady(ctx, time.Minute, func(ctx context.Context) error {
 		if _, err := c.Lease(); err != nil {
 			return err
 		}
-		_, err := inNS(wait, c.NS, "ip", "link", "show", OverlayInterface, "up")
+		_, err := inNS(ctx, c.NS, "ip", "link", "show", OverlayInterface, "up")
 		return err
 	})
 }
@@ -175,13 +170,8 @@ func (c *Cell) StartAgent(ctx context.Context) error {
 	}
 	c.agent = p
 	c.f.onClose(p.stop)
-	wait, cancel := context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
-	return retry(wait, 100*time.Millisecond, func() error {
-		if p.exited() {
-			return fatal(fmt.Errorf("policy agent on %s exited: %s", c.NS, p.Tail(20)))
-		}
-		out, err := inNS(wait, c.NS, "iptables", "-w", "-S", "FORWARD")
+	return p.waitReady(ctx, time.Minute, func(ctx context.Context) error {
+		out, err := inNS(ctx, c.NS, "iptables", "-w", "-S", "FORWARD")
 		if err != nil {
 			return err
 		}

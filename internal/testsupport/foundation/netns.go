@@ -92,6 +92,9 @@ func startIn(nsName, name, logFile string, argv ...string) (*process, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", name, err)
 	}
+	if nsName != "" {
+		name += " in " + nsName
+	}
 	p := &process{name: name, log: logFile, cmd: cmd, done: make(chan struct{})}
 	go func() { _ = cmd.Wait(); close(p.done) }()
 	return p, nil
@@ -230,27 +233,23 @@ func (f *forwarder) close() {
 	f.wg.Wait()
 }
 
-// retry calls f until it succeeds, fails for good (a fatal error) or ctx ends, and
-// returns the last error.
-func retry(ctx context.Context, every time.Duration, f func() error) error {
+// waitReady calls ready every 100 ms until it succeeds, the process exits (the end of
+// its log is the error) or limit passes.
+func (p *process) waitReady(ctx context.Context, limit time.Duration, ready func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
 	for {
-		err := f()
+		err := ready(ctx)
 		if err == nil {
 			return nil
 		}
-		var fe fatalError
-		if errors.As(err, &fe) {
-			return fe.error
+		if p.exited() {
+			return fmt.Errorf("%s exited: %s", p.name, p.Tail(20))
 		}
 		select {
 		case <-ctx.Done():
-			return errors.Join(ctx.Err(), err)
-		case <-time.After(every):
+			return errors.Join(fmt.Errorf("%s not ready: %w", p.name, ctx.Err()), err)
+		case <-time.After(100 * time.Millisecond):
 		}
 	}
 }
-
-// fatalError ends a retry at once: waiting longer cannot help (the program exited).
-type fatalError struct{ error }
-
-func fatal(err error) error { return fatalError{err} }

@@ -47,13 +47,8 @@ func (f *Foundation) startEtcd(ctx context.Context) error {
 	f.etcd = p
 	f.onClose(p.stop)
 	cfg, _ := json.Marshal(flannelConfig())
-	wait, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	err = retry(wait, 100*time.Millisecond, func() error {
-		if p.exited() {
-			return fatal(fmt.Errorf("etcd exited: %s", p.Tail(20)))
-		}
-		return f.etcdCall(wait, "/v3/kv/put", map[string]string{
+	err = p.waitReady(ctx, 30*time.Second, func(ctx context.Context) error {
+		return f.etcdCall(ctx, "/v3/kv/put", map[string]string{
 			"key": b64(f.EtcdPrefix() + "/config"), "value": base64.StdEncoding.EncodeToString(cfg),
 		}, nil)
 	})
@@ -205,14 +200,13 @@ func (s *PolicyServer) Start(ctx context.Context) error {
 	}
 	s.proc = p
 	s.f.onClose(p.stop)
-	wait, cancel := context.WithTimeout(ctx, 90*time.Second)
-	defer cancel()
 	health := fmt.Sprintf("http://127.0.0.1:%d/health", healthPort)
-	err = retry(wait, 100*time.Millisecond, func() error {
-		if p.exited() {
-			return fatal(fmt.Errorf("policy server exited: %s", p.Tail(20)))
+	err = p.waitReady(ctx, 90*time.Second, func(ctx context.Context) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, health, nil)
+		if err != nil {
+			return err
 		}
-		resp, err := s.f.clientIn(s.NS).Get(health)
+		resp, err := s.f.clientIn(s.NS).Do(req)
 		if err != nil {
 			return err
 		}
