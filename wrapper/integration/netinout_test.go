@@ -196,7 +196,7 @@ func (c *cell) agent(t *testing.T, containers ...rules.Container) {
 		if err != nil {
 			return err
 		}
-		rs, problems := rules.Build(containers, nil)
+		rs, problems := rules.Build(containers, nil, rules.Overlay{})
 		if len(problems) > 0 {
 			return fmt.Errorf("%v", problems)
 		}
