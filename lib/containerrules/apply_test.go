@@ -40,6 +40,7 @@ func testSet(t *testing.T, handle string) Set {
 		Handle: handle, IP: a("10.255.0.7"), InstanceAddress: a("10.10.0.5"),
 		Overlay:      []netip.Prefix{netip.MustParsePrefix("10.255.0.0/16")},
 		PortMappings: []PortMapping{{HostPort: 61001, ContainerPort: 8080}},
+		HostServices: []HostService{{Protocol: "udp", Addr: netip.MustParseAddrPort("169.254.0.2:53")}},
 		Egress: &Egress{Logging: true, Workload: "app", Rules: []NetOutRule{
 			// Every form garden sends, so the kernel is shown each kind of rule.
 			{Protocol: ProtocolTCP, Networks: []IPRange{{a("10.9.0.0"), a("10.9.0.9")}}, Ports: []PortRange{{Start: 80}}, Log: true},
@@ -64,8 +65,10 @@ func TestAddRemoveLeavesNothing(t *testing.T) {
 			t.Fatal(err)
 		}
 		// Someone else's rules in the same built-in chains stay untouched.
-		if out, err := exec.Command("iptables", "-A", "FORWARD", "-s", "10.1.1.1/32", "-j", "ACCEPT").CombinedOutput(); err != nil {
-			t.Fatalf("%v: %s", err, out)
+		for _, chain := range []string{"FORWARD", "INPUT"} {
+			if out, err := exec.Command("iptables", "-A", chain, "-s", "10.1.1.1/32", "-j", "ACCEPT").CombinedOutput(); err != nil {
+				t.Fatalf("%v: %s", err, out)
+			}
 		}
 		before := iptablestest.Save(t)
 		set := testSet(t, "container-1")

@@ -30,6 +30,9 @@ type Spec struct {
 	// to NoMasquerade; nil leaves egress alone.
 	Egress       *Egress
 	NoMasquerade []netip.Prefix
+	// HostServices are what the container may reach on the cell itself, besides replies
+	// to the cell's own connections; everything else it sends to the cell is refused.
+	HostServices []HostService
 }
 
 // Chain is a chain of one table and its rules, each without "-A <chain>".
@@ -113,6 +116,13 @@ func Build(s Spec) (Set, error) {
 	inName := chainName(kindIn, s.Handle)
 	set.Chains = append(set.Chains, Chain{Table: "filter", Name: inName, Rules: in})
 	set.Jumps = append(set.Jumps, Jump{Table: "filter", Chain: "FORWARD", Rule: "-d " + ip + " -j " + inName})
+
+	host, err := hostChain(s.Handle, s.HostServices)
+	if err != nil {
+		return Set{}, err
+	}
+	set.Chains = append(set.Chains, host)
+	set.Jumps = append(set.Jumps, Jump{Table: "filter", Chain: "INPUT", Rule: "-s " + ip + " -j " + host.Name})
 
 	if s.Egress != nil {
 		chains, skipped := EgressChains(s.Handle, overlay, *s.Egress)

@@ -133,6 +133,15 @@ func TestBuild(t *testing.T) {
 		{"no handle", func(s *Spec) { s.Handle = "" }, "handle"},
 		{"ipv6 container", func(s *Spec) { s.IP = netip.MustParseAddr("fd00::1") }, "IPv4"},
 		{"no overlay", func(s *Spec) { s.Overlay = nil }, "overlay"},
+		{"loopback host service", func(s *Spec) {
+			s.HostServices = []HostService{{Protocol: "tcp", Addr: netip.MustParseAddrPort("127.0.0.1:9001")}}
+		}, "loopback"},
+		{"host service port 0", func(s *Spec) {
+			s.HostServices = []HostService{{Protocol: "udp", Addr: netip.MustParseAddrPort("169.254.0.2:0")}}
+		}, "port 0"},
+		{"host service sctp", func(s *Spec) {
+			s.HostServices = []HostService{{Protocol: "sctp", Addr: netip.MustParseAddrPort("169.254.0.2:53")}}
+		}, "not tcp or udp"},
 	}
 	for _, tt := range bad {
 		t.Run(tt.name, func(t *testing.T) {
@@ -147,6 +156,8 @@ func TestBuild(t *testing.T) {
 	s := base
 	s.PortMappings = []PortMapping{{HostPort: 61001, ContainerPort: 8080}, {HostPort: 61002, ContainerPort: 2222, Protocol: "udp"}}
 	s.Egress = &Egress{}
+	dns := netip.MustParseAddrPort("169.254.0.2:53")
+	s.HostServices = []HostService{{"udp", dns}, {"tcp", dns}, {"udp", dns}, {"tcp", netip.MustParseAddrPort("10.10.0.5:9001")}}
 	set, err := Build(s)
 	if err != nil {
 		t.Fatal(err)
@@ -161,10 +172,30 @@ func TestBuild(t *testing.T) {
 		"-A nm-in-" + chainID("c1") + " -p tcp -m tcp --dport 8080 -m conntrack --ctstate DNAT --ctorigdst 10.10.0.5/32 --ctorigdstport 61001 -j ACCEPT",
 		"-I FORWARD 1 -d 10.255.0.7/32 -j nm-in-" + chainID("c1"),
 		"-I FORWARD 1 -s 10.255.0.7/32 -j nm-out-" + chainID("c1"),
+		"-I INPUT 1 -s 10.255.0.7/32 -j nm-host-" + chainID("c1"),
 	} {
 		if !strings.Contains(in, w+"\n") {
 			t.Errorf("restore input lacks %q:\n%s", w, in)
 		}
+	}
+	host := chainName(kindHost, "c1")
+	var hostRules []string
+	for _, c := range set.Chains {
+		if c.Name == host {
+			hostRules = c.Rules
+		}
+	}
+	// Replies first, each service once, then everything else refused.
+	wantHost := []string{
+		"-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+		"-d 169.254.0.2/32 -p udp -m udp --dport 53 -j ACCEPT",
+		"-d 169.254.0.2/32 -p tcp -m tcp --dport 53 -j ACCEPT",
+		"-d 10.10.0.5/32 -p tcp -m tcp --dport 9001 -j ACCEPT",
+		"-p tcp -j REJECT --reject-with tcp-reset",
+		"-j REJECT --reject-with icmp-port-unreachable",
+	}
+	if !slices.Equal(hostRules, wantHost) {
+		t.Errorf("host chain\n%q\nwant\n%q", hostRules, wantHost)
 	}
 	if strings.Count(in, "COMMIT") != 2 {
 		t.Errorf("want one nat and one filter block:\n%s", in)
@@ -172,6 +203,27 @@ func TestBuild(t *testing.T) {
 	for _, c := range set.Chains {
 		if len(c.Name) > 28 || !strings.HasPrefix(c.Name, Prefix) {
 			t.Errorf("chain name %q: over 28 characters or without the prefix", c.Name)
+		}
+	}
+}
+
+func TestParseHostService(t *testing.T) {
+	for _, tt := range []struct{ in, bad string }{
+		{"169.254.0.2:53", ""},
+		{"10.0.16.5:8080", ""},
+		{"169.254.0.2", "address:port"},
+		{"169.254.0.2:port", "address:port"},
+		{"[fd00::1]:53", "IPv4"},
+		{"0.0.0.0:53", "IPv4"},
+		{"127.0.0.1:8722", "loopback"},
+		{"169.254.0.2:0", "port 0"},
+	} {
+		h, err := ParseHostService("udp", tt.in)
+		if tt.bad == "" && (err != nil || h.Addr.String() != tt.in) {
+			t.Errorf("%q: got %v, %v", tt.in, h, err)
+		}
+		if tt.bad != "" && (err == nil || !strings.Contains(err.Error(), tt.bad)) {
+			t.Errorf("%q: got %v, want an error with %q", tt.in, err, tt.bad)
 		}
 	}
 }

@@ -1,6 +1,6 @@
 // Package containerrules builds and applies the iptables rules of one container on a
-// cell: its port mappings (netin) and its egress firewall built from application
-// security groups (netout). The wrapper installs them on ADD and removes them on DEL; an
+// cell: its port mappings (netin), its egress firewall built from application
+// security groups (netout), and what it may reach on the cell itself. The wrapper installs them on ADD and removes them on DEL; an
 // agent that learns of new security groups can rebuild a container's egress chain with
 // Egress and EgressChain.
 //
@@ -17,6 +17,7 @@
 //	nat    POSTROUTING -s <container>/32 -j nm-snat-<id>             masquerade (egress on)
 //	filter FORWARD     -d <container>/32 -j nm-in-<id>               what reaches the container
 //	filter FORWARD     -s <container>/32 -j nm-out-<id>              egress (egress on)
+//	filter INPUT       -s <container>/32 -j nm-host-<id>             to the cell itself
 //
 //	nm-dnat-<id>  -p tcp -m tcp --dport <host port> -j DNAT --to-destination <container>:<port>
 //	nm-snat-<id>  -d <no-masquerade range> -j RETURN, -j MASQUERADE
@@ -31,6 +32,13 @@
 //	              -j nm-rej-<id>
 //	nm-log-<id>   NEW, rate limited -j LOG "OK_<handle>", -j ACCEPT
 //	nm-rej-<id>   (logging on: rate limited -j LOG "DENY_<handle>"), tcp-reset, icmp-port-unreachable
+//	nm-host-<id>  RELATED,ESTABLISHED -j ACCEPT                    replies to the cell's connections
+//	              -d <address>/32 -p tcp|udp --dport <port> -j ACCEPT   per HostService
+//	              tcp-reset, icmp-port-unreachable                 garden, agents, bosh-agent...
+//
+// The INPUT jump matches the container's source address alone, not the bridge it comes
+// in on: no interface has to be found (bridge, veth or overlay device, by delegate) and a
+// packet carrying that address from anywhere else meets the same, stricter, chain.
 //
 // The jumps are inserted, so that what a container was given (its port mappings) works
 // whatever other rules of the cell's FORWARD and nat chains say. Order does not matter to
@@ -46,7 +54,7 @@
 // It reads nothing first, so its cost does not grow with the rules of the other
 // containers beyond what iptables-restore itself pays. iptables commits each table on its
 // own, so when the restore fails Add removes whatever part of it landed. Remove lists the
-// three built-in chains, deletes every rule there that jumps to one of the container's
+// four built-in chains, deletes every rule there that jumps to one of the container's
 // chains (however many a repeated ADD left), flushes and deletes the chains, again in one
 // restore; it needs nothing but the handle and succeeds when nothing is left to remove.
 package containerrules

@@ -12,6 +12,7 @@ const (
 	kindSNAT = "snat"
 	kindIn   = "in"
 	kindOut  = "out"
+	kindHost = "host"
 	kindLog  = "log"
 	kindRej  = "rej"
 )
@@ -32,7 +33,7 @@ func EgressChain(handle string) string { return chainName(kindOut, handle) }
 func tableChains(handle string) map[string][]string {
 	return map[string][]string{
 		"nat":    {chainName(kindDNAT, handle), chainName(kindSNAT, handle)},
-		"filter": {chainName(kindIn, handle), chainName(kindOut, handle), chainName(kindLog, handle), chainName(kindRej, handle)},
+		"filter": {chainName(kindIn, handle), chainName(kindOut, handle), chainName(kindHost, handle), chainName(kindLog, handle), chainName(kindRej, handle)},
 	}
 }
 
@@ -41,6 +42,7 @@ var builtins = []struct{ table, chain string }{
 	{"nat", "PREROUTING"},
 	{"nat", "POSTROUTING"},
 	{"filter", "FORWARD"},
+	{"filter", "INPUT"},
 }
 
 // logPrefix is "<tag>_<handle>" cut to the 28 characters LOG keeps, restricted to
