@@ -40,7 +40,9 @@
 // overlay_network (container to container range, left to the policy agent; by default
 // flannel's FLANNEL_NETWORK), no_masquerade_cidr_range, deny_networks {always, running,
 // staging}, iptables_logging with iptables_denied_logs_per_sec and
-// iptables_accepted_logs_per_sec, and dns_servers (into the result). With neither
+// iptables_accepted_logs_per_sec, dns_servers (into the result), and host_tcp_services
+// and host_udp_services ("address:port" on the cell that containers may reach; DNS on
+// link-local dns_servers too; the rest of the cell is closed to them). With neither
 // instance_address nor enforce_egress the wrapper touches no iptables rule.
 //
 // Per container the runtime adds "metadata" (app_id, space_id, org_id, policy_group_id

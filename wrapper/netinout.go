@@ -23,7 +23,8 @@ const ErrNetRules uint = 110
 const DefaultIPTablesLockFile = "/var/vcap/data/garden-cni/iptables.lock"
 
 // CellRules are the settings of the per-container iptables rules (lib/containerrules):
-// port mappings (netin) and the egress firewall (netout). The names are silk's where
+// port mappings (netin), the egress firewall (netout) and what containers may reach on
+// the cell itself. The names are silk's where
 // silk has the setting.
 type CellRules struct {
 	// InstanceAddress is the cell's address; port mappings forward its host ports.
@@ -45,8 +46,14 @@ type CellRules struct {
 	// Rates of the LOG rules (per second): refused packets, new allowed connections.
 	IPTablesDeniedLogsPerSec   int `json:"iptables_denied_logs_per_sec,omitempty"`
 	IPTablesAcceptedLogsPerSec int `json:"iptables_accepted_logs_per_sec,omitempty"`
-	// DNSServers go into the result's DNS nameservers.
+	// DNSServers go into the result's DNS nameservers; those that are link-local (the
+	// cell's bosh-dns, 169.254.0.0/16) are also reachable on port 53, tcp and udp.
 	DNSServers []string `json:"dns_servers,omitempty"`
+	// HostTCPServices and HostUDPServices ("address:port", silk's names) are the services
+	// on the cell itself containers may reach. Replies to the cell's own connections pass;
+	// everything else a container sends to the cell is refused.
+	HostTCPServices []string `json:"host_tcp_services,omitempty"`
+	HostUDPServices []string `json:"host_udp_services,omitempty"`
 }
 
 // DenyNetworksConf lists CIDRs no security group can open, by container_workload.
@@ -178,6 +185,11 @@ func (c *Config) ruleSpec(handle string, res *current.Result, ip net.IP) (contai
 	if len(spec.PortMappings) > 0 && r.InstanceAddress == "" {
 		return spec, nil, fmt.Errorf("runtimeConfig.portMappings given but no instance_address to map them on")
 	}
+	services, err := r.hostServices()
+	if err != nil {
+		return spec, nil, err
+	}
+	spec.HostServices = services
 	var netOut []containerrules.NetOutRule
 	if err := c.runtimeValue("netOutRules", &netOut); err != nil {
 		return spec, nil, err
@@ -220,6 +232,35 @@ func (c *Config) ruleSpec(handle string, res *current.Result, ip net.IP) (contai
 	return spec, warnings, nil
 }
 
+// hostServices lists what containers may reach on the cell: host_tcp_services,
+// host_udp_services and, as silk does, DNS on each link-local dns_servers entry.
+func (r *CellRules) hostServices() ([]containerrules.HostService, error) {
+	var out []containerrules.HostService
+	for _, d := range r.DNSServers {
+		a, err := netip.ParseAddr(d)
+		if err != nil {
+			return nil, fmt.Errorf("dns_servers: %q is not an IP address", d)
+		}
+		if a.Is4() && a.IsLinkLocalUnicast() {
+			dns := netip.AddrPortFrom(a, 53)
+			out = append(out, containerrules.HostService{Protocol: "udp", Addr: dns}, containerrules.HostService{Protocol: "tcp", Addr: dns})
+		}
+	}
+	for _, l := range []struct {
+		key, proto string
+		list       []string
+	}{{"host_tcp_services", "tcp", r.HostTCPServices}, {"host_udp_services", "udp", r.HostUDPServices}} {
+		for _, s := range l.list {
+			h, err := containerrules.ParseHostService(l.proto, s)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", l.key, err)
+			}
+			out = append(out, h)
+		}
+	}
+	return out, nil
+}
+
 // defaultFlannelSubnetFile is where the flannel CNI plugin reads its subnet by default.
 const defaultFlannelSubnetFile = "/run/flannel/subnet.env"
 
@@ -260,11 +301,11 @@ func (p *Plugin) addNetRules(ctx context.Context, cfg *Config, handle string, re
 	}
 	spec, warnings, err := cfg.ruleSpec(handle, res, ip)
 	if err != nil {
-		return nil, types.NewError(types.ErrInvalidNetworkConfig, "invalid port mappings or egress settings", err.Error())
+		return nil, types.NewError(types.ErrInvalidNetworkConfig, "invalid port mappings, egress or host service settings", err.Error())
 	}
 	set, err := containerrules.Build(spec)
 	if err != nil {
-		return nil, types.NewError(types.ErrInvalidNetworkConfig, "invalid port mappings or egress settings", err.Error())
+		return nil, types.NewError(types.ErrInvalidNetworkConfig, "invalid port mappings, egress or host service settings", err.Error())
 	}
 	for _, w := range warnings {
 		p.Logger.Warn(w, "container", handle)

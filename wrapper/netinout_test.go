@@ -49,6 +49,8 @@ func TestRuleSpec(t *testing.T) {
 		{"bad overlay", bridge + `, "enforce_egress": true, "overlay_network": "10.0.0.0"`, "", "", false, "overlay_network"},
 		{"bad no_masquerade", bridge + `, "enforce_egress": true, "no_masquerade_cidr_range": "x"`, "", "", false, "no_masquerade_cidr_range"},
 		{"flannel without its subnet file", `"delegate": {"type": "flannel", "subnetFile": "/nonexistent/subnet.env"}, "enforce_egress": true`, "", "", false, "flannel subnet file"},
+		{"bad host_tcp_services", bridge + `, "instance_address": "10.0.0.5", "host_tcp_services": ["169.254.0.2"]`, "", "", false, "host_tcp_services"},
+		{"loopback host_udp_services", bridge + `, "instance_address": "10.0.0.5", "host_udp_services": ["127.0.0.1:53"]`, "", "", false, "host_udp_services"},
 		{"netOutRules not garden's shape", bridge + `, "enforce_egress": true, "runtimeConfig": {"netOutRules": [{"networks": [{"start": "not-an-ip"}]}]}`, "", "", false, "netOutRules"},
 	}
 	for _, tt := range tests {
@@ -79,6 +81,29 @@ func TestRuleSpec(t *testing.T) {
 				t.Fatalf("overlay %v, mappings %v, egress %v; want %s, %s, %v", overlay, mappings, spec.Egress != nil, tt.overlay, tt.mappings, tt.egress)
 			}
 		})
+	}
+}
+
+func TestHostServices(t *testing.T) {
+	cfg, err := LoadConfig([]byte(`{"cniVersion": "1.0.0", "name": "n", "type": "wrapper", "datastore": "/d", "delegate": {"type": "bridge"},
+		"instance_address": "10.0.0.5", "dns_servers": ["169.254.0.2", "8.8.8.8"],
+		"host_tcp_services": ["10.0.0.5:9001"], "host_udp_services": ["169.254.0.2:9003"]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, ip := bridgeResult(t)
+	spec, _, err := cfg.ruleSpec("h", res, ip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, h := range spec.HostServices {
+		got = append(got, h.Protocol+" "+h.Addr.String())
+	}
+	// DNS on the link-local resolver only: 8.8.8.8 is not on the cell, egress rules decide.
+	want := "udp 169.254.0.2:53,tcp 169.254.0.2:53,tcp 10.0.0.5:9001,udp 169.254.0.2:9003"
+	if strings.Join(got, ",") != want {
+		t.Fatalf("host services %v, want %s", got, want)
 	}
 }
 

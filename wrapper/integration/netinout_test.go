@@ -469,3 +469,52 @@ func TestOneRestorePerAddAndDel(t *testing.T) {
 		t.Errorf("DEL ran iptables-restore %d times, want 1", n-1)
 	}
 }
+
+// What a container may reach on the cell itself (INPUT): the listed host services and
+// DNS on a link-local dns_servers entry; every other port of the cell is refused,
+// although something listens there; replies to the cell's own connections pass; DEL
+// leaves the cell's iptables as they were.
+func TestHostServices(t *testing.T) {
+	rulestest.RequireEnforcement(t)
+	c := newCell(t, 1500)
+	const cellAddress = "10.10.0.5" // the cell's underlay address (newCell)
+	err := c.host.Do(func(ns.NetNS) error {
+		lo, err := netlink.LinkByName("lo")
+		if err != nil {
+			return err
+		}
+		addr, _ := netlink.ParseAddr("169.254.0.2/32") // bosh-dns' address on a cell
+		return netlink.AddrAdd(lo, addr)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveSource(t, c.host, cellAddress+":9001")
+	serveSource(t, c.host, ":9002") // every address of the cell, the bridge's too
+	serveSource(t, c.host, "169.254.0.2:53")
+	before := c.iptablesSave(t)
+
+	app := newNS(t)
+	conf := c.rulesConf(map[string]any{
+		"metadata":          metadataFor("host-app"),
+		"host_tcp_services": []string{cellAddress + ":9001"},
+		"dns_servers":       []string{"169.254.0.2"},
+	})
+	out := c.mustExec(invocation{command: "ADD", containerID: "host-app", netns: app, conf: conf})
+	res := parseResult(t, "1.0.0", out)
+	ip, gateway := res.IPs[0].Address.IP.String(), res.IPs[0].Gateway.String()
+	serveSource(t, app, ":8080")
+
+	if got := mustReach(t, "allowed host service", app, cellAddress+":9001"); got != ip {
+		t.Errorf("the cell saw the container as %s, want %s", got, ip)
+	}
+	mustReach(t, "DNS (tcp) on the link-local dns_servers entry", app, "169.254.0.2:53")
+	mustRefuse(t, "another port of the cell's address", app, cellAddress+":9002")
+	mustRefuse(t, "the bridge's address", app, gateway+":9002")
+	mustRefuse(t, "an allowed port on another address of the cell", app, gateway+":9001")
+	// The cell's own connection to the container: its answers come back through INPUT.
+	mustReach(t, "the cell connecting to the container", c.host, ip+":8080")
+
+	c.mustExec(invocation{command: "DEL", containerID: "host-app", netns: app, conf: c.rulesConf(nil)})
+	c.expectIPTablesAsBefore(t, before, "iptables after DEL")
+}
