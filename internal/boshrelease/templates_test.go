@@ -199,6 +199,9 @@ func TestInvalidPropertiesAreRefused(t *testing.T) {
 		{"netman-cni", map[string]any{"underlay_interface": "eth0", "underlay_ip": "10.0.0.5"}, "underlay_interface"},
 		{"netman-cni", map[string]any{"datastore": "relative/store.json"}, "datastore"},
 		{"cni-flannel", map[string]any{"delegate": "silk"}, "delegate"},
+		{"netman-cni", map[string]any{"host_tcp_services": []string{"169.254.0.2"}}, "host_tcp_services"},
+		{"netman-cni", map[string]any{"host_udp_services": []string{"127.0.0.1:53"}}, "host_udp_services"},
+		{"cni-flannel", map[string]any{"host_tcp_services": []string{"169.254.0.2:70000"}}, "host_tcp_services"},
 		{"policy-server", with(ps, map[string]any{"policy-server.database.type": "mysql"}), "policy-server.database.type"},
 		{"policy-server", with(ps, map[string]any{"policy-server.ca_cert": "not a certificate"}), "policy-server.ca_cert"},
 		{"policy-server", with(ps, map[string]any{"policy-server.server_key": ""}), "policy-server.server_key"},
@@ -270,6 +273,17 @@ func TestWrapperConfTemplate(t *testing.T) {
 			func(t *testing.T, raw map[string]any, c *wrapper.Config) {
 				if c.PolicyAgentForcePollAddress != "127.0.0.1:18722" {
 					t.Errorf("policy_agent_force_poll_address %q", c.PolicyAgentForcePollAddress)
+				}
+			}},
+		{"host services closed by default, as silk's", "cni-flannel", nil, func(t *testing.T, raw map[string]any, c *wrapper.Config) {
+			if len(c.HostTCPServices) != 0 || len(c.HostUDPServices) != 0 || len(c.DNSServers) != 0 {
+				t.Errorf("host_tcp_services %v, host_udp_services %v, dns_servers %v; want none", c.HostTCPServices, c.HostUDPServices, c.DNSServers)
+			}
+		}},
+		{"host services and link-local DNS", "cni-flannel", map[string]any{"host_tcp_services": []string{"169.254.0.2:9001"}, "host_udp_services": []string{"10.0.16.5:9003"}, "dns_servers": []string{"169.254.0.2"}},
+			func(t *testing.T, raw map[string]any, c *wrapper.Config) {
+				if !reflect.DeepEqual(c.HostTCPServices, []string{"169.254.0.2:9001"}) || !reflect.DeepEqual(c.HostUDPServices, []string{"10.0.16.5:9003"}) {
+					t.Errorf("host_tcp_services %v, host_udp_services %v", c.HostTCPServices, c.HostUDPServices)
 				}
 			}},
 		{"underlay interface and datastore owner", "netman-cni", map[string]any{"underlay_interface": "eth1", "datastore_file_group": "vcap", "datastore": "/var/vcap/data/x/store.json"},
