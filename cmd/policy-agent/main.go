@@ -20,10 +20,12 @@ import (
 	"github.com/tedsuo/ifrit/grouper"
 	"github.com/tedsuo/ifrit/sigmon"
 
+	"netman/lib/containerrules"
 	"netman/lib/httpserver"
 	"netman/lib/policyclient"
 	"netman/lib/rules"
 	"netman/policy-agent/agent"
+	"netman/policy-agent/asg"
 	"netman/policy-agent/config"
 )
 
@@ -110,6 +112,14 @@ wrapper calls it after every ADD and DEL) on 127.0.0.1:force_policy_poll_cycle_p
 		{Name: "agent", Runner: a},
 		{Name: "force-poll-server", Runner: httpServer("force-poll", cfg.ForcePolicyPollCyclePort, a.ForcePollHandler(), logger)},
 	}
+	if cfg.EnableASGSyncing {
+		syncer, err := asgSyncer(cfg, client, logger)
+		if err != nil {
+			logger.Error("cannot apply security groups", "error", err.Error())
+			return 1
+		}
+		members = append(members, grouper.Member{Name: "asg-syncer", Runner: syncer})
+	}
 	proc := ifrit.Invoke(sigmon.New(grouper.NewOrdered(syscall.SIGTERM, members)))
 	logger.Info("policy-agent started", "policy_server_url", cfg.PolicyServerURL,
 		"datastore", cfg.Datastore, "poll_interval_seconds", cfg.PollIntervalSeconds,
@@ -120,6 +130,22 @@ wrapper calls it after every ADD and DEL) on 127.0.0.1:force_policy_poll_cycle_p
 	}
 	logger.Info("policy-agent stopped")
 	return 0
+}
+
+// asgSyncer applies the policy server's security groups to the containers' egress chains.
+func asgSyncer(cfg *config.Config, client *policyclient.Client, logger *slog.Logger) (*asg.Syncer, error) {
+	overlay, egress, err := cfg.EgressSettings() // validated by Load
+	if err != nil {
+		return nil, err
+	}
+	applier, err := containerrules.NewApplier(cfg.IPTablesLockFile)
+	if err != nil {
+		return nil, err
+	}
+	return asg.New(asg.Options{
+		Datastore: cfg.Datastore, Interval: cfg.ASGPollInterval(), Source: client, Writer: applier,
+		Overlay: overlay, Egress: egress, Logger: logger.With("component", "asg-syncer"),
+	})
 }
 
 // httpServer serves handler on 127.0.0.1:port until signalled. It is not ifrit's

@@ -10,10 +10,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"net/url"
 	"strings"
 	"time"
 
+	"netman/lib/containerrules"
 	"netman/lib/jsonconfig"
 	"netman/lib/mutualtls"
 	"netman/lib/rules"
@@ -41,6 +43,31 @@ type Config struct {
 	// VXLANGBP says the overlay carries marks in VXLAN GBP ("GBP": true in flannel's
 	// backend config), which limits tags to 16 bits.
 	VXLANGBP bool `json:"vxlan_gbp"`
+
+	// EnableASGSyncing applies the security groups the policy server serves to the
+	// containers' egress chains every ASGPollIntervalSeconds (silk's names), replacing the
+	// rules the wrapper got at ADD. Egress holds the wrapper's settings those chains are
+	// built with; the BOSH job copies them from the netman-cni job's link.
+	EnableASGSyncing       bool   `json:"enable_asg_syncing"`
+	ASGPollIntervalSeconds int    `json:"asg_poll_interval_seconds"`
+	Egress                 Egress `json:"egress"`
+}
+
+// Egress are the netman-cni settings (the same names) that every container's egress
+// chain is built with besides its security groups.
+type Egress struct {
+	OverlayNetwork             string       `json:"overlay_network"`
+	DenyNetworks               DenyNetworks `json:"deny_networks"`
+	IPTablesLogging            bool         `json:"iptables_logging"`
+	IPTablesDeniedLogsPerSec   int          `json:"iptables_denied_logs_per_sec"`
+	IPTablesAcceptedLogsPerSec int          `json:"iptables_accepted_logs_per_sec"`
+}
+
+// DenyNetworks lists CIDRs no security group can open, by container_workload.
+type DenyNetworks struct {
+	Always  []string `json:"always"`
+	Running []string `json:"running"`
+	Staging []string `json:"staging"`
 }
 
 // Default is what a file leaves out becomes (the BOSH job's defaults).
@@ -55,6 +82,7 @@ func Default() Config {
 		LogLevel:                 "info",
 		OverlayInterface:         "flannel.1",
 		VXLANGBP:                 true,
+		ASGPollIntervalSeconds:   60,
 	}
 }
 
@@ -117,6 +145,17 @@ func (c *Config) Validate() error {
 	if c.VXLANGBP && c.OverlayInterface == "" {
 		return errors.New(`field "vxlan_gbp": true needs an "overlay_interface" to carry the marks`)
 	}
+	if c.ASGPollIntervalSeconds < 1 || c.ASGPollIntervalSeconds > 3600 {
+		return fmt.Errorf(`field "asg_poll_interval_seconds": %d is not within 1-3600`, c.ASGPollIntervalSeconds)
+	}
+	if c.EnableASGSyncing {
+		if strings.TrimSpace(c.Egress.OverlayNetwork) == "" {
+			return errors.New(`field "egress.overlay_network": required with enable_asg_syncing (the wrapper's overlay_network)`)
+		}
+		if _, _, err := c.EgressSettings(); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -131,6 +170,54 @@ func validInterfaceName(s string) bool {
 // Overlay is the overlay as the rules package takes it.
 func (c *Config) Overlay() rules.Overlay {
 	return rules.Overlay{Interface: c.OverlayInterface, GBP: c.VXLANGBP}
+}
+
+// EgressSettings parses egress: the overlay and what every container's egress chain has
+// besides its rules and workload.
+func (c *Config) EgressSettings() ([]netip.Prefix, containerrules.Egress, error) {
+	e := containerrules.Egress{
+		Logging:            c.Egress.IPTablesLogging,
+		DeniedLogsPerSec:   c.Egress.IPTablesDeniedLogsPerSec,
+		AcceptedLogsPerSec: c.Egress.IPTablesAcceptedLogsPerSec,
+	}
+	overlay, err := prefixes("egress.overlay_network", []string{c.Egress.OverlayNetwork})
+	if err != nil {
+		return nil, e, err
+	}
+	for _, f := range []struct {
+		name string
+		in   []string
+		out  *[]netip.Prefix
+	}{
+		{"egress.deny_networks.always", c.Egress.DenyNetworks.Always, &e.Deny.Always},
+		{"egress.deny_networks.running", c.Egress.DenyNetworks.Running, &e.Deny.Running},
+		{"egress.deny_networks.staging", c.Egress.DenyNetworks.Staging, &e.Deny.Staging},
+	} {
+		if *f.out, err = prefixes(f.name, f.in); err != nil {
+			return nil, e, err
+		}
+	}
+	if e.DeniedLogsPerSec < 0 || e.AcceptedLogsPerSec < 0 {
+		return nil, e, errors.New(`fields "egress.iptables_denied_logs_per_sec", "egress.iptables_accepted_logs_per_sec": must not be negative`)
+	}
+	return overlay, e, nil
+}
+
+func prefixes(field string, in []string) ([]netip.Prefix, error) {
+	out := make([]netip.Prefix, 0, len(in))
+	for _, s := range in {
+		p, err := netip.ParsePrefix(strings.TrimSpace(s))
+		if err != nil || !p.Addr().Is4() {
+			return nil, fmt.Errorf("field %q: %q is not an IPv4 CIDR", field, s)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
+// ASGPollInterval is asg_poll_interval_seconds as a duration.
+func (c *Config) ASGPollInterval() time.Duration {
+	return time.Duration(c.ASGPollIntervalSeconds) * time.Second
 }
 
 // PollInterval is poll_interval_seconds as a duration.
