@@ -85,6 +85,11 @@ func TestParseRefusesNamingTheField(t *testing.T) {
 		{"overlay name", replace(`"debug_server_port": 22223`, `"debug_server_port": 22223, "overlay_interface": "flannel/1"`), "overlay_interface"},
 		{"overlay name too long", replace(`"debug_server_port": 22223`, `"debug_server_port": 22223, "overlay_interface": "flannel.1234567890"`), "overlay_interface"},
 		{"gbp without an overlay", replace(`"debug_server_port": 22223`, `"debug_server_port": 22223, "overlay_interface": ""`), "vxlan_gbp"},
+		{"asg interval", replace(`"debug_server_port": 22223`, `"debug_server_port": 22223, "asg_poll_interval_seconds": 0`), "asg_poll_interval_seconds"},
+		{"asg without overlay", replace(`"debug_server_port": 22223`, `"debug_server_port": 22223, "enable_asg_syncing": true`), "egress.overlay_network"},
+		{"asg bad overlay", replace(`"debug_server_port": 22223`, `"debug_server_port": 22223, "enable_asg_syncing": true, "egress": {"overlay_network": "10.255.0.0"}`), "egress.overlay_network"},
+		{"asg bad deny network", replace(`"debug_server_port": 22223`, `"debug_server_port": 22223, "enable_asg_syncing": true, "egress": {"overlay_network": "10.255.0.0/16", "deny_networks": {"staging": ["x"]}}`), "egress.deny_networks.staging"},
+		{"asg unknown egress field", replace(`"debug_server_port": 22223`, `"debug_server_port": 22223, "egress": {"ovrlay": "10.255.0.0/16"}`), "ovrlay"},
 		{"not json", `{`, "parsing JSON"},
 		{"trailing data", rendered + `{}`, "data after"},
 	}
@@ -95,6 +100,27 @@ func TestParseRefusesNamingTheField(t *testing.T) {
 				t.Errorf("Parse = %v, want an error naming %q", err, tt.field)
 			}
 		})
+	}
+}
+
+func TestParseASGSettings(t *testing.T) {
+	c, err := config.Parse([]byte(strings.Replace(rendered, `"debug_server_port": 22223`, `"debug_server_port": 22223,
+  "enable_asg_syncing": true,
+  "egress": {"overlay_network": "10.255.0.0/16", "deny_networks": {"always": ["169.254.0.0/16"], "running": ["10.0.0.0/8"]},
+    "iptables_logging": true, "iptables_denied_logs_per_sec": 2}`, 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ASGPollInterval().Seconds() != 60 {
+		t.Errorf("asg_poll_interval_seconds default = %v, want silk's 60", c.ASGPollInterval())
+	}
+	overlay, e, err := c.EgressSettings()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(overlay) != 1 || overlay[0].String() != "10.255.0.0/16" || len(e.Deny.Always) != 1 || len(e.Deny.Running) != 1 ||
+		len(e.Deny.Staging) != 0 || !e.Logging || e.DeniedLogsPerSec != 2 {
+		t.Errorf("EgressSettings = %v, %+v", overlay, e)
 	}
 }
 
