@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -148,7 +147,7 @@ func (c *Config) ruleSpec(handle string, res *current.Result, ip net.IP) (contai
 			file = defaultFlannelSubnetFile
 		}
 		var err error
-		if overlay, err = flannelNetwork(file); err != nil {
+		if overlay, err = containerrules.FlannelNetwork(file); err != nil {
 			return spec, nil, fmt.Errorf("overlay_network not set and %w", err)
 		}
 		what = "FLANNEL_NETWORK in " + file
@@ -263,20 +262,6 @@ func (r *CellRules) hostServices() ([]containerrules.HostService, error) {
 
 // defaultFlannelSubnetFile is where the flannel CNI plugin reads its subnet by default.
 const defaultFlannelSubnetFile = "/run/flannel/subnet.env"
-
-// flannelNetwork reads FLANNEL_NETWORK from a flannel subnet file.
-func flannelNetwork(path string) (string, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "", fmt.Errorf("reading the flannel subnet file: %w", err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "FLANNEL_NETWORK="); ok {
-			return v, nil
-		}
-	}
-	return "", fmt.Errorf("%s has no FLANNEL_NETWORK", path)
-}
 
 // addNetRules installs the container's port mappings and egress rules, in one
 // iptables-restore, and adds dns_servers to the result. On error nothing is installed.

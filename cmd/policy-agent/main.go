@@ -144,7 +144,7 @@ func asgSyncer(cfg *config.Config, client *policyclient.Client, logger *slog.Log
 	}
 	return asg.New(asg.Options{
 		Datastore: cfg.Datastore, Interval: cfg.ASGPollInterval(), Source: client, Writer: applier,
-		Overlay: overlay, Egress: egress, Logger: logger.With("component", "asg-syncer"),
+		Overlay: overlay, FlannelSubnetFile: cfg.Egress.FlannelSubnetFile, Egress: egress, Logger: logger.With("component", "asg-syncer"),
 	})
 }
 

@@ -34,8 +34,11 @@ type Options struct {
 	Source    Source
 	Writer    Writer
 	Overlay   []netip.Prefix
-	Egress    containerrules.Egress
-	Logger    *slog.Logger
+	// FlannelSubnetFile, when Overlay is empty, is where FLANNEL_NETWORK (the overlay)
+	// is read every cycle, as the wrapper reads it at ADD.
+	FlannelSubnetFile string
+	Egress            containerrules.Egress
+	Logger            *slog.Logger
 }
 
 // Syncer keeps the cell's containers' egress chains equal to their security groups.
@@ -54,8 +57,8 @@ func New(opts Options) (*Syncer, error) {
 	if opts.Interval <= 0 {
 		return nil, fmt.Errorf("asg: interval %v must be positive", opts.Interval)
 	}
-	if len(opts.Overlay) == 0 {
-		return nil, errors.New("asg: the overlay network is required: the egress chains return traffic to it")
+	if len(opts.Overlay) == 0 && opts.FlannelSubnetFile == "" {
+		return nil, errors.New("asg: the overlay network or the flannel subnet file is required: the egress chains return traffic to the overlay")
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -102,6 +105,10 @@ func (s *Syncer) Cycle(ctx context.Context) (Result, error) {
 	if len(cs) == 0 {
 		return res, nil
 	}
+	overlay, err := s.overlay()
+	if err != nil {
+		return res, err
+	}
 	groups, err := s.opts.Source.SecurityGroups(ctx, spaces)
 	if err != nil {
 		return res, fmt.Errorf("fetching security groups: %w", err)
@@ -113,7 +120,7 @@ func (s *Syncer) Cycle(ctx context.Context) (Result, error) {
 		rules, problems := containerrules.FromSecurityGroupRules(sets.For(c.space, c.workload))
 		e := s.opts.Egress
 		e.Rules, e.Workload = rules, c.workload
-		chains, more := containerrules.EgressChains(c.handle, s.opts.Overlay, e)
+		chains, more := containerrules.EgressChains(c.handle, overlay, e)
 		if problems = append(problems, more...); len(problems) > 0 {
 			s.opts.Logger.Warn("security group rules skipped: they allow nothing", "container", c.handle,
 				"count", len(problems), "first", problems[0].Error())
@@ -143,6 +150,21 @@ func (s *Syncer) Cycle(ctx context.Context) (Result, error) {
 	}
 	slices.Sort(res.Changed)
 	return res, nil
+}
+
+func (s *Syncer) overlay() ([]netip.Prefix, error) {
+	if len(s.opts.Overlay) > 0 {
+		return s.opts.Overlay, nil
+	}
+	network, err := containerrules.FlannelNetwork(s.opts.FlannelSubnetFile)
+	if err != nil {
+		return nil, fmt.Errorf("finding the overlay: %w", err)
+	}
+	p, err := netip.ParsePrefix(network)
+	if err != nil || !p.Addr().Is4() {
+		return nil, fmt.Errorf("finding the overlay: FLANNEL_NETWORK %q in %s is not an IPv4 CIDR", network, s.opts.FlannelSubnetFile)
+	}
+	return []netip.Prefix{p.Masked()}, nil
 }
 
 func render(chains []containerrules.Chain) string {

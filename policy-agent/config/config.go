@@ -56,7 +56,10 @@ type Config struct {
 // Egress are the netman-cni settings (the same names) that every container's egress
 // chain is built with besides its security groups.
 type Egress struct {
-	OverlayNetwork             string       `json:"overlay_network"`
+	OverlayNetwork string `json:"overlay_network"`
+	// FlannelSubnetFile is where FLANNEL_NETWORK is read when overlay_network is empty
+	// (netman-cni with delegate flannel).
+	FlannelSubnetFile          string       `json:"flannel_subnet_file"`
 	DenyNetworks               DenyNetworks `json:"deny_networks"`
 	IPTablesLogging            bool         `json:"iptables_logging"`
 	IPTablesDeniedLogsPerSec   int          `json:"iptables_denied_logs_per_sec"`
@@ -149,8 +152,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf(`field "asg_poll_interval_seconds": %d is not within 1-3600`, c.ASGPollIntervalSeconds)
 	}
 	if c.EnableASGSyncing {
-		if strings.TrimSpace(c.Egress.OverlayNetwork) == "" {
-			return errors.New(`field "egress.overlay_network": required with enable_asg_syncing (the wrapper's overlay_network)`)
+		if strings.TrimSpace(c.Egress.OverlayNetwork) == "" && strings.TrimSpace(c.Egress.FlannelSubnetFile) == "" {
+			return errors.New(`field "egress.overlay_network": required with enable_asg_syncing unless egress.flannel_subnet_file is set (the wrapper's overlay)`)
 		}
 		if _, _, err := c.EgressSettings(); err != nil {
 			return err
@@ -180,9 +183,12 @@ func (c *Config) EgressSettings() ([]netip.Prefix, containerrules.Egress, error)
 		DeniedLogsPerSec:   c.Egress.IPTablesDeniedLogsPerSec,
 		AcceptedLogsPerSec: c.Egress.IPTablesAcceptedLogsPerSec,
 	}
-	overlay, err := prefixes("egress.overlay_network", []string{c.Egress.OverlayNetwork})
-	if err != nil {
-		return nil, e, err
+	var overlay []netip.Prefix
+	var err error
+	if strings.TrimSpace(c.Egress.OverlayNetwork) != "" {
+		if overlay, err = prefixes("egress.overlay_network", []string{c.Egress.OverlayNetwork}); err != nil {
+			return nil, e, err
+		}
 	}
 	for _, f := range []struct {
 		name string
