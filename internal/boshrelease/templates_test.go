@@ -3,6 +3,7 @@ package boshrelease
 import (
 	"bytes"
 	"encoding/json"
+	"maps"
 	"net"
 	"net/url"
 	"os"
@@ -329,19 +330,41 @@ func TestWrapperConfTemplate(t *testing.T) {
 // TestPolicyAgentTemplate checks the agent's config, with and without the policy-server link.
 func TestPolicyAgentTemplate(t *testing.T) {
 	base := policyAgentProps(t)
+	cni := func(kv map[string]any) map[string]any {
+		p := map[string]any{"delegate": "bridge", "enforce_egress": true, "overlay_network": "", "bridge.subnet": "10.255.0.0/16",
+			"flannel.subnet_file":  "/var/vcap/data/flannel/subnet.env",
+			"deny_networks.always": []any{"169.254.0.0/16"}, "deny_networks.running": []any{}, "deny_networks.staging": []any{"10.0.0.0/8"},
+			"iptables_logging": false, "iptables_denied_logs_per_sec": 1, "iptables_accepted_logs_per_sec": 100}
+		maps.Copy(p, kv)
+		return map[string]any{"netman-cni": map[string]any{"properties": props(p)}}
+	}
+	egress := func(overlay, subnetFile string) map[string]any {
+		return map[string]any{"overlay_network": overlay, "flannel_subnet_file": subnetFile,
+			"deny_networks":    map[string]any{"always": []any{"169.254.0.0/16"}, "running": []any{}, "staging": []any{"10.0.0.0/8"}},
+			"iptables_logging": false, "iptables_denied_logs_per_sec": 1.0, "iptables_accepted_logs_per_sec": 100.0}
+	}
 	cases := []struct {
-		name    string
-		props   map[string]any
-		links   map[string]any
-		wantURL string
+		name       string
+		props      map[string]any
+		links      map[string]any
+		wantURL    string
+		wantEgress map[string]any // nil: dynamic security groups off
 	}{
-		{"no link", base, nil, "https://policy-server.service.cf.internal:4003"},
+		{"no link", base, nil, "https://policy-server.service.cf.internal:4003", nil},
+		{"security groups with the bridge's subnet as overlay", base, cni(nil), "https://policy-server.service.cf.internal:4003",
+			egress("10.255.0.0/16", "")},
+		{"security groups with netman-cni's overlay_network", base, cni(map[string]any{"overlay_network": "10.240.0.0/12", "delegate": "flannel"}),
+			"https://policy-server.service.cf.internal:4003", egress("10.240.0.0/12", "")},
+		{"security groups with flannel's network", base, cni(map[string]any{"delegate": "flannel"}),
+			"https://policy-server.service.cf.internal:4003", egress("", "/var/vcap/data/flannel/subnet.env")},
+		{"security groups off", with(base, map[string]any{"enable_asg_syncing": false}), cni(nil), "https://policy-server.service.cf.internal:4003", nil},
+		{"no egress chains to update", base, cni(map[string]any{"enforce_egress": false}), "https://policy-server.service.cf.internal:4003", nil},
 		{"port from the link", base, map[string]any{"policy-server": map[string]any{
 			"properties": props(map[string]any{"policy-server.internal_listen_port": 14003}),
-		}}, "https://policy-server.service.cf.internal:14003"},
+		}}, "https://policy-server.service.cf.internal:14003", nil},
 		{"explicit port wins", with(base, map[string]any{"policy_server_port": 24003, "policy_server_hostname": "ps.example"}),
 			map[string]any{"policy-server": map[string]any{"properties": props(map[string]any{"policy-server.internal_listen_port": 14003})}},
-			"https://ps.example:24003"},
+			"https://ps.example:24003", nil},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -362,6 +385,11 @@ func TestPolicyAgentTemplate(t *testing.T) {
 				"log_level":                    "info",
 				"overlay_interface":            "flannel.1",
 				"vxlan_gbp":                    true,
+				"enable_asg_syncing":           c.wantEgress != nil,
+				"asg_poll_interval_seconds":    60.0,
+			}
+			if c.wantEgress != nil {
+				want["egress"] = c.wantEgress
 			}
 			if !reflect.DeepEqual(cfg, want) {
 				t.Errorf("policy-agent.json\n got %v\nwant %v", cfg, want)
@@ -377,6 +405,11 @@ func TestPolicyAgentTemplate(t *testing.T) {
 				t.Fatalf("policy-agent -validate-config refuses the rendered config: %v\n%s", err, out)
 			}
 			checkBPM(t, dir, "policy-agent")
+			bpm, _ := os.ReadFile(filepath.Join(dir, "config", "bpm.yml"))
+			flannel := c.wantEgress != nil && c.wantEgress["flannel_subnet_file"] != ""
+			if got := strings.Contains(string(bpm), "path: /var/vcap/data/flannel\n"); got != flannel {
+				t.Errorf("bpm.yml mounts flannel's subnet file directory: %v, want %v\n%s", got, flannel, bpm)
+			}
 			checkScripts(t, dir)
 		})
 	}
