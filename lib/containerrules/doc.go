@@ -1,8 +1,9 @@
 // Package containerrules builds and applies the iptables rules of one container on a
 // cell: its port mappings (netin), its egress firewall built from application
-// security groups (netout), and what it may reach on the cell itself. The wrapper installs them on ADD and removes them on DEL; an
-// agent that learns of new security groups can rebuild a container's egress chain with
-// Egress and EgressChain.
+// security groups (netout), and what it may reach on the cell itself. The wrapper
+// installs them on ADD and removes them on DEL; the policy agent, when security groups
+// change, rebuilds a container's egress chain with EgressChains and swaps it in with
+// ReplaceEgress.
 //
 // # Chains
 //
