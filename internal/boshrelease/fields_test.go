@@ -69,7 +69,14 @@ func TestTemplatesCoverConfigFields(t *testing.T) {
 		}
 	})
 	t.Run("policy-agent", func(t *testing.T) {
-		cfg := readJSON(t, filepath.Join(mustRender(t, "policy-agent", props(policyAgentProps(t)), nil), "config", "policy-agent.json"))
+		// The egress settings come from the netman-cni link (dynamic security groups).
+		cni := map[string]any{"netman-cni": map[string]any{"properties": props(map[string]any{
+			"delegate": "bridge", "enforce_egress": true, "overlay_network": "", "bridge.subnet": "10.255.0.0/16",
+			"flannel.subnet_file": "/var/vcap/data/flannel/subnet.env", "deny_networks.always": []any{},
+			"deny_networks.running": []any{}, "deny_networks.staging": []any{}, "iptables_logging": false,
+			"iptables_denied_logs_per_sec": 1, "iptables_accepted_logs_per_sec": 100,
+		})}}
+		cfg := readJSON(t, filepath.Join(mustRender(t, "policy-agent", props(policyAgentProps(t)), cni), "config", "policy-agent.json"))
 		fields := jsonFields(reflect.TypeOf(agentconfig.Config{}), "")
 		if len(fields) < 9 {
 			t.Fatalf("found only %d config fields: %v", len(fields), fields)

@@ -47,7 +47,9 @@ type Config struct {
 	// EnableASGSyncing applies the security groups the policy server serves to the
 	// containers' egress chains every ASGPollIntervalSeconds (silk's names), replacing the
 	// rules the wrapper got at ADD. Egress holds the wrapper's settings those chains are
-	// built with; the BOSH job copies them from the netman-cni job's link.
+	// built with; the BOSH job copies them from the netman-cni job's link. Unlike the
+	// job's (true, when the link is there), the file's default is off: without the
+	// egress settings there is nothing to build the chains with.
 	EnableASGSyncing       bool   `json:"enable_asg_syncing"`
 	ASGPollIntervalSeconds int    `json:"asg_poll_interval_seconds"`
 	Egress                 Egress `json:"egress"`
