@@ -143,7 +143,7 @@ func asgSyncer(cfg *config.Config, client *policyclient.Client, logger *slog.Log
 		return nil, err
 	}
 	return asg.New(asg.Options{
-		Datastore: cfg.Datastore, Interval: cfg.ASGPollInterval(), Source: client, Writer: applier,
+		Datastore: cfg.Datastore, Interval: cfg.ASGPollInterval(), DatastoreCheck: cfg.PollInterval(), Source: client, Writer: applier,
 		Overlay: overlay, FlannelSubnetFile: cfg.Egress.FlannelSubnetFile, Egress: egress, Logger: logger.With("component", "asg-syncer"),
 	})
 }

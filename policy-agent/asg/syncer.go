@@ -31,9 +31,13 @@ type Writer interface {
 type Options struct {
 	Datastore string
 	Interval  time.Duration
-	Source    Source
-	Writer    Writer
-	Overlay   []netip.Prefix
+	// DatastoreCheck is how often Run reads the datastore's version between rounds, so
+	// that a container the wrapper just recorded gets its set at once rather than at the
+	// next interval (0: only every Interval). The agent passes its poll interval.
+	DatastoreCheck time.Duration
+	Source         Source
+	Writer         Writer
+	Overlay        []netip.Prefix
 	// FlannelSubnetFile, when Overlay is empty, is where FLANNEL_NETWORK (the overlay)
 	// is read every cycle, as the wrapper reads it at ADD.
 	FlannelSubnetFile string
@@ -47,6 +51,8 @@ type Syncer struct {
 	opts Options
 	// applied is, per handle, the egress chains last written, as restore text.
 	applied map[string]string
+	// dsVersion is the datastore version the last round read.
+	dsVersion uint64
 }
 
 // New checks opts and returns a Syncer.
@@ -77,10 +83,11 @@ type Result struct {
 // egress chains of the containers whose rules differ from what was last written. When
 // the policy server cannot be asked, nothing is changed.
 func (s *Syncer) Cycle(ctx context.Context) (Result, error) {
-	records, _, err := datastore.Snapshot(s.opts.Datastore)
+	records, version, err := datastore.Snapshot(s.opts.Datastore)
 	if err != nil {
 		return Result{}, fmt.Errorf("reading datastore: %w", err)
 	}
+	s.dsVersion = version
 	type container struct{ handle, ip, space, workload string }
 	var cs []container
 	var spaces []string
@@ -178,7 +185,8 @@ func render(chains []containerrules.Chain) string {
 	return b.String()
 }
 
-// Run cycles every interval until signalled (an ifrit.Runner). A failed cycle keeps the
+// Run cycles every interval until signalled (an ifrit.Runner), and also as soon as the
+// datastore's version moves (checked every DatastoreCheck). A failed cycle keeps the
 // rules in the kernel as they are and is retried at the next interval; the failure is
 // logged when it starts and when it ends.
 func (s *Syncer) Run(signals <-chan os.Signal, ready chan<- struct{}) error {
@@ -189,6 +197,12 @@ func (s *Syncer) Run(signals <-chan os.Signal, ready chan<- struct{}) error {
 	failing := false
 	ticker := time.NewTicker(s.opts.Interval)
 	defer ticker.Stop()
+	var check <-chan time.Time
+	if s.opts.DatastoreCheck > 0 {
+		t := time.NewTicker(s.opts.DatastoreCheck)
+		defer t.Stop()
+		check = t.C
+	}
 	for {
 		cctx, cancelCycle := context.WithTimeout(ctx, max(s.opts.Interval, time.Minute))
 		res, err := s.Cycle(cctx)
@@ -206,10 +220,20 @@ func (s *Syncer) Run(signals <-chan os.Signal, ready chan<- struct{}) error {
 		if err == nil && len(res.Changed) > 0 {
 			log.Info("security groups applied", "containers", res.Containers, "changed", len(res.Changed))
 		}
-		select {
-		case <-signals:
-			return nil
-		case <-ticker.C:
+	wait:
+		for {
+			select {
+			case <-signals:
+				return nil
+			case <-ticker.C:
+				break wait
+			case <-check:
+				// Between rounds only a change of the cell's containers starts one; a failing
+				// round waits for the interval.
+				if v, err := datastore.Version(s.opts.Datastore); err == nil && v != s.dsVersion && !failing {
+					break wait
+				}
+			}
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -93,4 +94,60 @@ func TestCycleRewritesOnlyWhatChanged(t *testing.T) {
 	// Moving the group off s2's staging changes b only.
 	src.groups[0].StagingSpaces = nil
 	cycle("b")
+}
+
+// notifyingWriter tells the test each set of handles it is asked to rewrite.
+type notifyingWriter struct{ rewrites chan []string }
+
+func (w *notifyingWriter) ReplaceEgress(_ context.Context, chains map[string][]containerrules.Chain) ([]string, error) {
+	var hs []string
+	for h := range chains {
+		hs = append(hs, h)
+	}
+	slices.Sort(hs)
+	w.rewrites <- hs
+	return nil, nil
+}
+
+// A container recorded between two rounds gets its set when the datastore's version
+// moves, not an interval (an hour here) later.
+func TestRunAppliesNewContainersAtOnce(t *testing.T) {
+	ctx := context.Background()
+	ds, err := datastore.New(filepath.Join(t.TempDir(), "store.json"), datastore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta := map[string]any{"space_id": "s1", "container_workload": "app"}
+	if _, err := ds.Add(ctx, datastore.Container{Handle: "a", IP: "10.255.0.2", Metadata: meta}); err != nil {
+		t.Fatal(err)
+	}
+	src := &groupSource{groups: []policyclient.SecurityGroup{{GUID: "g", RunningDefault: true,
+		Rules: []apiwire.SecurityGroupRule{{Protocol: "all", Destination: "10.9.0.0/16"}}}}}
+	w := &notifyingWriter{rewrites: make(chan []string, 4)}
+	s, err := asg.New(asg.Options{Datastore: ds.Path(), Interval: time.Hour, DatastoreCheck: 10 * time.Millisecond,
+		Source: src, Writer: w, Overlay: []netip.Prefix{netip.MustParsePrefix("10.255.0.0/16")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	signals, ready, done := make(chan os.Signal, 1), make(chan struct{}), make(chan error, 1)
+	go func() { done <- s.Run(signals, ready) }()
+	<-ready
+	if got := <-w.rewrites; !slices.Equal(got, []string{"a"}) {
+		t.Fatalf("first round rewrote %v, want [a]", got)
+	}
+	if _, err := ds.Add(ctx, datastore.Container{Handle: "b", IP: "10.255.0.3", Metadata: meta}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-w.rewrites:
+		if !slices.Equal(got, []string{"b"}) {
+			t.Errorf("after b was recorded the round rewrote %v, want [b]", got)
+		}
+	case <-time.After(30 * time.Second):
+		t.Error("a new container was not given its security groups before the interval")
+	}
+	signals <- os.Interrupt
+	if err := <-done; err != nil {
+		t.Error(err)
+	}
 }
