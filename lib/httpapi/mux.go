@@ -16,10 +16,15 @@ type Route struct {
 	Method  string // GET routes also answer HEAD
 	Path    string // an http.ServeMux path pattern, e.g. "/networking/v1/internal/tags/{id}"
 	Handler http.Handler
+	// Query lists the query parameters the route reads. Any other one is refused with
+	// 400 naming it: a misspelt filter (?ids=, ?Id=) must not silently widen a list.
+	Query []string
 }
 
 // NewMux serves routes through mw. An unknown path is a JSON 404; a known path with
-// another method a JSON 405 with an Allow header.
+// another method a JSON 405 with an Allow header; an unknown query parameter a JSON
+// 400. Requests http.ServeMux would answer itself with a redirect or a plain-text body
+// (unclean paths such as "//x", CONNECT, "*") get a JSON error instead.
 func NewMux(mw Middleware, routes []Route) http.Handler {
 	mux := http.NewServeMux()
 	byPath := map[string][]Route{}
@@ -35,7 +40,7 @@ func NewMux(mw Middleware, routes []Route) http.Handler {
 		handlers := map[string]http.Handler{}
 		var allow []string
 		for _, rt := range rs {
-			h := mw.Wrap(rt.Name, rt.Handler)
+			h := mw.Wrap(rt.Name, checkQuery(rt.Query, rt.Handler))
 			handlers[rt.Method] = h
 			allow = append(allow, rt.Method)
 			if rt.Method == http.MethodGet {
@@ -57,8 +62,40 @@ func NewMux(mw Middleware, routes []Route) http.Handler {
 			notAllowed.ServeHTTP(w, r)
 		}))
 	}
-	mux.Handle("/", mw.Wrap("not_found", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	notFound := mw.Wrap("not_found", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, r, http.StatusNotFound, "no such endpoint: "+r.URL.Path)
-	})))
-	return mux
+	}))
+	mux.Handle("/", notFound)
+	badTarget := mw.Wrap("bad_request", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodConnect {
+			WriteError(w, r, http.StatusMethodNotAllowed, "method CONNECT is not allowed: this is not a proxy")
+			return
+		}
+		WriteError(w, r, http.StatusBadRequest, "request target "+r.RequestURI+" is not a path")
+	}))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := r.URL.EscapedPath()
+		switch {
+		case r.Method == http.MethodConnect || !strings.HasPrefix(p, "/"):
+			badTarget.ServeHTTP(w, r)
+		case !isCleanPath(p):
+			// ServeMux would redirect to the cleaned path; an API client is better
+			// told that this path does not exist than sent elsewhere.
+			notFound.ServeHTTP(w, r)
+		default:
+			mux.ServeHTTP(w, r)
+		}
+	})
+}
+
+// isCleanPath reports whether ServeMux would serve p as it is, without redirecting:
+// no empty, "." or ".." segments (a trailing slash is fine).
+func isCleanPath(p string) bool {
+	segs := strings.Split(p[1:], "/")
+	for i, s := range segs {
+		if s == "." || s == ".." || (s == "" && i != len(segs)-1) {
+			return false
+		}
+	}
+	return true
 }

@@ -22,9 +22,16 @@ func ParseIDs(rawQuery string, max int) (ids []string, all bool, err error) {
 		// into a list of everything.
 		return nil, false, fmt.Errorf("invalid query string: %v", err)
 	}
-	values, ok := q["id"]
+	ids, present, err := idParam(q, "id", max)
+	return ids, !present, err
+}
+
+// idParam reads the id list parameter name of q as ParseIDs describes; present is
+// false when q has no such parameter.
+func idParam(q url.Values, name string, max int) (ids []string, present bool, err error) {
+	values, ok := q[name]
 	if !ok {
-		return nil, true, nil
+		return nil, false, nil
 	}
 	seen := make(map[string]struct{})
 	for _, v := range values {
@@ -37,17 +44,20 @@ func ParseIDs(rawQuery string, max int) (ids []string, all bool, err error) {
 				// No policy can name such an id (the store refuses it), so the answer
 				// would be empty; refusing it answers the same whether the request is
 				// served from the snapshot or the database.
-				return nil, false, fmt.Errorf("id %q is not valid: ids are UTF-8 text without control characters", id)
+				return nil, true, fmt.Errorf("%s %q is not valid: ids are UTF-8 text without control characters", name, id)
 			}
 			if _, dup := seen[id]; dup {
 				continue
 			}
 			if len(seen) == max {
-				return nil, false, fmt.Errorf("too many ids: at most %d may be requested at once", max)
+				if name == "id" {
+					return nil, true, fmt.Errorf("too many ids: at most %d may be requested at once", max)
+				}
+				return nil, true, fmt.Errorf("too many ids in %s: at most %d may be requested at once", name, max)
 			}
 			seen[id] = struct{}{}
 			ids = append(ids, id)
 		}
 	}
-	return ids, false, nil
+	return ids, true, nil
 }

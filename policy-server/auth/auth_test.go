@@ -99,9 +99,12 @@ func TestRequire(t *testing.T) {
 	}{
 		{"valid admin token", "Bearer " + key.AdminToken(t), http.StatusOK, ""},
 		{"scheme is case-insensitive", "bearer " + key.AdminToken(t), http.StatusOK, ""},
+		{"bare token, as Cloud Foundry accepts", key.AdminToken(t), http.StatusOK, ""},
+		{"bare garbage", "not.a.jwt", http.StatusUnauthorized, "malformed"},
 		{"no header", "", http.StatusUnauthorized, "missing bearer token"},
 		{"basic auth", "Basic YWRtaW46YWRtaW4=", http.StatusUnauthorized, "missing bearer token"},
 		{"empty bearer", "Bearer ", http.StatusUnauthorized, "missing bearer token"},
+		{"scheme alone", "bearer", http.StatusUnauthorized, "missing bearer token"},
 		{"garbage", "Bearer not.a.jwt", http.StatusUnauthorized, "malformed"},
 		{"expired", with(func(c *uaatoken.Claims) { c.ExpiresAt = past }), http.StatusUnauthorized, "expired"},
 		{"no expiry", with(func(c *uaatoken.Claims) { c.ExpiresAt = nil }), http.StatusUnauthorized, "required claim"},

@@ -79,9 +79,16 @@ func (a WriteAccess) refuse(c *uaatoken.Claims) string {
 	}
 }
 
+// bearer returns the token of an Authorization header: "Bearer <token>" (any case),
+// or the bare token, which Cloud Foundry's policy server accepts too and some of its
+// clients send. Another scheme ("Basic ...") is no bearer token.
 func bearer(header string) (string, bool) {
-	scheme, token, ok := strings.Cut(strings.TrimSpace(header), " ")
-	if !ok || !strings.EqualFold(scheme, "bearer") {
+	header = strings.TrimSpace(header)
+	scheme, token, ok := strings.Cut(header, " ")
+	if !ok {
+		return header, header != "" && !strings.EqualFold(header, "bearer")
+	}
+	if !strings.EqualFold(scheme, "bearer") {
 		return "", false
 	}
 	token = strings.TrimSpace(token)

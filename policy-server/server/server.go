@@ -60,6 +60,7 @@ type Deps struct {
 // drains before the cache and the database go away.
 func Members(d Deps) (grouper.Members, error) {
 	c := d.Config
+	start := time.Now()
 	if d.Registry == nil {
 		d.Registry = prometheus.NewRegistry()
 	}
@@ -84,7 +85,9 @@ func Members(d Deps) (grouper.Members, error) {
 	})
 
 	internalMW := httpapi.Middleware{Server: "internal", Logger: d.Logger, Metrics: httpMetrics, Timeout: c.RequestTimeout()}
-	routes := internalapi.Routes(cache, d.Store, c.MaxPolicyGroupIDs)
+	// /health on every listener, as in Cloud Foundry, so a load balancer in front of
+	// either API can check it.
+	routes := append(internalapi.Routes(cache, d.Store, c.MaxPolicyGroupIDs), HealthRoutes(SelectOne(d.DB))...)
 	internal := &http.Server{
 		Addr:      net.JoinHostPort(c.ListenHost, strconv.Itoa(c.InternalListenPort)),
 		Handler:   httpapi.NewMux(internalMW, routes),
@@ -95,7 +98,7 @@ func Members(d Deps) (grouper.Members, error) {
 	healthMW := httpapi.Middleware{Server: "health", Logger: d.Logger, Metrics: httpMetrics, Timeout: c.RequestTimeout()}
 	health := &http.Server{
 		Addr:    net.JoinHostPort("127.0.0.1", strconv.Itoa(c.HealthCheckPort)),
-		Handler: httpapi.NewMux(healthMW, HealthRoutes(SelectOne(d.DB))),
+		Handler: httpapi.NewMux(healthMW, append(HealthRoutes(SelectOne(d.DB)), UptimeRoutes(start)[0])),
 	}
 	debug := &http.Server{
 		Addr:    net.JoinHostPort("127.0.0.1", strconv.Itoa(c.DebugServerPort)),
@@ -107,7 +110,7 @@ func Members(d Deps) (grouper.Members, error) {
 		externalMW := httpapi.Middleware{Server: "external", Logger: d.Logger, Metrics: httpMetrics, Timeout: c.RequestTimeout()}
 		external = &http.Server{
 			Addr:      net.JoinHostPort(c.ListenHost, strconv.Itoa(c.ListenPort)),
-			Handler:   httpapi.NewMux(externalMW, d.ExternalRoutes),
+			Handler:   httpapi.NewMux(externalMW, append(ExternalServerRoutes(start, SelectOne(d.DB)), d.ExternalRoutes...)),
 			TLSConfig: d.ExternalTLS,
 		}
 		servers = append(servers, external)

@@ -89,14 +89,14 @@ func (a *API) ExternalRoutes() []httpapi.Route {
 		{Name: "external_v0_create_policies", Method: http.MethodPost, Path: v0 + "policies", Handler: create0},
 		{Name: "external_v0_delete_policies", Method: http.MethodDelete, Path: v0 + "policies", Handler: delete0},
 		{Name: "external_v0_delete_policies", Method: http.MethodPost, Path: v0 + "policies/delete", Handler: delete0},
-		{Name: "external_v0_list_policies", Method: http.MethodGet, Path: v0 + "policies", Handler: dev(a.listPolicies(list0))},
+		{Name: "external_v0_list_policies", Method: http.MethodGet, Path: v0 + "policies", Handler: dev(a.listPolicies(list0)), Query: api.FilterParams},
 		{Name: "external_v0_tags", Method: http.MethodGet, Path: v0 + "tags", Handler: admin(a.listTags(func(ts []models.Tag) any { return tagsV0(ts) }))},
 		{Name: "external_v0_whoami", Method: http.MethodGet, Path: v0 + "whoami", Handler: dev(http.HandlerFunc(whoami))},
 
 		{Name: "external_v1_create_policies", Method: http.MethodPost, Path: v1 + "policies", Handler: create1},
 		{Name: "external_v1_delete_policies", Method: http.MethodDelete, Path: v1 + "policies", Handler: delete1},
 		{Name: "external_v1_delete_policies", Method: http.MethodPost, Path: v1 + "policies/delete", Handler: delete1},
-		{Name: "external_v1_list_policies", Method: http.MethodGet, Path: v1 + "policies", Handler: dev(a.listPolicies(list1))},
+		{Name: "external_v1_list_policies", Method: http.MethodGet, Path: v1 + "policies", Handler: dev(a.listPolicies(list1)), Query: api.FilterParams},
 		{Name: "external_v1_tags", Method: http.MethodGet, Path: v1 + "tags", Handler: admin(a.listTags(func(ts []models.Tag) any { return tagsV1(ts) }))},
 		{Name: "external_v1_whoami", Method: http.MethodGet, Path: v1 + "whoami", Handler: dev(http.HandlerFunc(whoami))},
 	}
@@ -217,28 +217,6 @@ func policyStrings(ps []models.Policy) []string {
 		out[i] = fmt.Sprintf("%s -> %s %s/%s", p.Source.ID, p.Destination.ID, p.Destination.Protocol, ports)
 	}
 	return out
-}
-
-func (a *API) listPolicies(shape func([]models.Policy) any) http.Handler {
-	everything := api.ListPolicies(a.store, a.maxIDs, shape)
-	if a.cc.Guard == nil {
-		return everything
-	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c := spaceDeveloper(r)
-		if c == nil {
-			everything.ServeHTTP(w, r)
-			return
-		}
-		ids, all, err := api.ParseIDs(r.URL.RawQuery, a.maxIDs)
-		if err != nil {
-			httpapi.WriteError(w, r, http.StatusBadRequest, err.Error())
-			return
-		}
-		if ps, ok := a.listForSpaceDeveloper(w, r, c, ids, all); ok {
-			httpapi.WriteValue(w, r, http.StatusOK, shape(ps))
-		}
-	})
 }
 
 func (a *API) listTags(shape func([]models.Tag) any) http.Handler {

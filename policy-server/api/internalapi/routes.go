@@ -22,13 +22,13 @@ type Store interface {
 // source, then the v1 routes from store. A request may name at most maxIDs ids
 // (api.DefaultMaxIDs if 0).
 func Routes(source PolicySource, store Store, maxIDs int) []httpapi.Route {
-	return append(V0Routes(source, maxIDs), V1Routes(store, maxIDs)...)
+	return withV0LastUpdated(append(V0Routes(source, maxIDs), V1Routes(store, maxIDs)...))
 }
 
 // V0Routes is the v0 route of the spec, GET /networking/v0/internal/policies.
 func V0Routes(source PolicySource, maxIDs int) []httpapi.Route {
 	return []httpapi.Route{
-		{Name: "policies_v0", Method: http.MethodGet, Path: PoliciesPath, Handler: NewInternalPolicies(source, defaultMaxIDs(maxIDs))},
+		{Name: "policies_v0", Method: http.MethodGet, Path: PoliciesPath, Handler: NewInternalPolicies(source, defaultMaxIDs(maxIDs)), Query: []string{"id"}},
 	}
 }
 
@@ -36,7 +36,8 @@ func V0Routes(source PolicySource, maxIDs int) []httpapi.Route {
 func V1Routes(store Store, maxIDs int) []httpapi.Route {
 	return []httpapi.Route{
 		{Name: "internal_v1_policies", Method: http.MethodGet, Path: apiwire.InternalPoliciesV1Path,
-			Handler: api.ListPolicies(store, defaultMaxIDs(maxIDs), func(ps []models.Policy) any { return internalPoliciesV1(ps) })},
+			Handler: api.ListPolicies(store, defaultMaxIDs(maxIDs), func(ps []models.Policy) any { return internalPoliciesV1(ps) }),
+			Query:   []string{"id"}},
 		{Name: "internal_v1_policies_last_updated", Method: http.MethodGet, Path: apiwire.InternalLastUpdatedV1Path,
 			Handler: lastUpdated(store)},
 		{Name: "internal_v1_tags", Method: http.MethodPut, Path: "/networking/v1/internal/tags",

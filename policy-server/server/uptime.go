@@ -1,0 +1,40 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"netman/lib/httpapi"
+)
+
+// Uptime answers GET / and GET /networking as Cloud Foundry's policy server does, in
+// plain text, so monitors and clients written for it keep working:
+// "Network policy server, up for 1h2m3.5s\n".
+func Uptime(start time.Time) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body := fmt.Sprintf("Network policy server, up for %v\n", time.Since(start))
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write([]byte(body))
+	})
+}
+
+// UptimeRoutes are the uptime routes of the external server (GET / and GET /networking).
+func UptimeRoutes(start time.Time) []httpapi.Route {
+	h := Uptime(start)
+	return []httpapi.Route{
+		// "/{$}" is the root alone; "/" would match every path.
+		{Name: "uptime", Method: http.MethodGet, Path: "/{$}", Handler: h},
+		{Name: "uptime", Method: http.MethodGet, Path: "/networking", Handler: h},
+	}
+}
+
+// ExternalServerRoutes are what the external server serves besides the external API:
+// the uptime routes and /health.
+func ExternalServerRoutes(start time.Time, check func(ctx context.Context) error) []httpapi.Route {
+	return append(UptimeRoutes(start), HealthRoutes(check)...)
+}
