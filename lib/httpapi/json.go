@@ -83,6 +83,9 @@ func DecodeBody(r *http.Request, v any) (int, error) {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return http.StatusBadRequest, errors.New("request body is empty; it must be JSON")
 	}
+	if err := checkUnicode(data); err != nil {
+		return http.StatusBadRequest, err
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {

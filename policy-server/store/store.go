@@ -246,8 +246,14 @@ func (s *Store) allocateTags(ctx context.Context, tx *sql.Tx, n int) ([]int, err
 		return nil, fmt.Errorf("taking freed tags: %w", err)
 	}
 	if len(reused) < rest {
-		return nil, fmt.Errorf("%w: all %d tags that fit tag_length %d are in use",
-			ErrTagsExhausted, s.maxTag, s.tagLength)
+		// Say how far the request is from fitting: one new group too many reads
+		// differently from a table that is full.
+		if left := fresh + len(reused); left > 0 {
+			return nil, fmt.Errorf("%w: the request needs %d new %s, only %d of the %d tags that fit tag_length %d are free",
+				ErrTagsExhausted, n, plural(n, "tag", "tags"), left, s.maxTag, s.tagLength)
+		}
+		return nil, fmt.Errorf("%w: the request needs %d new %s, and all %d tags that fit tag_length %d are in use",
+			ErrTagsExhausted, n, plural(n, "tag", "tags"), s.maxTag, s.tagLength)
 	}
 	slices.SortFunc(reused, func(a, b freed) int { return int(a.seq - b.seq) })
 	for _, f := range reused {
@@ -584,4 +590,11 @@ func (s *Store) Counts(ctx context.Context) (policies, groups int64, err error) 
 		return 0, 0, fmt.Errorf("reading counts: %w", err)
 	}
 	return policies, groups, nil
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }

@@ -177,8 +177,8 @@ func TestTagsExhausted(t *testing.T) {
 	if !errors.Is(err, store.ErrTagsExhausted) {
 		t.Fatalf("Create of the 256th group: err = %v, want ErrTagsExhausted", err)
 	}
-	if !strings.Contains(err.Error(), "tag_length 1") {
-		t.Errorf("error %q does not name the tag_length in force", err)
+	if !strings.Contains(err.Error(), "the request needs 1 new tag, and all 255 tags that fit tag_length 1 are in use") {
+		t.Errorf("error %q does not say what was needed and the tag_length in force", err)
 	}
 	if got := keys(mustAll(t, s)); !slices.Equal(got, all) {
 		t.Errorf("the failed batch changed the policies")

@@ -360,8 +360,9 @@ func TestTagExhaustionIsAllOrNothing(t *testing.T) {
 	}
 	r := do(t, http.MethodPost, url, token, v1Body(tooBig...))
 	mustStatus(t, r, http.StatusInsufficientStorage)
-	if msg := r.errorText(t); !strings.Contains(msg, "tags ran out") || !strings.Contains(msg, "tag_length") {
-		t.Fatalf("exhaustion error %q does not say tags ran out", msg)
+	want := "tags ran out (no tags left: the request needs 130 new tags, only 128 of the 255 tags that fit tag_length 1 are free)"
+	if msg := r.errorText(t); !strings.Contains(msg, want) {
+		t.Fatalf("exhaustion error %q, want it to contain %q", msg, want)
 	}
 	if got := decode[apiwire.PoliciesV1](t, do(t, http.MethodGet, url, token, "")); got.TotalPolicies != 127 {
 		t.Fatalf("after the refused batch the store holds %d policies, want 127", got.TotalPolicies)
