@@ -186,6 +186,8 @@ func (c *Config) Validate() error {
 		bad("database.connection_string", "must be set")
 	} else if err := checkConnectionString(d.ConnectionString); err != nil {
 		bad("database.connection_string", "%v", err)
+	} else if err := checkDriverParams(d.DSN()); err != nil {
+		bad("database.connection_string", "%v", err)
 	}
 	if d.MaxOpenConnections < 1 {
 		bad("database.max_open_connections", "%d must be at least 1", d.MaxOpenConnections)

@@ -582,6 +582,8 @@ func TestValidateConfig(t *testing.T) {
 		{"missing CA file", map[string]any{"ca_cert_file": filepath.Join(dir, "nope.crt")}, "ca_cert_file"},
 		{"key of another certificate", map[string]any{"server_key_file": filepath.Join(other, "server.key")}, "server_key_file"},
 		{"database type", map[string]any{"database": map[string]any{"type": "mysql", "connection_string": dsn}}, "database.type"},
+		{"sslmode the driver refuses", map[string]any{"database": map[string]any{"type": "postgres",
+			"connection_string": "postgres://netman:hunter2secret@127.0.0.1:1/netman?sslmode=bogus"}}, `"sslmode": "bogus"`},
 		{"missing UAA key file", map[string]any{"uaa_key_file": filepath.Join(dir, "nope.pem")}, "uaa_key_file"},
 		{"UAA key file that is no key", map[string]any{"uaa_key_file": notPEM}, "uaa_key_file"},
 		{"external certificate with another certificate's key", map[string]any{"uaa_key_file": uaaKey,
