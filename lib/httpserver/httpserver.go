@@ -38,8 +38,15 @@ func (r *Runner) Run(signals <-chan os.Signal, ready chan<- struct{}) error {
 		}
 	}
 	addr := ln.Addr().String()
-	// Read before Serve starts: ServeTLS sets up HTTP/2 on the config it is given.
+	// Read before Serve starts: Serve and ServeTLS set up HTTP/2 in their goroutine by
+	// writing Server.TLSConfig (a new one for a plain server; NextProtos and
+	// PreferServerCipherSuites of a given one). So the server gets its own copy of the
+	// caller's config, which may be shared with other servers or clients, and nothing
+	// here reads the field once serving began.
 	useTLS := r.Server.TLSConfig != nil
+	if useTLS {
+		r.Server.TLSConfig = r.Server.TLSConfig.Clone()
+	}
 	errs := make(chan error, 1)
 	go func() {
 		if useTLS {
