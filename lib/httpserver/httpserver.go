@@ -47,6 +47,9 @@ func (r *Runner) Run(signals <-chan os.Signal, ready chan<- struct{}) error {
 	if useTLS {
 		r.Server.TLSConfig = r.Server.TLSConfig.Clone()
 	}
+	if !useTLS {
+		ln = jsonErrorListener{ln}
+	}
 	errs := make(chan error, 1)
 	go func() {
 		if useTLS {
