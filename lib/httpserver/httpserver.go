@@ -38,26 +38,24 @@ func (r *Runner) Run(signals <-chan os.Signal, ready chan<- struct{}) error {
 		}
 	}
 	addr := ln.Addr().String()
-	// Read before Serve starts: Serve and ServeTLS set up HTTP/2 in their goroutine by
-	// writing Server.TLSConfig (a new one for a plain server; NextProtos and
+	// Read before Serve starts: Serve sets up HTTP/2 in its goroutine by writing
+	// Server.TLSConfig (a new one for a plain server; NextProtos and
 	// PreferServerCipherSuites of a given one). So the server gets its own copy of the
-	// caller's config, which may be shared with other servers or clients, and nothing
-	// here reads the field once serving began.
+	// caller's config, which may be shared with other servers or clients, the
+	// handshakes another, and nothing here reads the field once serving began.
 	useTLS := r.Server.TLSConfig != nil
 	if useTLS {
-		r.Server.TLSConfig = r.Server.TLSConfig.Clone()
-	}
-	if !useTLS {
+		hs := r.Server.TLSConfig.Clone()
+		if len(hs.NextProtos) == 0 {
+			hs.NextProtos = []string{"h2", "http/1.1"}
+		}
+		r.Server.TLSConfig = hs.Clone()
+		ln = newTLSListener(ln, hs, handshakeTimeout(r.Server), r.Logger)
+	} else {
 		ln = jsonErrorListener{ln}
 	}
 	errs := make(chan error, 1)
-	go func() {
-		if useTLS {
-			errs <- r.Server.ServeTLS(ln, "", "")
-		} else {
-			errs <- r.Server.Serve(ln)
-		}
-	}()
+	go func() { errs <- r.Server.Serve(ln) }()
 	// Tests that start a binary with port 0 learn its ports from this line.
 	r.Logger.Info("listening", "server", r.Name, "addr", addr, "tls", useTLS)
 	close(ready)
@@ -73,4 +71,16 @@ func (r *Runner) Run(signals <-chan os.Signal, ready chan<- struct{}) error {
 		}
 		return nil
 	}
+}
+
+// handshakeTimeout bounds a TLS handshake as net/http bounds it: by the time allowed
+// to read the request headers.
+func handshakeTimeout(s *http.Server) time.Duration {
+	switch {
+	case s.ReadHeaderTimeout > 0:
+		return s.ReadHeaderTimeout
+	case s.ReadTimeout > 0:
+		return s.ReadTimeout
+	}
+	return 10 * time.Second
 }

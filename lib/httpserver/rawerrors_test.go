@@ -2,6 +2,8 @@ package httpserver_test
 
 import (
 	"bufio"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -15,16 +17,35 @@ import (
 	"github.com/tedsuo/ifrit"
 
 	"netman/lib/httpserver"
+	"netman/lib/mutualtls/mutualtlstest"
 )
 
 // The answers net/http writes itself, before any handler runs, are JSON errors like
 // every other error of the server.
+// Over TLS too (HTTP/1.1; HTTP/2 has its own framing).
 func TestRequestsNetHTTPRefusesGetJSONErrors(t *testing.T) {
+	ca := mutualtlstest.NewAuthority(t, "test CA")
+	certPEM, keyPEM := ca.Issue(t, mutualtlstest.ServerLeaf())
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(ca.CertPEM)
+	t.Run("plain", func(t *testing.T) { testNetHTTPErrors(t, nil, net.Dial) })
+	t.Run("TLS", func(t *testing.T) {
+		testNetHTTPErrors(t, &tls.Config{Certificates: []tls.Certificate{cert}}, func(network, addr string) (net.Conn, error) {
+			return tls.Dial(network, addr, &tls.Config{RootCAs: pool, NextProtos: []string{"http/1.1"}})
+		})
+	})
+}
+
+func testNetHTTPErrors(t *testing.T, serverTLS *tls.Config, dial func(network, addr string) (net.Conn, error)) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{MaxHeaderBytes: 1 << 10, ReadHeaderTimeout: 5 * time.Second,
+	srv := &http.Server{MaxHeaderBytes: 1 << 10, ReadHeaderTimeout: 5 * time.Second, TLSConfig: serverTLS,
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "handled") })}
 	proc := ifrit.Invoke(&httpserver.Runner{Name: "test", Server: srv, Listener: ln, Drain: 5 * time.Second, Logger: slog.New(slog.DiscardHandler)})
 	defer proc.Signal(syscall.SIGTERM)
@@ -43,7 +64,7 @@ func TestRequestsNetHTTPRefusesGetJSONErrors(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			c, err := net.Dial("tcp", ln.Addr().String())
+			c, err := dial("tcp", ln.Addr().String())
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -98,3 +98,48 @@ func TestRunnerLeavesTheCallersTLSConfigAlone(t *testing.T) {
 		})
 	}
 }
+
+// Handshakes run beside the accept loop: a client that connects and never says hello
+// neither holds up others nor the shutdown.
+func TestStalledHandshakeBlocksNobody(t *testing.T) {
+	ca := mutualtlstest.NewAuthority(t, "test CA")
+	certPEM, keyPEM := ca.Issue(t, mutualtlstest.ServerLeaf())
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(ca.CertPEM)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}}, ReadHeaderTimeout: time.Minute,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })}
+	proc := ifrit.Invoke(&httpserver.Runner{Name: "tls", Server: srv, Listener: ln, Drain: 5 * time.Second, Logger: slog.New(slog.DiscardHandler)})
+
+	stalled, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stalled.Close()
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	resp, err := client.Get("https://" + ln.Addr().String() + "/")
+	if err != nil {
+		t.Fatalf("a request behind a stalled handshake: %v", err)
+	}
+	resp.Body.Close()
+	client.CloseIdleConnections()
+	proc.Signal(syscall.SIGTERM)
+	select {
+	case err := <-proc.Wait():
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a stalled handshake held up the shutdown")
+	}
+	if n, err := stalled.Read(make([]byte, 1)); err == nil {
+		t.Fatalf("the stalled connection is still open (read %d bytes)", n)
+	}
+}
