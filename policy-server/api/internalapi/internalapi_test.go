@@ -86,7 +86,6 @@ func TestPoliciesFilter(t *testing.T) {
 		want        []string
 	}{
 		{"no id parameter lists everything", "", all},
-		{"other parameters are ignored", "?foo=bar", all},
 		{"empty id means none", "?id=", []string{}},
 		{"only commas and spaces means none", "?id=,%20,,", []string{}},
 		{"source or destination", "?id=app-a", []string{"app-a>app-b/tcp:8080", "app-a>app-c/tcp:9000", "app-b>app-a/udp:53"}},
@@ -113,6 +112,13 @@ func TestPoliciesFilter(t *testing.T) {
 				t.Fatalf("empty answer is %s, want {\"policies\":[]}", rec.Body)
 			}
 		})
+	}
+	// Any other parameter is refused by name: a misspelt ?ids= must not list everything.
+	for _, q := range []string{"?foo=bar", "?ids=app-a", "?id=app-a&Id=app-b"} {
+		rec := do(h, http.MethodGet, internalapi.PoliciesPath+q)
+		if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), "unknown query parameter") {
+			t.Errorf("%s: %d %s, want 400 naming the parameter", q, rec.Code, rec.Body)
+		}
 	}
 }
 
