@@ -27,9 +27,15 @@ build:
 deps:
 	scripts/install-deps
 
-## test: the whole suite against a throwaway Postgres (or $$DATABASE_URL), as root
+# Packages whose tests run the code in-process run under the race detector. The
+# integration and release packages drive built binaries and tools, which -race does
+# not reach, and take most of the suite's time, so they run without it.
+NO_RACE_PKGS := /integration$$|/internal/boshrelease$$
+
+## test: the whole suite against a throwaway Postgres (or $$DATABASE_URL), as root; -race on the in-process packages
 test: deps build
-	scripts/with-postgres $(GO) test $(TEST_FLAGS) ./...
+	scripts/with-postgres $(GO) test $(TEST_FLAGS) -race $$($(GO) list ./... | grep -Ev '$(NO_RACE_PKGS)')
+	scripts/with-postgres $(GO) test $(TEST_FLAGS) $$($(GO) list ./... | grep -E '$(NO_RACE_PKGS)')
 
 ## unit: the tests that need neither root nor a database (they skip outside CI)
 unit:
