@@ -98,7 +98,7 @@ func Members(d Deps) (grouper.Members, error) {
 	healthMW := httpapi.Middleware{Server: "health", Logger: d.Logger, Metrics: httpMetrics, Timeout: c.RequestTimeout()}
 	health := &http.Server{
 		Addr:    net.JoinHostPort("127.0.0.1", strconv.Itoa(c.HealthCheckPort)),
-		Handler: httpapi.NewMux(healthMW, append(HealthRoutes(SelectOne(d.DB)), UptimeRoutes(start)[0])),
+		Handler: httpapi.NewMux(healthMW, HealthServerRoutes(start, SelectOne(d.DB))),
 	}
 	debug := &http.Server{
 		Addr:    net.JoinHostPort("127.0.0.1", strconv.Itoa(c.DebugServerPort)),

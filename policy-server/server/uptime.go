@@ -23,18 +23,21 @@ func Uptime(start time.Time) http.Handler {
 	})
 }
 
-// UptimeRoutes are the uptime routes of the external server (GET / and GET /networking).
-func UptimeRoutes(start time.Time) []httpapi.Route {
-	h := Uptime(start)
-	return []httpapi.Route{
-		// "/{$}" is the root alone; "/" would match every path.
-		{Name: "uptime", Method: http.MethodGet, Path: "/{$}", Handler: h},
-		{Name: "uptime", Method: http.MethodGet, Path: "/networking", Handler: h},
-	}
+// rootPath is the root alone; "/" would match every path.
+const rootPath = "/{$}"
+
+func uptimeRoute(start time.Time, path string) httpapi.Route {
+	return httpapi.Route{Name: "uptime", Method: http.MethodGet, Path: path, Handler: Uptime(start)}
 }
 
 // ExternalServerRoutes are what the external server serves besides the external API:
-// the uptime routes and /health.
+// the uptime routes (GET / and GET /networking) and /health.
 func ExternalServerRoutes(start time.Time, check func(ctx context.Context) error) []httpapi.Route {
-	return append(UptimeRoutes(start), HealthRoutes(check)...)
+	return append([]httpapi.Route{uptimeRoute(start, rootPath), uptimeRoute(start, "/networking")}, HealthRoutes(check)...)
+}
+
+// HealthServerRoutes are the routes of the health server: /health and, as on Cloud
+// Foundry's health server, the uptime at GET /.
+func HealthServerRoutes(start time.Time, check func(ctx context.Context) error) []httpapi.Route {
+	return append(HealthRoutes(check), uptimeRoute(start, rootPath))
 }
