@@ -50,7 +50,7 @@ func (r *Runner) Run(signals <-chan os.Signal, ready chan<- struct{}) error {
 			hs.NextProtos = []string{"h2", "http/1.1"}
 		}
 		r.Server.TLSConfig = hs.Clone()
-		ln = newTLSListener(ln, hs, handshakeTimeout(r.Server), r.Logger)
+		ln = newTLSListener(ln, hs, handshakeTimeout(r.Server), r.Logger.With("server", r.Name))
 	} else {
 		ln = jsonErrorListener{ln}
 	}

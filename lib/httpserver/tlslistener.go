@@ -72,7 +72,8 @@ func (l *tlsListener) handshake(raw net.Conn) {
 	ctx, cancel := context.WithTimeout(l.ctx, l.timeout)
 	defer cancel()
 	if err := tc.HandshakeContext(ctx); err != nil {
-		l.logger.Debug("TLS handshake failed", "remote", raw.RemoteAddr().String(), "error", err)
+		// Warn, as net/http logs it: an agent with a wrong certificate shows up here.
+		l.logger.Warn("TLS handshake error", "remote", raw.RemoteAddr().String(), "error", err)
 		raw.Close()
 		return
 	}
