@@ -43,7 +43,7 @@ func V1Routes(store Store, maxIDs int) []httpapi.Route {
 		{Name: "internal_v1_tags", Method: http.MethodPut, Path: "/networking/v1/internal/tags",
 			Handler: ensureTag(store)},
 		{Name: "internal_v1_security_groups", Method: http.MethodGet, Path: apiwire.InternalSecurityGroupsV1Path,
-			Handler: securityGroups(store, defaultMaxIDs(maxIDs))},
+			Handler: securityGroups(store, defaultMaxIDs(maxIDs)), Query: []string{"per_page", "from", "space_guids"}},
 	}
 }
 
