@@ -30,7 +30,7 @@ deps:
 # Packages whose tests run the code in-process run under the race detector. The
 # integration and release packages drive built binaries and tools, which -race does
 # not reach, and take most of the suite's time, so they run without it.
-NO_RACE_PKGS := /integration$$|/internal/boshrelease$$
+NO_RACE_PKGS := /integration$$|/integration/|/internal/boshrelease$$|/internal/testsupport/foundation$$
 
 ## test: the whole suite against a throwaway Postgres (or $$DATABASE_URL), as root; -race on the in-process packages
 test: deps build
