@@ -28,7 +28,15 @@ func (s *Store) All(ctx context.Context) ([]models.Policy, error) {
 // of, read in the same transaction: a cache keyed by the version can never pair a
 // version with older or newer policies.
 func (s *Store) Snapshot(ctx context.Context) (policies []models.Policy, version int64, err error) {
-	policies, version, err = s.snapshot(ctx)
+	type result struct {
+		policies []models.Policy
+		version  int64
+	}
+	r, err := bounded(ctx, func() (result, error) {
+		ps, v, err := s.snapshot(ctx)
+		return result{ps, v}, err
+	})
+	policies, version = r.policies, r.version
 	if err != nil {
 		return nil, 0, fmt.Errorf("listing policies: %w", err)
 	}

@@ -148,6 +148,10 @@ func (s *Store) formatTag(tag int) string {
 // inTx runs fn in a transaction holding the store's write lock, and commits if fn
 // returns nil.
 func (s *Store) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	return boundedErr(ctx, func() error { return s.inTxUnbounded(ctx, fn) })
+}
+
+func (s *Store) inTxUnbounded(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("beginning transaction: %w", err)
@@ -471,6 +475,10 @@ func (s *Store) ByGroupIDs(ctx context.Context, ids []string) ([]models.Policy, 
 }
 
 func (s *Store) queryPolicies(ctx context.Context, sizeHint int, query string, args ...any) ([]models.Policy, error) {
+	return bounded(ctx, func() ([]models.Policy, error) { return s.queryPoliciesUnbounded(ctx, sizeHint, query, args...) })
+}
+
+func (s *Store) queryPoliciesUnbounded(ctx context.Context, sizeHint int, query string, args ...any) ([]models.Policy, error) {
 	rows, err := s.db.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("listing policies: %w", classify(err))
@@ -521,6 +529,10 @@ func (s *Store) queryPolicies(ctx context.Context, sizeHint int, query string, a
 
 // Tags returns every group with its tag, ordered by group id.
 func (s *Store) Tags(ctx context.Context) ([]models.Tag, error) {
+	return bounded(ctx, func() ([]models.Tag, error) { return s.tags(ctx) })
+}
+
+func (s *Store) tags(ctx context.Context) ([]models.Tag, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT id, type, tag FROM groups ORDER BY id`)
 	if err != nil {
 		return nil, fmt.Errorf("listing tags: %w", err)
@@ -549,7 +561,9 @@ func (s *Store) EnsureTag(ctx context.Context, id, groupType string) (models.Tag
 	var t models.Tag
 	var tag int
 	var pinned bool
-	err := s.db.QueryRowContext(ctx, `SELECT type, tag, pinned FROM groups WHERE id = $1`, id).Scan(&t.Type, &tag, &pinned)
+	err := boundedErr(ctx, func() error {
+		return s.db.QueryRowContext(ctx, `SELECT type, tag, pinned FROM groups WHERE id = $1`, id).Scan(&t.Type, &tag, &pinned)
+	})
 	switch {
 	case err == nil && pinned:
 		t.ID, t.Tag = id, s.formatTag(tag)
@@ -575,8 +589,12 @@ func (s *Store) EnsureTag(ctx context.Context, id, groupType string) (models.Tag
 // LastUpdated returns the store's version: it grows with every committed transaction
 // that added or removed a policy or a group, and stays put otherwise.
 func (s *Store) LastUpdated(ctx context.Context) (int64, error) {
-	var v int64
-	if err := s.db.QueryRowContext(ctx, `SELECT version FROM store_meta`).Scan(&v); err != nil {
+	v, err := bounded(ctx, func() (int64, error) {
+		var v int64
+		err := s.db.QueryRowContext(ctx, `SELECT version FROM store_meta`).Scan(&v)
+		return v, err
+	})
+	if err != nil {
 		return 0, fmt.Errorf("reading the store version: %w", err)
 	}
 	return v, nil
@@ -586,10 +604,15 @@ func (s *Store) LastUpdated(ctx context.Context) (int64, error) {
 // update in the same transaction as every insert and delete, so it is exact (not an
 // estimate) and costs one single-row read, whatever the table sizes.
 func (s *Store) Counts(ctx context.Context) (policies, groups int64, err error) {
-	if err := s.db.QueryRowContext(ctx, `SELECT policies, groups FROM store_meta`).Scan(&policies, &groups); err != nil {
+	c, err := bounded(ctx, func() ([2]int64, error) {
+		var c [2]int64
+		err := s.db.QueryRowContext(ctx, `SELECT policies, groups FROM store_meta`).Scan(&c[0], &c[1])
+		return c, err
+	})
+	if err != nil {
 		return 0, 0, fmt.Errorf("reading counts: %w", err)
 	}
-	return policies, groups, nil
+	return c[0], c[1], nil
 }
 
 func plural(n int, one, many string) string {
