@@ -36,3 +36,12 @@ const (
 	ProtocolTCP = "tcp"
 	ProtocolUDP = "udp"
 )
+
+// Change is what one version of the policy store did: Added (true) or removed (false)
+// Policies, or, with no policies, changed only groups (a tag a client asked for), which
+// no policy list shows. The store writes one per version; caches replay them in order.
+type Change struct {
+	Version  int64
+	Added    bool
+	Policies []Policy
+}

@@ -1,20 +1,30 @@
 // Package policycache keeps an in-memory, immutable snapshot of every policy so the
-// internal API can answer agents' polls without a database round trip.
+// internal API answers every read (lists, filtered polls, policies_last_updated) without
+// a database round trip, and tells long-polling clients the moment it moves.
 //
-// Freshness rule: a snapshot is only served while the database's policy version was
-// last confirmed equal to the snapshot's version less than MaxAge ago (measured from
-// the start of the confirming query). A change committed at time C therefore cannot
-// be hidden from a request served after C+MaxAge: either the snapshot was confirmed
-// after C, so it contains the change, or it is too old and the request is answered
-// from the database instead. Store.Watch (LISTEN/NOTIFY) only makes rebuilds start
-// sooner; correctness does not depend on it.
+// Following changes: every write transaction logs what it changed under the version it
+// produces (store.Changes). The cache reads the version and the changes after its own in
+// one statement, and applies them to a new snapshot in O(changes) (see Snapshot). It
+// loads everything only at start, when the log has a gap (the cache fell further behind
+// than the log reaches, or a change does not fit), and on a slow periodic check that
+// compares a fresh load with what the changes produced.
+//
+// Freshness rule: a snapshot is confirmed by the read that produced or re-checked it,
+// as of when that read started. It is served as confirmed while that was less than
+// MaxAge ago. A change committed at time C therefore cannot be hidden from a request
+// served as confirmed after C+MaxAge. Because a check costs one small query whatever the
+// number of policies, and runs on every notification and every CheckInterval, a
+// snapshot does not expire under writes. When checks fail (the database is down or
+// hangs) the last snapshot is still served, marked unconfirmed, until StaleLimit; after
+// that requests fail with ErrUnavailable.
 package policycache
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,88 +37,87 @@ type Store interface {
 	// Snapshot returns every policy and the version they are exactly the state of,
 	// read together.
 	Snapshot(ctx context.Context) ([]models.Policy, int64, error)
-	ByGroupIDs(ctx context.Context, ids []string) ([]models.Policy, error)
-	LastUpdated(ctx context.Context) (int64, error)
+	// Changes returns the current version and the changes after since, read together;
+	// complete is false when they do not reach back to since.
+	Changes(ctx context.Context, since int64) (version int64, changes []models.Change, complete bool, err error)
 }
 
-// Group is a policy group as a snapshot keeps it: one value per id, shared by every
-// policy that names the group.
-type Group struct {
-	ID  string
-	Tag string
-}
-
-// Policy is the compact form of models.Policy.
-type Policy struct {
-	Source      *Group
-	Destination *Group
-	Protocol    string
-	Start, End  int32
-}
-
-// Snapshot is every policy at one database version, in the stable order (source id,
-// destination id, protocol, ports), indexed by group id. It is never modified.
-type Snapshot struct {
-	Version  int64
-	Policies []Policy
-	byGroup  map[string][]int32
-
-	bodyOnce sync.Once
-	body     []byte
-}
-
-// Body returns encode(s), calling encode at most once per snapshot. The internal API
-// keeps the encoded full list here so that it lives exactly as long as the snapshot.
-func (s *Snapshot) Body(encode func(*Snapshot) []byte) []byte {
-	s.bodyOnce.Do(func() { s.body = encode(s) })
-	return s.body
-}
+// ErrUnavailable is returned when no snapshot can be served: none was ever loaded, or
+// the last one could not be confirmed for longer than StaleLimit.
+var ErrUnavailable = errors.New("policies unavailable")
 
 // Options tune a Cache.
 type Options struct {
-	// MaxAge is how long a confirmed snapshot may be served (default 900ms, keeping
-	// the promise that a committed change is served everywhere within a second).
+	// MaxAge is how long after its confirmation a snapshot is served as confirmed
+	// (default 900ms: a committed change is served everywhere within a second).
 	MaxAge time.Duration
-	// CheckInterval is how often the database version is confirmed (default 200ms).
+	// CheckInterval is how often the version is checked without a notification
+	// (default 200ms).
 	CheckInterval time.Duration
-	// QueryTimeout bounds each version check (default 5s).
+	// QueryTimeout bounds each check (default 5s).
 	QueryTimeout time.Duration
-	// LoadTimeout bounds loading all policies for a new snapshot (default 2m).
+	// LoadTimeout bounds loading all policies (default 2m).
 	LoadTimeout time.Duration
-	// RebuildPause is the shortest pause Run leaves between the end of one rebuild and
-	// the start of the next (default 100ms). While the version keeps moving (a bulk
-	// import commits every few milliseconds) the pause also lasts as long as the last
-	// rebuild took, so rebuilds use about half the time instead of running back to
-	// back, unless that would let the served snapshot expire before the next one is
-	// ready (see rebuildPause). A change after a quiet period is picked up at once.
-	// Freshness does not depend on it: a snapshot that waits for its rebuild ages out
-	// after MaxAge like any other, and requests then go to the database.
-	RebuildPause time.Duration
-	Logger       *slog.Logger
-	// Observe, when set, is told about rebuilds and database fallbacks (metrics).
+	// FullCheckInterval is how often a full load is compared with the snapshot the
+	// changes produced (default 10m). It runs beside the checks and never delays them.
+	FullCheckInterval time.Duration
+	// StaleLimit is how long after its confirmation a snapshot is still served, marked
+	// unconfirmed, while the database cannot be reached (default 2m). Agents keep
+	// enforcing what they have either way; serving it lets a restarted agent enforce
+	// the last known policies instead of none.
+	StaleLimit time.Duration
+	// FallbackWait is how long a request that finds the snapshot unconfirmed waits for
+	// the check it triggers before it is answered with the unconfirmed snapshot (default
+	// 1s, and never past the request's deadline). While checks are known to fail,
+	// requests do not wait.
+	FallbackWait time.Duration
+	// Encoders write each policy's wire forms once, when it enters a snapshot
+	// (Policy.Encoded).
+	Encoders []Encoder
+	Logger   *slog.Logger
+	// Observe, when set, is told about loads, applied changes and fallbacks (metrics).
 	Observe Observer
 }
 
 // Observer receives the cache's events.
 type Observer interface {
+	// Rebuilt: all policies were loaded.
 	Rebuilt(version int64, policies int, took time.Duration)
+	// Applied: changes moved the snapshot to version.
+	Applied(version int64, changes int, took time.Duration)
+	// Fallback: a request found the snapshot unconfirmed and had to wait for a check
+	// (or be answered unconfirmed).
 	Fallback()
 }
 
-// Cache serves policies from a snapshot while it is fresh and from the store otherwise.
+// Cache holds the current snapshot. It is safe for concurrent use.
 type Cache struct {
 	store Store
 	opts  Options
+	seed  maphash.Seed
 	kick  chan struct{}
-	state atomic.Pointer[state]
+
+	state   atomic.Pointer[state]
+	failing atomic.Bool // the last check failed
+
+	mu       sync.Mutex // guards the fields below and serialises installs
+	inflight *flight
+	moved    chan struct{} // closed when a snapshot of another version is installed
 }
 
 type state struct {
 	snap      *Snapshot
-	confirmed time.Time // when the query that confirmed snap.Version started
+	confirmed time.Time // when the read that produced or confirmed snap started
 }
 
-// New returns a Cache with no snapshot; Run loads one and keeps it current.
+// flight is one check, shared by every caller that wants it.
+type flight struct {
+	started time.Time
+	done    chan struct{}
+	err     error
+}
+
+// New returns a Cache with no snapshot; Refresh or Run loads one.
 func New(store Store, opts Options) *Cache {
 	if opts.MaxAge <= 0 {
 		opts.MaxAge = 900 * time.Millisecond
@@ -122,16 +131,23 @@ func New(store Store, opts Options) *Cache {
 	if opts.LoadTimeout <= 0 {
 		opts.LoadTimeout = 2 * time.Minute
 	}
-	if opts.RebuildPause <= 0 {
-		opts.RebuildPause = 100 * time.Millisecond
+	if opts.FullCheckInterval <= 0 {
+		opts.FullCheckInterval = 10 * time.Minute
+	}
+	if opts.StaleLimit <= 0 {
+		opts.StaleLimit = 2 * time.Minute
+	}
+	opts.StaleLimit = max(opts.StaleLimit, opts.MaxAge)
+	if opts.FallbackWait <= 0 {
+		opts.FallbackWait = time.Second
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Cache{store: store, opts: opts, kick: make(chan struct{}, 1)}
+	return &Cache{store: store, opts: opts, seed: maphash.MakeSeed(), kick: make(chan struct{}, 1), moved: make(chan struct{})}
 }
 
-// Changed asks for an immediate version check; pass it to Store.Watch.
+// Changed asks for an immediate check; pass it to Store.Watch.
 func (c *Cache) Changed(int64) {
 	select {
 	case c.kick <- struct{}{}:
@@ -139,244 +155,278 @@ func (c *Cache) Changed(int64) {
 	}
 }
 
-// Refresh confirms the snapshot against the database version, rebuilding it when the
-// version moved. Run calls it in a loop; tests call it directly.
+// Refresh runs a check now (joining one under way) and waits for it.
 func (c *Cache) Refresh(ctx context.Context) error {
-	_, _, err := c.refresh(ctx, true)
-	return err
+	f := c.check()
+	select {
+	case <-f.done:
+		return f.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
-// refresh is Refresh; when the version moved and mayRebuild is false it leaves the
-// snapshot as it is (to age out) and reports pending. took is how long a rebuild took,
-// 0 when there was none.
-func (c *Cache) refresh(ctx context.Context, mayRebuild bool) (pending bool, took time.Duration, err error) {
+// check starts a check unless one is under way, and returns it.
+func (c *Cache) check() *flight {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.inflight != nil {
+		return c.inflight
+	}
+	f := &flight{started: time.Now(), done: make(chan struct{})}
+	c.inflight = f
+	go func() {
+		f.err = c.refresh(context.Background())
+		c.failing.Store(f.err != nil)
+		c.mu.Lock()
+		c.inflight = nil
+		c.mu.Unlock()
+		close(f.done)
+	}()
+	return f
+}
+
+// refresh confirms the snapshot, applying the changes since its version, or loads
+// everything when there is no snapshot or the changes do not reach it.
+func (c *Cache) refresh(ctx context.Context) error {
+	cur := c.state.Load()
+	if cur == nil {
+		return c.rebuild(ctx, "first load")
+	}
 	started := time.Now()
 	qctx, cancel := context.WithTimeout(ctx, c.opts.QueryTimeout)
-	version, err := c.store.LastUpdated(qctx)
+	version, changes, complete, err := c.store.Changes(qctx, cur.snap.Version)
 	cancel()
 	if err != nil {
-		return false, 0, fmt.Errorf("reading policy version: %w", err)
+		return fmt.Errorf("reading policy changes: %w", err)
 	}
-	if cur := c.state.Load(); cur != nil && cur.snap.Version == version {
-		c.state.Store(&state{snap: cur.snap, confirmed: started})
-		return false, 0, nil
+	if !complete {
+		return c.rebuild(ctx, fmt.Sprintf("the change log does not reach back to version %d (now %d)", cur.snap.Version, version))
 	}
-	if !mayRebuild {
-		return true, 0, nil
+	if version == cur.snap.Version {
+		c.install(cur.snap, started)
+		return nil
 	}
-	// The snapshot is labelled with the version its policies were read at, not the
-	// one just checked: a change committed in between is then in both, and the next
-	// check does not rebuild for it again.
-	qctx, cancel = context.WithTimeout(ctx, c.opts.LoadTimeout)
+	next, err := cur.snap.apply(version, changes)
+	if err != nil {
+		c.opts.Logger.Error("policy changes do not fit the snapshot; loading everything", "error", err)
+		return c.rebuild(ctx, "inconsistent change")
+	}
+	c.install(next, started)
+	if c.opts.Observe != nil {
+		c.opts.Observe.Applied(version, len(changes), time.Since(started))
+	}
+	return nil
+}
+
+// load reads every policy into a new snapshot.
+func (c *Cache) load(ctx context.Context) (*Snapshot, time.Time, error) {
+	started := time.Now()
+	qctx, cancel := context.WithTimeout(ctx, c.opts.LoadTimeout)
 	all, version, err := c.store.Snapshot(qctx)
 	cancel()
 	if err != nil {
-		return false, 0, fmt.Errorf("loading policies: %w", err)
+		return nil, started, fmt.Errorf("loading policies: %w", err)
 	}
-	snap := build(version, all)
-	c.state.Store(&state{snap: snap, confirmed: started})
-	took = time.Since(started)
+	snap := build(version, all, c.opts.Encoders, c.seed)
+	took := time.Since(started)
 	if c.opts.Observe != nil {
-		c.opts.Observe.Rebuilt(version, len(snap.Policies), took)
+		c.opts.Observe.Rebuilt(version, snap.Len(), took)
 	}
-	c.opts.Logger.Info("policy snapshot rebuilt", "version", version, "policies", len(snap.Policies), "took_ms", took.Milliseconds())
-	return false, took, nil
+	c.opts.Logger.Info("policy snapshot loaded", "version", version, "policies", snap.Len(), "took_ms", took.Milliseconds())
+	return snap, started, nil
 }
 
-// Run keeps the snapshot current until ctx ends. After a failure it retries with a
-// growing pause (up to 10s), so a database that cannot deliver a full load is not
-// asked for one every CheckInterval; requests are answered from the database meanwhile.
-// Rebuilds are spaced by RebuildPause (see Options).
+func (c *Cache) rebuild(ctx context.Context, why string) error {
+	c.opts.Logger.Info("loading all policies", "reason", why)
+	snap, started, err := c.load(ctx)
+	if err != nil {
+		return err
+	}
+	c.install(snap, started)
+	return nil
+}
+
+// install makes snap current as confirmed at confirmed, unless a newer version or a
+// later confirmation is current already.
+func (c *Cache) install(snap *Snapshot, confirmed time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cur := c.state.Load()
+	if cur != nil && (snap.Version < cur.snap.Version || snap.Version == cur.snap.Version && !confirmed.After(cur.confirmed)) {
+		return
+	}
+	c.state.Store(&state{snap: snap, confirmed: confirmed})
+	if cur == nil || cur.snap.Version != snap.Version {
+		close(c.moved)
+		c.moved = make(chan struct{})
+	}
+}
+
+// Run keeps the snapshot current until ctx ends: a check on every Changed and every
+// CheckInterval, and the full comparison every FullCheckInterval. After failures it
+// checks less often (up to every 10s); requests are answered from the last snapshot,
+// marked unconfirmed, meanwhile.
 func (c *Cache) Run(ctx context.Context) error {
 	failures := 0
-	var nextRebuild time.Time // no rebuild starts before this
+	fullCheck := time.NewTicker(c.opts.FullCheckInterval)
+	defer fullCheck.Stop()
+	var fullDone chan struct{}
 	for {
+		f := c.check()
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-f.done:
+		}
 		wait := c.opts.CheckInterval
-		pending, took, err := c.refresh(ctx, !time.Now().Before(nextRebuild))
-		if took > 0 {
-			nextRebuild = time.Now().Add(c.rebuildPause(took))
-		}
-		kick := c.kick
-		if pending {
-			// Wake when the rebuild may start; notifications meanwhile say nothing new.
-			wait = min(wait, time.Until(nextRebuild))
-			kick = nil
-		}
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
+		if f.err != nil {
 			if failures == 0 {
-				c.opts.Logger.Error("policy snapshot check failed; answering from the database", "error", err)
+				c.opts.Logger.Error("policy check failed; serving the last snapshot unconfirmed", "error", f.err)
 			}
 			failures++
 			wait = min(c.opts.CheckInterval<<min(failures, 10), 10*time.Second)
 		} else if failures > 0 {
-			c.opts.Logger.Info("policy snapshot checks recovered", "failed_checks", failures)
+			c.opts.Logger.Info("policy checks recovered", "failed_checks", failures)
 			failures = 0
 		}
 		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil
-		case <-t.C:
-		case <-kick:
-			t.Stop()
+	waiting:
+		for {
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil
+			case <-t.C:
+				break waiting
+			case <-c.kick:
+				t.Stop()
+				break waiting
+			case <-fullCheck.C:
+				if fullDone == nil {
+					fullDone = make(chan struct{})
+					go func() {
+						defer close(fullDone)
+						if err := c.FullCheck(ctx); err != nil && ctx.Err() == nil {
+							c.opts.Logger.Warn("periodic full policy check failed", "error", err)
+						}
+					}()
+				}
+			case <-fullDone:
+				fullDone = nil
+			}
 		}
 	}
 }
 
-// rebuildPause is how long Run waits after a rebuild that took took before starting
-// another: as long as the rebuild took, but short enough that the next rebuild, if it
-// takes as long, is ready before the snapshot just built expires (its confirmation
-// started took before now), so polls keep being served from memory; and never less
-// than RebuildPause.
-func (c *Cache) rebuildPause(took time.Duration) time.Duration {
-	return max(c.opts.RebuildPause, min(took, c.opts.MaxAge-2*took-c.opts.RebuildPause))
+// FullCheck loads every policy, brings the load up to the snapshot's version with the
+// change log, and replaces the snapshot if the two differ (which only a writer that
+// bypasses the triggers, such as TRUNCATE, can cause). It reports whether it replaced
+// the snapshot.
+func (c *Cache) FullCheck(ctx context.Context) error {
+	loaded, _, err := c.load(ctx)
+	if err != nil {
+		return err
+	}
+	cur := c.state.Load()
+	if cur != nil && cur.snap.Version > loaded.Version {
+		qctx, cancel := context.WithTimeout(ctx, c.opts.QueryTimeout)
+		version, changes, complete, err := c.store.Changes(qctx, loaded.Version)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("catching up: %w", err)
+		}
+		if !complete {
+			return nil // try again next time
+		}
+		if loaded, err = loaded.apply(version, changes); err != nil {
+			return fmt.Errorf("catching up: %w", err)
+		}
+	}
+	cur = c.state.Load()
+	if cur == nil || cur.snap.Version != loaded.Version {
+		return nil // moved again meanwhile; the next check compares
+	}
+	if !equal(cur.snap, loaded) {
+		c.opts.Logger.Error("the policy snapshot differed from the database; replaced it", "version", loaded.Version)
+		c.mu.Lock()
+		if now := c.state.Load(); now == cur {
+			c.state.Store(&state{snap: loaded, confirmed: cur.confirmed})
+		}
+		c.mu.Unlock()
+	}
+	return nil
 }
 
-// Fresh returns the snapshot if it may be served now, or nil.
-func (c *Cache) Fresh() *Snapshot {
+// Current returns the snapshot as it is, without confirming it: nil before the first
+// load. confirmed is when it was last confirmed.
+func (c *Cache) Current() (snap *Snapshot, confirmed time.Time) {
 	st := c.state.Load()
-	if st == nil || time.Since(st.confirmed) > c.opts.MaxAge {
-		return nil
+	if st == nil {
+		return nil, time.Time{}
 	}
-	return st.snap
+	return st.snap, st.confirmed
 }
 
-// All returns every policy. snap is the snapshot they came from, or nil when they were
-// read from the database because no fresh snapshot exists.
-func (c *Cache) All(ctx context.Context) (policies []Policy, snap *Snapshot, err error) {
-	if s := c.Fresh(); s != nil {
-		return s.Policies, s, nil
+// Serve returns the snapshot to answer a request from. When the snapshot is older than
+// MaxAge it starts (or joins) a check and waits for it up to FallbackWait and ctx's
+// deadline, so all requests that arrive meanwhile share one database read. confirmed is
+// false when that did not confirm it: the caller should say so (the internal API sends
+// a header). err wraps ErrUnavailable when there is no snapshot or it is older than
+// StaleLimit.
+func (c *Cache) Serve(ctx context.Context) (snap *Snapshot, confirmed bool, err error) {
+	st := c.state.Load()
+	if st != nil && time.Since(st.confirmed) <= c.opts.MaxAge {
+		return st.snap, true, nil
 	}
-	c.fallback()
-	all, _, err := c.store.Snapshot(ctx)
-	if err != nil {
-		return nil, nil, err
-	}
-	return compact(all), nil, nil
-}
-
-// ByGroupIDs returns the policies whose source or destination is one of ids (which
-// must hold no duplicates), in the stable order.
-func (c *Cache) ByGroupIDs(ctx context.Context, ids []string) ([]*Policy, error) {
-	if len(ids) == 0 {
-		return nil, nil
-	}
-	if s := c.Fresh(); s != nil {
-		return s.Lookup(ids), nil
-	}
-	c.fallback()
-	found, err := c.store.ByGroupIDs(ctx, ids)
-	if err != nil {
-		return nil, err
-	}
-	ps := compact(found)
-	out := make([]*Policy, len(ps))
-	for i := range ps {
-		out[i] = &ps[i]
-	}
-	return out, nil
-}
-
-func (c *Cache) fallback() {
 	if c.opts.Observe != nil {
 		c.opts.Observe.Fallback()
 	}
-}
-
-// Lookup returns the snapshot's policies that name one of ids, in snapshot order.
-func (s *Snapshot) Lookup(ids []string) []*Policy {
-	var idx []int32
-	for _, id := range ids {
-		idx = append(idx, s.byGroup[id]...)
+	f := c.check()
+	wait := c.opts.FallbackWait - time.Since(f.started)
+	if c.failing.Load() && st != nil {
+		wait = 0 // checks are failing: do not make every request wait for the next one
 	}
-	slices.Sort(idx)
-	idx = slices.Compact(idx) // a policy between two requested groups is listed under both
-	out := make([]*Policy, len(idx))
-	for i, n := range idx {
-		out[i] = &s.Policies[n]
+	if dl, ok := ctx.Deadline(); ok {
+		// Leave time to write the answer before the deadline.
+		wait = min(wait, time.Until(dl)*9/10)
 	}
-	return out
-}
-
-func build(version int64, all []models.Policy) *Snapshot {
-	ps := compact(all)
-	// Two passes: count each group's policies, then fill one shared backing array, so
-	// the index costs one allocation instead of one growing slice per group.
-	counts := make(map[*Group]int32)
-	for i := range ps {
-		counts[ps[i].Source]++
-		if ps[i].Destination != ps[i].Source {
-			counts[ps[i].Destination]++
+	if wait > 0 {
+		t := time.NewTimer(wait)
+		select {
+		case <-f.done:
+		case <-t.C:
+		case <-ctx.Done():
 		}
+		t.Stop()
 	}
-	total := 0
-	for _, n := range counts {
-		total += int(n)
+	st = c.state.Load()
+	if st == nil {
+		return nil, false, fmt.Errorf("%w: no policy snapshot loaded yet", ErrUnavailable)
 	}
-	backing := make([]int32, total)
-	lists := make(map[*Group][]int32, len(counts))
-	off := 0
-	for g, n := range counts {
-		// Zero length, capacity n: the appends below fill exactly this window.
-		lists[g] = backing[off : off : off+int(n)]
-		off += int(n)
+	age := time.Since(st.confirmed)
+	switch {
+	case age <= c.opts.MaxAge:
+		return st.snap, true, nil
+	case age <= c.opts.StaleLimit:
+		return st.snap, false, nil
 	}
-	// Policies are visited in order, so each group's list comes out sorted.
-	for i := range ps {
-		p := &ps[i]
-		lists[p.Source] = append(lists[p.Source], int32(i))
-		if p.Destination != p.Source {
-			lists[p.Destination] = append(lists[p.Destination], int32(i))
-		}
-	}
-	byGroup := make(map[string][]int32, len(lists))
-	for g, l := range lists {
-		byGroup[g.ID] = l
-	}
-	return &Snapshot{Version: version, Policies: ps, byGroup: byGroup}
+	return nil, false, fmt.Errorf("%w: the policies could not be confirmed for %s (the limit is %s)",
+		ErrUnavailable, age.Round(time.Second), c.opts.StaleLimit)
 }
 
-// compact converts and sorts policies, sharing one Group (and its strings) between all
-// the policies that name it.
-func compact(all []models.Policy) []Policy {
-	groups := make(map[string]*Group)
-	group := func(id, tag string) *Group {
-		if g, ok := groups[id]; ok {
-			return g
-		}
-		g := &Group{ID: id, Tag: tag}
-		groups[id] = g
-		return g
+// Moved returns a channel that is closed once the current snapshot's version is no
+// longer version (at once if it is not now): a long poll waits on it.
+func (c *Cache) Moved(version int64) <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if st := c.state.Load(); st == nil || st.snap.Version != version {
+		ch := make(chan struct{})
+		close(ch)
+		return ch
 	}
-	ps := make([]Policy, len(all))
-	for i, p := range all {
-		ps[i] = Policy{
-			Source:      group(p.Source.ID, p.Source.Tag),
-			Destination: group(p.Destination.ID, p.Destination.Tag),
-			Protocol:    models.InternProtocol(p.Destination.Protocol),
-			Start:       int32(p.Destination.Ports.Start),
-			End:         int32(p.Destination.Ports.End),
-		}
-	}
-	// The store returns this order already; checking is cheaper than sorting, and
-	// sorting keeps the promise for input that is not.
-	if !slices.IsSortedFunc(ps, Compare) {
-		slices.SortStableFunc(ps, Compare)
-	}
-	return ps
+	return c.moved
 }
 
-// Key returns p's place in the policy order (models.PolicyKey).
-func (p Policy) Key() models.PolicyKey {
-	return models.PolicyKey{
-		Source: p.Source.ID, Destination: p.Destination.ID, Protocol: p.Protocol,
-		Start: int(p.Start), End: int(p.End),
-	}
-}
-
-// Compare orders policies by source id, destination id, protocol, then ports.
-func Compare(a, b Policy) int { return a.Key().Compare(b.Key()) }
+// Options returns the options in force (with defaults filled in).
+func (c *Cache) Options() Options { return c.opts }

@@ -2,32 +2,62 @@ package policycache_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
-	"sync"
+		"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"netman/internal/testsupport/freezeproxy"
+	"netman/internal/testsupport/pgtest"
 	"netman/lib/models"
-	"netman/policy-server/api/apitest"
 	"netman/policy-server/policycache"
 	"netman/policy-server/store"
 )
 
+func newStore(t testing.TB) (*store.Store, *sql.DB, string) {
+	t.Helper()
+	db, dsn := pgtest.Open(t)
+	if err := store.Migrate(ctxT(t), db); err != nil {
+		t.Fatalf("migrating: %v", err)
+	}
+	s, err := store.New(db, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, db, dsn
+}
+
+func ctxT(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func pol(src, dst, proto string, start, end int) models.Policy {
+	return models.Policy{
+		Source:      models.Source{ID: src},
+		Destination: models.Destination{ID: dst, Protocol: proto, Ports: models.Ports{Start: start, End: end}},
+	}
+}
+
+// encodeKey is a test encoder: it writes what the policy is, so a test can check that
+// the encoded form went with the right policy.
+func encodeKey(b []byte, p *policycache.Policy) []byte {
+	return fmt.Appendf(b, "%s(%s)>%s(%s)/%s:%d-%d", p.Source.ID, p.Source.Tag, p.Destination.ID, p.Destination.Tag, p.Protocol, p.Start, p.End)
+}
+
 func keys(ps []*policycache.Policy) []string {
 	out := make([]string, len(ps))
 	for i, p := range ps {
-		out[i] = fmt.Sprintf("%s(%s)>%s(%s)/%s:%d-%d", p.Source.ID, p.Source.Tag, p.Destination.ID, p.Destination.Tag, p.Protocol, p.Start, p.End)
-	}
-	return out
-}
-
-func ptrs(ps []policycache.Policy) []*policycache.Policy {
-	out := make([]*policycache.Policy, len(ps))
-	for i := range ps {
-		out[i] = &ps[i]
+		out[i] = string(encodeKey(nil, p))
+		if enc := string(p.Encoded(0)); enc != out[i] {
+			out[i] += " ENCODED AS " + enc
+		}
 	}
 	return out
 }
@@ -40,373 +70,395 @@ func modelKeys(ps []models.Policy) []string {
 	return out
 }
 
-// The snapshot answers exactly what the store's SQL filter answers, in the same order.
-func TestSnapshotMatchesStore(t *testing.T) {
-	st, db, _ := apitest.NewStore(t)
-	ctx := apitest.Ctx(t)
-	groups, err := store.Seed(ctx, db, 3000, rand.New(rand.NewPCG(1, 2)))
+type countingObserver struct {
+	rebuilds, applied, fallbacks atomic.Int64
+}
+
+func (o *countingObserver) Rebuilt(int64, int, time.Duration) { o.rebuilds.Add(1) }
+func (o *countingObserver) Applied(int64, int, time.Duration) { o.applied.Add(1) }
+func (o *countingObserver) Fallback()                         { o.fallbacks.Add(1) }
+
+func serve(t *testing.T, c *policycache.Cache) *policycache.Snapshot {
+	t.Helper()
+	snap, confirmed, err := c.Serve(ctxT(t))
+	if err != nil || !confirmed {
+		t.Fatalf("Serve: confirmed=%v, %v", confirmed, err)
+	}
+	return snap
+}
+
+// checkMatches: the snapshot lists exactly what the store lists, in the same order
+// with the same tags, and answers every id filter as the store's SQL does.
+func checkMatches(t *testing.T, st *store.Store, snap *policycache.Snapshot, idSets [][]string) {
+	t.Helper()
+	ctx := ctxT(t)
+	want, version, err := st.Snapshot(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A range, a udp policy and a self policy, which the seed does not make.
-	apitest.Create(t, st,
-		apitest.Policy(groups[0], groups[1], "tcp", 9000, 9010),
-		apitest.Policy(groups[0], groups[1], "udp", 53, 53),
-		apitest.Policy(groups[2], groups[2], "tcp", 5555, 5555))
+	if snap.Version != version {
+		t.Fatalf("snapshot version %d, store %d", snap.Version, version)
+	}
+	if got := keys(slices.Collect(snap.All())); !slices.Equal(got, modelKeys(want)) {
+		t.Fatalf("snapshot differs from the store:\n got %v\nwant %v", got, modelKeys(want))
+	}
+	if snap.Len() != len(want) {
+		t.Fatalf("Len %d, want %d", snap.Len(), len(want))
+	}
+	for _, ids := range idSets {
+		want, err := st.ByGroupIDs(ctx, ids)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := keys(snap.Lookup(ids)); !slices.Equal(got, modelKeys(want)) {
+			t.Fatalf("ids %v:\nsnapshot %v\nstore    %v", ids, got, modelKeys(want))
+		}
+	}
+}
 
-	c := policycache.New(st, policycache.Options{})
-	if err := c.Refresh(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if c.Fresh() == nil {
-		t.Fatal("no fresh snapshot after Refresh")
-	}
-	all, snap, err := c.All(ctx)
-	if err != nil || snap == nil {
-		t.Fatalf("All: snapshot %v, err %v", snap, err)
-	}
-	want, err := st.All(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !slices.Equal(keys(ptrs(all)), modelKeys(want)) {
-		t.Fatalf("snapshot differs from the store's list")
-	}
-
-	rng := rand.New(rand.NewPCG(3, 4))
-	idSets := [][]string{
-		{groups[0]}, {groups[2]}, {groups[0], groups[1]}, {"not-a-group"}, groups[:50],
-	}
+func randomIDSets(rng *rand.Rand, groups []string) [][]string {
+	sets := [][]string{{groups[0]}, {"not-a-group"}, groups[:min(50, len(groups))]}
 	for range 20 {
 		var ids []string
 		for range 1 + rng.IntN(20) {
 			ids = append(ids, groups[rng.IntN(len(groups))])
 		}
 		slices.Sort(ids)
-		idSets = append(idSets, slices.Compact(ids))
+		sets = append(sets, slices.Compact(ids))
 	}
-	for _, ids := range idSets {
-		got, err := c.ByGroupIDs(ctx, ids)
-		if err != nil {
-			t.Fatal(err)
-		}
-		want, err := st.ByGroupIDs(ctx, ids)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !slices.Equal(keys(got), modelKeys(want)) {
-			t.Fatalf("ids %v:\nsnapshot %v\nstore    %v", ids, keys(got), modelKeys(want))
-		}
-	}
+	return sets
 }
 
-func TestRefreshFollowsTheVersion(t *testing.T) {
-	st, _, _ := apitest.NewStore(t)
-	ctx := apitest.Ctx(t)
-	apitest.Create(t, st, apitest.Policy("a", "b", "tcp", 8080, 8080))
-	c := policycache.New(st, policycache.Options{MaxAge: time.Hour})
-	if err := c.Refresh(ctx); err != nil {
-		t.Fatal(err)
-	}
-	first := c.Fresh()
-	if err := c.Refresh(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if c.Fresh() != first {
-		t.Fatal("an unchanged version rebuilt the snapshot")
-	}
-	apitest.Create(t, st, apitest.Policy("b", "c", "tcp", 8080, 8080))
-	if err := c.Refresh(ctx); err != nil {
-		t.Fatal(err)
-	}
-	got, err := c.ByGroupIDs(ctx, []string{"c"})
+func TestSnapshotMatchesStore(t *testing.T) {
+	t.Parallel()
+	st, db, _ := newStore(t)
+	ctx := ctxT(t)
+	groups, err := store.Seed(ctx, db, 3000, rand.New(rand.NewPCG(1, 2)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(got) != 1 || got[0].Source.ID != "b" {
-		t.Fatalf("after the change: %v", keys(got))
+	// A range, a udp policy and a self policy, which the seed does not make.
+	if err := st.Create(ctx, []models.Policy{
+		pol(groups[0], groups[1], "tcp", 9000, 9010), pol(groups[0], groups[1], "udp", 53, 53), pol(groups[2], groups[2], "tcp", 5555, 5555),
+	}); err != nil {
+		t.Fatal(err)
 	}
-	if c.Fresh() == first {
-		t.Fatal("a changed version kept the old snapshot")
-	}
-}
-
-// A snapshot that has not been confirmed for MaxAge is not served: the database is.
-func TestStaleSnapshotIsNotServed(t *testing.T) {
-	st, _, _ := apitest.NewStore(t)
-	ctx := apitest.Ctx(t)
-	apitest.Create(t, st, apitest.Policy("a", "b", "tcp", 8080, 8080))
-	fallbacks := &countingObserver{}
-	// MaxAge leaves room for a slow Create on a loaded machine between Refresh and the
-	// "still fresh" check below.
-	c := policycache.New(st, policycache.Options{MaxAge: time.Second, Observe: fallbacks})
-
-	// Before the first snapshot, requests are answered from the database.
-	got, err := c.ByGroupIDs(ctx, []string{"a"})
-	if err != nil || len(got) != 1 {
-		t.Fatalf("without a snapshot: %v, %v", keys(got), err)
-	}
+	c := policycache.New(st, policycache.Options{Encoders: []policycache.Encoder{encodeKey}})
 	if err := c.Refresh(ctx); err != nil {
 		t.Fatal(err)
 	}
-	apitest.Create(t, st, apitest.Policy("a", "c", "tcp", 8080, 8080))
-	got, _ = c.ByGroupIDs(ctx, []string{"a"})
-	if len(got) != 1 {
-		t.Fatalf("a fresh snapshot should still be served: %v", keys(got))
-	}
-	time.Sleep(1100 * time.Millisecond)
-	if c.Fresh() != nil {
-		t.Fatal("snapshot still fresh after MaxAge without a check")
-	}
-	got, err = c.ByGroupIDs(ctx, []string{"a"})
-	if err != nil || len(got) != 2 {
-		t.Fatalf("stale snapshot: want both policies from the database, got %v, %v", keys(got), err)
-	}
-	all, snap, err := c.All(ctx)
-	if err != nil || snap != nil || len(all) != 2 {
-		t.Fatalf("stale snapshot: All = %d policies, snapshot %v, err %v", len(all), snap, err)
-	}
-	if fallbacks.fallbacks != 3 {
-		t.Fatalf("fallbacks observed: %d, want 3", fallbacks.fallbacks)
-	}
+	checkMatches(t, st, serve(t, c), append(randomIDSets(rand.New(rand.NewPCG(3, 4)), groups), []string{groups[2]}))
 }
 
-type countingObserver struct{ rebuilds, fallbacks int }
-
-func (o *countingObserver) Rebuilt(int64, int, time.Duration) { o.rebuilds++ }
-func (o *countingObserver) Fallback()                         { o.fallbacks++ }
-
-// failingStore injects database failures.
-type failingStore struct {
-	policycache.Store
-	versionErr, listErr error
-}
-
-func (f *failingStore) LastUpdated(ctx context.Context) (int64, error) {
-	if f.versionErr != nil {
-		return 0, f.versionErr
+// TestChangesAreApplied: across hundreds of random creates and deletes (new groups,
+// groups deleted with their last policy and their tags reused, ranges, self policies),
+// the snapshot the changes produce always equals what the store lists, and the cache
+// loaded everything only once, at the start.
+func TestChangesAreApplied(t *testing.T) {
+	t.Parallel()
+	st, db, _ := newStore(t)
+	ctx := ctxT(t)
+	groups, err := store.Seed(ctx, db, 2000, rand.New(rand.NewPCG(5, 6)))
+	if err != nil {
+		t.Fatal(err)
 	}
-	return f.Store.LastUpdated(ctx)
-}
-
-func (f *failingStore) Snapshot(ctx context.Context) ([]models.Policy, int64, error) {
-	if f.listErr != nil {
-		return nil, 0, f.listErr
-	}
-	return f.Store.Snapshot(ctx)
-}
-
-func TestDatabaseFailures(t *testing.T) {
-	st, _, _ := apitest.NewStore(t)
-	ctx := apitest.Ctx(t)
-	apitest.Create(t, st, apitest.Policy("a", "b", "tcp", 8080, 8080))
-	boom := errors.New("connection refused")
-	fs := &failingStore{Store: st}
-	c := policycache.New(fs, policycache.Options{MaxAge: 50 * time.Millisecond})
-
-	fs.listErr = boom
-	if err := c.Refresh(ctx); !errors.Is(err, boom) {
-		t.Fatalf("Refresh with a failing list: %v", err)
-	}
-	if _, _, err := c.All(ctx); !errors.Is(err, boom) {
-		t.Fatalf("All without snapshot and with a failing database: %v", err)
-	}
-	fs.listErr = nil
+	obs := &countingObserver{}
+	c := policycache.New(st, policycache.Options{MaxAge: time.Hour, Encoders: []policycache.Encoder{encodeKey}, Observe: obs})
 	if err := c.Refresh(ctx); err != nil {
 		t.Fatal(err)
 	}
-	fs.versionErr = boom
-	if err := c.Refresh(ctx); !errors.Is(err, boom) {
-		t.Fatalf("Refresh with a failing version read: %v", err)
+	rng := rand.New(rand.NewPCG(7, 8))
+	ids := append(slices.Clone(groups[:40]), "new-a", "new-b", "new-c", "new-d")
+	randomPolicy := func() models.Policy {
+		src, dst := ids[rng.IntN(len(ids))], ids[rng.IntN(len(ids))]
+		start := 1000 + rng.IntN(5)
+		return pol(src, dst, []string{"tcp", "udp"}[rng.IntN(2)], start, start+rng.IntN(2)*10)
 	}
-	time.Sleep(60 * time.Millisecond)
-	if c.Fresh() != nil {
-		t.Fatal("a snapshot that could not be confirmed is still served")
-	}
-}
-
-func TestRunStopsWithContext(t *testing.T) {
-	st, _, _ := apitest.NewStore(t)
-	c := policycache.New(st, policycache.Options{CheckInterval: 10 * time.Millisecond})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	deadline := time.Now().Add(5 * time.Second)
-	for c.Fresh() == nil && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	if c.Fresh() == nil {
-		t.Fatal("Run did not load a snapshot")
-	}
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Run: %v", err)
+	var created []models.Policy
+	for round := range 150 {
+		var batch []models.Policy
+		for range 1 + rng.IntN(4) {
+			batch = append(batch, randomPolicy())
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Run did not stop")
-	}
-}
-
-// movingStore's version moves on every read, as during a bulk import, and each full
-// load takes load and is recorded.
-type movingStore struct {
-	policycache.Store
-	load    time.Duration
-	mu      sync.Mutex
-	version int64
-	loads   [][2]time.Time // start, end
-}
-
-func (m *movingStore) LastUpdated(context.Context) (int64, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.version++
-	return m.version, nil
-}
-
-func (m *movingStore) Snapshot(context.Context) ([]models.Policy, int64, error) {
-	start := time.Now()
-	time.Sleep(m.load)
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.loads = append(m.loads, [2]time.Time{start, time.Now()})
-	m.version++
-	return nil, m.version, nil
-}
-
-// While the version keeps moving, Run does not rebuild back to back: it pauses at
-// least RebuildPause, and at least as long as the last rebuild took.
-func TestRunSpacesRebuildsWhileTheVersionMoves(t *testing.T) {
-	for _, tc := range []struct {
-		name        string
-		load, pause time.Duration
-		wantGap     time.Duration
-	}{
-		{"pause longer than a rebuild", 5 * time.Millisecond, 40 * time.Millisecond, 40 * time.Millisecond},
-		{"rebuild longer than the pause", 40 * time.Millisecond, time.Millisecond, 40 * time.Millisecond},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			m := &movingStore{load: tc.load}
-			c := policycache.New(m, policycache.Options{CheckInterval: time.Millisecond, RebuildPause: tc.pause})
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- c.Run(ctx) }()
-			// Notifications arrive all the time, too.
-			for end := time.Now().Add(600 * time.Millisecond); time.Now().Before(end); time.Sleep(time.Millisecond) {
-				c.Changed(0)
+		if rng.IntN(3) == 0 && len(created) > 0 {
+			// Delete policies made here (groups new-* then lose their last policy) and
+			// ones of the seed.
+			rng.Shuffle(len(created), func(i, j int) { created[i], created[j] = created[j], created[i] })
+			n := min(len(created), 1+rng.IntN(5))
+			batch = append(created[:n:n], batch...)
+			created = created[n:]
+			if err := st.Delete(ctx, batch); err != nil {
+				t.Fatal(err)
 			}
-			cancel()
-			<-done
-			m.mu.Lock()
-			defer m.mu.Unlock()
-			if len(m.loads) < 3 {
-				t.Fatalf("%d rebuilds in 600ms while the version moved; want it to keep rebuilding", len(m.loads))
+		} else {
+			if err := st.Create(ctx, batch); err != nil {
+				t.Fatal(err)
 			}
-			for i := 1; i < len(m.loads); i++ {
-				if gap := m.loads[i][0].Sub(m.loads[i-1][1]); gap < tc.wantGap {
-					t.Fatalf("rebuild %d started %s after the previous one ended; want at least %s", i, gap, tc.wantGap)
-				}
-			}
-			t.Logf("%d rebuilds in 600ms", len(m.loads))
-		})
-	}
-}
-
-// The freshness promise holds while rebuilds are spaced out: with a change committed
-// every few milliseconds, every answer holds every change committed more than a second
-// before it was asked for, whether it comes from a snapshot or from the database.
-func TestFreshWithinASecondWhileTheVersionMoves(t *testing.T) {
-	st, _, _ := apitest.NewStore(t)
-	ctx := apitest.Ctx(t)
-	c := policycache.New(st, policycache.Options{RebuildPause: 300 * time.Millisecond})
-	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go c.Run(runCtx)
-
-	var mu sync.Mutex
-	committed := map[string]time.Time{} // destination id -> when its Create returned
-	writing := make(chan struct{})
-	go func() {
-		defer close(writing)
-		for i := 0; runCtx.Err() == nil && i < 400; i++ {
-			dst := fmt.Sprintf("d%04d", i)
-			if err := st.Create(runCtx, []models.Policy{apitest.Policy("src", dst, "tcp", 8080, 8080)}); err != nil {
-				return
-			}
-			mu.Lock()
-			committed[dst] = time.Now()
-			mu.Unlock()
-			time.Sleep(3 * time.Millisecond)
+			created = append(created, batch...)
 		}
-	}()
-	checked := 0
-	for end := time.Now().Add(2500 * time.Millisecond); time.Now().Before(end); time.Sleep(7 * time.Millisecond) {
-		asked := time.Now()
-		got, err := c.ByGroupIDs(ctx, []string{"src"})
-		if err != nil {
+		if err := c.Refresh(ctx); err != nil {
 			t.Fatal(err)
 		}
-		seen := map[string]bool{}
-		for _, p := range got {
-			seen[p.Destination.ID] = true
+		if round%10 == 0 || round == 149 {
+			checkMatches(t, st, serve(t, c), randomIDSets(rng, ids))
 		}
-		mu.Lock()
-		for dst, at := range committed {
-			if asked.Sub(at) > time.Second && !seen[dst] {
-				mu.Unlock()
-				t.Fatalf("policy to %s committed %s before the request is missing from its answer", dst, asked.Sub(at))
-			}
-			if asked.Sub(at) > time.Second {
-				checked++
-			}
-		}
-		mu.Unlock()
 	}
-	cancel()
-	<-writing
-	if checked == 0 {
-		t.Fatal("no answer was old enough to check")
+	if n := obs.rebuilds.Load(); n != 1 {
+		t.Errorf("%d full loads, want 1 (the first)", n)
+	}
+	if n := obs.applied.Load(); n < 100 {
+		t.Errorf("changes applied %d times over 150 writes", n)
 	}
 }
 
-// racingStore commits a change right after a version read, as another replica might
-// while the cache loads.
-type racingStore struct {
+// TestGapAndMisfitReload: when the log no longer reaches the snapshot's version, or a
+// logged change does not fit the snapshot, the cache loads everything and is right.
+func TestGapAndMisfitReload(t *testing.T) {
+	t.Parallel()
+	st, db, _ := newStore(t)
+	ctx := ctxT(t)
+	if err := st.Create(ctx, []models.Policy{pol("a", "b", "tcp", 1, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	obs := &countingObserver{}
+	c := policycache.New(st, policycache.Options{MaxAge: time.Hour, Encoders: []policycache.Encoder{encodeKey}, Observe: obs})
+	if err := c.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Create(ctx, []models.Policy{pol("a", "c", "tcp", 1, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	pgtest.MustExec(t, db, `DELETE FROM policy_changes`)
+	if err := c.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	checkMatches(t, st, serve(t, c), [][]string{{"a"}, {"c"}})
+	if n := obs.rebuilds.Load(); n != 2 {
+		t.Errorf("after a gap: %d full loads, want 2", n)
+	}
+	// A logged change that adds a policy the snapshot holds already.
+	pgtest.MustExec(t, db, `WITH v AS (UPDATE store_meta SET version = version + 1 RETURNING version)
+		INSERT INTO policy_changes (version, added, source_ids, source_tags, dest_ids, dest_tags, protocols, start_ports, end_ports)
+		SELECT version, true, '{a}', '{1}', '{b}', '{2}', '{tcp}', '{1}', '{1}' FROM v`)
+	if err := c.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	checkMatches(t, st, serve(t, c), [][]string{{"a"}, {"b"}})
+	if n := obs.rebuilds.Load(); n != 3 {
+		t.Errorf("after a change that does not fit: %d full loads, want 3", n)
+	}
+}
+
+// TestFullCheckRepairs: a change that bypassed the triggers (TRUNCATE) is found by the
+// periodic full check, which replaces the snapshot.
+func TestFullCheckRepairs(t *testing.T) {
+	t.Parallel()
+	st, db, _ := newStore(t)
+	ctx := ctxT(t)
+	if err := st.Create(ctx, []models.Policy{pol("a", "b", "tcp", 1, 1), pol("b", "c", "tcp", 1, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	c := policycache.New(st, policycache.Options{MaxAge: time.Hour, Encoders: []policycache.Encoder{encodeKey}})
+	if err := c.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	pgtest.MustExec(t, db, `TRUNCATE policies`)
+	if err := c.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if serve(t, c).Len() != 2 {
+		t.Fatal("the TRUNCATE was seen without a full check; this test proves nothing")
+	}
+	if err := c.FullCheck(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := serve(t, c).Len(); n != 0 {
+		t.Fatalf("after the full check the snapshot holds %d policies, want 0", n)
+	}
+}
+
+// TestMovedAndRun: Run follows a change at once through Changed (as the store's
+// notifications call it), and Moved tells a waiting client.
+func TestMovedAndRun(t *testing.T) {
+	t.Parallel()
+	st, _, _ := newStore(t)
+	ctx := ctxT(t)
+	c := policycache.New(st, policycache.Options{CheckInterval: time.Hour})
+	if err := c.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- c.Run(runCtx) }()
+	v := serve(t, c).Version
+	moved := c.Moved(v)
+	select {
+	case <-moved:
+		t.Fatal("Moved closed before any change")
+	default:
+	}
+	if err := st.Create(ctx, []models.Policy{pol("a", "b", "tcp", 1, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	c.Changed(0)
+	select {
+	case <-moved:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Moved not closed 10s after the change")
+	}
+	if snap := serve(t, c); snap.Len() != 1 || snap.Version == v {
+		t.Fatalf("after the change: version %d (was %d), %d policies", snap.Version, v, snap.Len())
+	}
+	select {
+	case <-c.Moved(v):
+	default:
+		t.Fatal("Moved(an old version) is not closed")
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+}
+
+// TestHungDatabase: with the database hanging (a proxy in front of it stops forwarding,
+// as a SIGSTOPped Postgres would), requests are answered within their deadline from the
+// last snapshot marked unconfirmed, until StaleLimit; then ErrUnavailable; and once the
+// database answers again, confirmed.
+func TestHungDatabase(t *testing.T) {
+	t.Parallel()
+	_, _, dsn := newStore(t)
+	proxy, viaProxy := freezeproxy.ForDSN(t, dsn)
+	db, err := sql.Open("postgres", viaProxy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	st, err := store.New(db, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t)
+	if err := st.Create(ctx, []models.Policy{pol("a", "b", "tcp", 1, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	const maxAge, staleLimit = 200 * time.Millisecond, 1500 * time.Millisecond
+	c := policycache.New(st, policycache.Options{MaxAge: maxAge, StaleLimit: staleLimit, QueryTimeout: 300 * time.Millisecond})
+	if err := c.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	_, confirmedAt := c.Current()
+	proxy.Freeze()
+	sawUnconfirmed := false
+	for {
+		rctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		start := time.Now()
+		snap, confirmed, err := c.Serve(rctx)
+		took := time.Since(start)
+		cancel()
+		if took > 500*time.Millisecond {
+			t.Fatalf("Serve took %s with a 500ms deadline", took)
+		}
+		age := time.Since(confirmedAt)
+		if err != nil {
+			if !errors.Is(err, policycache.ErrUnavailable) {
+				t.Fatalf("Serve: %v", err)
+			}
+			if age < staleLimit {
+				t.Fatalf("unavailable %s after the last confirmation, before the stale limit %s", age, staleLimit)
+			}
+			break
+		}
+		if snap.Len() != 1 {
+			t.Fatalf("served %d policies", snap.Len())
+		}
+		if !confirmed {
+			sawUnconfirmed = true
+		} else if age > maxAge+100*time.Millisecond {
+			t.Fatalf("served as confirmed %s after the last confirmation", age)
+		}
+		if age > staleLimit+time.Second {
+			t.Fatalf("still served %s after the last confirmation", age)
+		}
+		time.Sleep(20 * time.Millisecond) // pacing: answers while checks fail come at once
+	}
+	if !sawUnconfirmed {
+		t.Error("never served unconfirmed before giving up")
+	}
+	proxy.Thaw()
+	for c.Refresh(ctx) != nil {
+		if ctx.Err() != nil {
+			t.Fatal("not confirmed again after the database came back")
+		}
+	}
+	if _, confirmed, err := c.Serve(ctx); !confirmed || err != nil {
+		t.Fatalf("after the database came back: confirmed=%v, %v", confirmed, err)
+	}
+}
+
+// gatedStore holds every Changes call until released and counts them.
+type gatedStore struct {
 	*store.Store
-	change func()
+	gate    chan struct{}
+	entered chan struct{}
+	once    sync.Once
+	calls   atomic.Int64
 }
 
-func (r *racingStore) LastUpdated(ctx context.Context) (int64, error) {
-	v, err := r.Store.LastUpdated(ctx)
-	if r.change != nil {
-		r.change()
-		r.change = nil
-	}
-	return v, err
+func (g *gatedStore) Changes(ctx context.Context, since int64) (int64, []models.Change, bool, error) {
+	g.calls.Add(1)
+	g.once.Do(func() { close(g.entered) })
+	<-g.gate
+	return g.Store.Changes(ctx, since)
 }
 
-// A change committed between the version check and the load is in the snapshot, and
-// the snapshot carries its version: the next check confirms it instead of rebuilding.
-func TestChangeDuringLoadIsNotRebuiltTwice(t *testing.T) {
-	st, _, _ := apitest.NewStore(t)
-	ctx := apitest.Ctx(t)
-	apitest.Create(t, st, apitest.Policy("a", "b", "tcp", 8080, 8080))
-	rs := &racingStore{Store: st, change: func() { apitest.Create(t, st, apitest.Policy("a", "c", "tcp", 8080, 8080)) }}
-	rebuilds := &countingObserver{}
-	c := policycache.New(rs, policycache.Options{MaxAge: time.Hour, Observe: rebuilds})
-	if err := c.Refresh(ctx); err != nil {
+// TestServeCoalesces: requests that find the snapshot unconfirmed share one read.
+func TestServeCoalesces(t *testing.T) {
+	t.Parallel()
+	st, _, _ := newStore(t)
+	ctx := ctxT(t)
+	g := &gatedStore{Store: st, gate: make(chan struct{}), entered: make(chan struct{})}
+	c := policycache.New(g, policycache.Options{MaxAge: time.Nanosecond, FallbackWait: time.Minute})
+	if err := c.Refresh(ctx); err != nil { // the first load reads Snapshot, not Changes
 		t.Fatal(err)
 	}
-	got, err := c.ByGroupIDs(ctx, []string{"a"})
-	if err != nil || len(got) != 2 {
-		t.Fatalf("snapshot after a change during the load: %v, %v; want both policies", keys(got), err)
+	var wg sync.WaitGroup
+	var started sync.WaitGroup
+	for range 50 {
+		wg.Add(1)
+		started.Add(1)
+		go func() {
+			defer wg.Done()
+			started.Done()
+			if _, _, err := c.Serve(ctx); err != nil {
+				t.Error(err)
+			}
+		}()
 	}
-	if err := c.Refresh(ctx); err != nil {
-		t.Fatal(err)
+	<-g.entered // the shared read has started and is held
+	started.Wait()
+	close(g.gate)
+	wg.Wait()
+	// With MaxAge 1ns every request finds the snapshot unconfirmed; all of them joined
+	// the one read under way (a request that got past the check after the read ended may
+	// start one more).
+	if n := g.calls.Load(); n > 2 {
+		t.Errorf("50 requests made %d reads, want them to share one", n)
 	}
-	if rebuilds.rebuilds != 1 {
-		t.Fatalf("%d rebuilds, want 1: the second check should confirm the snapshot", rebuilds.rebuilds)
+}
+
+func TestNoSnapshotIsUnavailable(t *testing.T) {
+	t.Parallel()
+	c := policycache.New(failing{}, policycache.Options{QueryTimeout: 50 * time.Millisecond, FallbackWait: 50 * time.Millisecond})
+	if _, _, err := c.Serve(ctxT(t)); !errors.Is(err, policycache.ErrUnavailable) {
+		t.Fatalf("Serve without a snapshot: %v", err)
 	}
+}
+
+type failing struct{}
+
+func (failing) Snapshot(context.Context) ([]models.Policy, int64, error) {
+	return nil, 0, errors.New("down")
+}
+func (failing) Changes(context.Context, int64) (int64, []models.Change, bool, error) {
+	return 0, nil, false, errors.New("down")
 }

@@ -14,24 +14,16 @@ import (
 // replaying the log.
 const MaxChanges = 2000
 
-// Change is what one version did: Added (true) or removed (false) Policies, or, with no
-// policies, changed only groups (a tag a client asked for), which no policy list shows.
-type Change struct {
-	Version  int64
-	Added    bool
-	Policies []models.Policy
-}
-
 // Changes returns the store's version and the changes that led from version since to
 // it, in version order, read in one statement (so the version and the changes are the
 // same state). complete is false when they cannot be replayed: the log no longer holds
 // every version after since (it keeps the last 10,000), since is ahead of the store (the
 // database was replaced), or more than MaxChanges versions passed; the caller must then
 // load everything with Snapshot.
-func (s *Store) Changes(ctx context.Context, since int64) (version int64, changes []Change, complete bool, err error) {
+func (s *Store) Changes(ctx context.Context, since int64) (version int64, changes []models.Change, complete bool, err error) {
 	type result struct {
 		version  int64
-		changes  []Change
+		changes  []models.Change
 		complete bool
 	}
 	r, err := bounded(ctx, func() (result, error) {
@@ -44,7 +36,7 @@ func (s *Store) Changes(ctx context.Context, since int64) (version int64, change
 	return r.version, r.changes, r.complete, nil
 }
 
-func (s *Store) changes(ctx context.Context, since int64) (int64, []Change, bool, error) {
+func (s *Store) changes(ctx context.Context, since int64) (int64, []models.Change, bool, error) {
 	// The LEFT JOIN returns the version even when nothing changed; the second condition
 	// stops a reader far behind from pulling the whole log only to throw it away.
 	rows, err := s.db.QueryContext(ctx, `
@@ -58,7 +50,7 @@ func (s *Store) changes(ctx context.Context, since int64) (int64, []Change, bool
 	}
 	defer rows.Close()
 	var version int64
-	var changes []Change
+	var changes []models.Change
 	for rows.Next() {
 		var cv *int64
 		var added *bool
@@ -75,7 +67,7 @@ func (s *Store) changes(ctx context.Context, since int64) (int64, []Change, bool
 		if len(srcTag) != n || len(dst) != n || len(dstTag) != n || len(proto) != n || len(start) != n || len(end) != n {
 			return 0, nil, false, fmt.Errorf("change %d: columns of different lengths", *cv)
 		}
-		c := Change{Version: *cv, Added: added != nil && *added}
+		c := models.Change{Version: *cv, Added: added != nil && *added}
 		if n > 0 {
 			c.Policies = make([]models.Policy, n)
 		}
@@ -83,7 +75,7 @@ func (s *Store) changes(ctx context.Context, since int64) (int64, []Change, bool
 			c.Policies[i] = models.Policy{
 				Source: models.Source{ID: src[i], Tag: s.formatTag(int(srcTag[i]))},
 				Destination: models.Destination{
-					ID: dst[i], Tag: s.formatTag(int(dstTag[i])), Protocol: protocolString([]byte(proto[i])),
+					ID: dst[i], Tag: s.formatTag(int(dstTag[i])), Protocol: models.InternProtocol(proto[i]),
 					Ports: models.Ports{Start: int(start[i]), End: int(end[i])},
 				},
 			}

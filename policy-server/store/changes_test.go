@@ -16,7 +16,7 @@ import (
 )
 
 // replay applies changes to a set of policy keys the way a cache does.
-func replay(t *testing.T, have map[string]bool, changes []store.Change) {
+func replay(t *testing.T, have map[string]bool, changes []models.Change) {
 	t.Helper()
 	for _, c := range changes {
 		for _, p := range c.Policies {

@@ -1,0 +1,447 @@
+package policycache
+
+import (
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"iter"
+	"maps"
+	"slices"
+	"sync"
+
+	"netman/lib/models"
+)
+
+// Group is a policy group as a snapshot keeps it: one value per id, shared by every
+// policy that names the group.
+type Group struct {
+	ID  string
+	Tag string
+}
+
+// Policy is the compact form of models.Policy, with its encoded forms (see Encoder).
+// It is never modified once in a snapshot.
+type Policy struct {
+	Source      *Group
+	Destination *Group
+	Protocol    string
+	Start, End  int32
+	encoded     [][]byte
+}
+
+// Encoded is the policy as encoder i of Options.Encoders wrote it.
+func (p *Policy) Encoded(i int) []byte { return p.encoded[i] }
+
+// Encoder appends one policy's wire form to b. The cache runs every encoder once per
+// policy, when the policy enters a snapshot, so that answering a poll is copying bytes.
+type Encoder func(b []byte, p *Policy) []byte
+
+// Key returns p's place in the policy order (models.PolicyKey).
+func (p *Policy) Key() models.PolicyKey {
+	return models.PolicyKey{
+		Source: p.Source.ID, Destination: p.Destination.ID, Protocol: p.Protocol,
+		Start: int(p.Start), End: int(p.End),
+	}
+}
+
+// Compare orders policies by source id, destination id, protocol, then ports.
+func Compare(a, b *Policy) int {
+	if a == b {
+		return 0
+	}
+	return a.Key().Compare(b.Key())
+}
+
+// Sizes of the persistent structure. A change copies one chunk of the ordered list
+// (at most chunkMax pointers), the list of chunks (n/chunkMax/2 or so), the array of
+// shards (nShards pointers) and one shard per group it touches (groups/nShards
+// entries): at 100k policies and 50k groups a few microseconds, where copying the whole
+// snapshot would take tens of milliseconds.
+const (
+	chunkMax = 1024
+	nShards  = 1024
+)
+
+// Snapshot is every policy at one store version, in the stable order (Compare), indexed
+// by group id. It is immutable: a change produces a new snapshot that shares everything
+// it did not touch with the old one.
+type Snapshot struct {
+	Version int64
+
+	n        int
+	chunks   []*chunk // the policies in order, split into runs of at most chunkMax
+	shards   *[nShards]*shard
+	seed     maphash.Seed
+	encoders []Encoder
+
+	bodies []lazyBody
+}
+
+type chunk struct{ ps []*Policy }
+
+type shard struct{ groups map[string]*entry }
+
+// entry is a group and its policies (as source or destination), in order.
+type entry struct {
+	g  *Group
+	ps []*Policy
+}
+
+type lazyBody struct {
+	once sync.Once
+	b    []byte
+}
+
+// Len is the number of policies.
+func (s *Snapshot) Len() int { return s.n }
+
+// All yields every policy in order.
+func (s *Snapshot) All() iter.Seq[*Policy] {
+	return func(yield func(*Policy) bool) {
+		for _, c := range s.chunks {
+			for _, p := range c.ps {
+				if !yield(p) {
+					return
+				}
+			}
+		}
+	}
+}
+
+// Body returns encode(s) for encoder i, calling encode at most once per snapshot: the
+// internal API keeps each encoded full list here so it lives exactly as long as the
+// snapshot.
+func (s *Snapshot) Body(i int, encode func(*Snapshot) []byte) []byte {
+	b := &s.bodies[i]
+	b.once.Do(func() { b.b = encode(s) })
+	return b.b
+}
+
+// Lookup returns the policies that name one of ids as source or destination, in order,
+// each once. ids must hold no duplicates. The result must not be modified.
+func (s *Snapshot) Lookup(ids []string) []*Policy {
+	if len(ids) == 1 {
+		if e := s.entry(ids[0]); e != nil {
+			return e.ps
+		}
+		return nil
+	}
+	var out []*Policy
+	lists := 0
+	for _, id := range ids {
+		if e := s.entry(id); e != nil {
+			out = append(out, e.ps...)
+			lists++
+		}
+	}
+	if lists > 1 {
+		slices.SortFunc(out, Compare)
+		out = slices.Compact(out) // a policy between two requested groups is in both lists
+	}
+	return out
+}
+
+func (s *Snapshot) shardOf(id string) int {
+	return int(maphash.String(s.seed, id) % nShards)
+}
+
+func (s *Snapshot) entry(id string) *entry {
+	sh := s.shards[s.shardOf(id)]
+	if sh == nil {
+		return nil
+	}
+	return sh.groups[id]
+}
+
+func newSnapshot(version int64, encoders []Encoder, seed maphash.Seed) *Snapshot {
+	return &Snapshot{
+		Version:  version,
+		shards:   new([nShards]*shard),
+		seed:     seed,
+		encoders: encoders,
+		bodies:   make([]lazyBody, len(encoders)),
+	}
+}
+
+// build makes a snapshot of all, which need not be sorted.
+func build(version int64, all []models.Policy, encoders []Encoder, seed maphash.Seed) *Snapshot {
+	s := newSnapshot(version, encoders, seed)
+	groups := make(map[string]*Group)
+	group := func(id, tag string) *Group {
+		if g, ok := groups[id]; ok {
+			return g
+		}
+		g := &Group{ID: id, Tag: tag}
+		groups[id] = g
+		return g
+	}
+	// One allocation for all policies and one buffer for their encoded forms.
+	backing := make([]Policy, len(all))
+	ps := make([]*Policy, len(all))
+	for i, m := range all {
+		backing[i] = Policy{
+			Source:      group(m.Source.ID, m.Source.Tag),
+			Destination: group(m.Destination.ID, m.Destination.Tag),
+			Protocol:    models.InternProtocol(m.Destination.Protocol),
+			Start:       int32(m.Destination.Ports.Start),
+			End:         int32(m.Destination.Ports.End),
+		}
+		ps[i] = &backing[i]
+	}
+	// The store returns this order already; checking is cheaper than sorting.
+	if !slices.IsSortedFunc(ps, Compare) {
+		slices.SortStableFunc(ps, Compare)
+	}
+	ps = slices.CompactFunc(ps, func(a, b *Policy) bool { return Compare(a, b) == 0 })
+	encodeAll(ps, encoders)
+	for i := 0; i < len(ps); i += chunkMax / 2 {
+		s.chunks = append(s.chunks, &chunk{ps: slices.Clip(ps[i:min(i+chunkMax/2, len(ps))])})
+	}
+	s.n = len(ps)
+	entries := make(map[*Group]*entry, len(groups))
+	add := func(g *Group, p *Policy) {
+		e := entries[g]
+		if e == nil {
+			e = &entry{g: g}
+			entries[g] = e
+			h := s.shardOf(g.ID)
+			if s.shards[h] == nil {
+				s.shards[h] = &shard{groups: map[string]*entry{}}
+			}
+			s.shards[h].groups[g.ID] = e
+		}
+		e.ps = append(e.ps, p) // policies come in order, so each list is sorted
+	}
+	for _, p := range ps {
+		add(p.Source, p)
+		if p.Destination != p.Source {
+			add(p.Destination, p)
+		}
+	}
+	return s
+}
+
+func encodeAll(ps []*Policy, encoders []Encoder) {
+	if len(encoders) == 0 {
+		return
+	}
+	var buf []byte
+	slots := make([][]byte, len(ps)*len(encoders))
+	for i, p := range ps {
+		p.encoded = slots[i*len(encoders) : (i+1)*len(encoders) : (i+1)*len(encoders)]
+		for j, enc := range encoders {
+			if cap(buf)-len(buf) < 512 {
+				// Big buffers for a full load, a small one for a single change.
+				buf = make([]byte, 0, min(256<<10, (len(ps)-i)*len(encoders)*512))
+			}
+			start := len(buf)
+			buf = enc(buf, p)
+			p.encoded[j] = buf[start:len(buf):len(buf)]
+		}
+	}
+}
+
+// errInconsistent says a change does not fit the snapshot (adding a policy it holds,
+// removing one it does not, a group whose tag differs): the snapshot is not the state
+// the change was made on, and the cache must load everything.
+var errInconsistent = errors.New("change does not fit the snapshot")
+
+// apply returns the snapshot that changes (consecutive versions after s.Version, the
+// last one being version) produce from s. s is not modified. Cost: O(changes), see
+// chunkMax and nShards.
+func (s *Snapshot) apply(version int64, changes []models.Change) (*Snapshot, error) {
+	next := newSnapshot(version, s.encoders, s.seed)
+	next.n = s.n
+	next.chunks = slices.Clone(s.chunks)
+	*next.shards = *s.shards
+	a := applier{s: next, chunks: map[*chunk]bool{}, shards: map[int]bool{}, entries: map[*entry]bool{}}
+	for _, c := range changes {
+		for _, m := range c.Policies {
+			var err error
+			if c.Added {
+				err = a.add(m)
+			} else {
+				err = a.remove(m)
+			}
+			if err != nil {
+				return nil, fmt.Errorf("version %d: %w", c.Version, err)
+			}
+		}
+	}
+	return next, nil
+}
+
+// applier tracks which parts of the new snapshot are its own copies (may be modified)
+// rather than shared with the old snapshot.
+type applier struct {
+	s       *Snapshot
+	chunks  map[*chunk]bool
+	shards  map[int]bool
+	entries map[*entry]bool
+}
+
+func probe(m models.Policy) *Policy {
+	return &Policy{
+		Source:      &Group{ID: m.Source.ID, Tag: m.Source.Tag},
+		Destination: &Group{ID: m.Destination.ID, Tag: m.Destination.Tag},
+		Protocol:    models.InternProtocol(m.Destination.Protocol),
+		Start:       int32(m.Destination.Ports.Start),
+		End:         int32(m.Destination.Ports.End),
+	}
+}
+
+// ownEntry returns the new snapshot's own copy of id's entry, creating the entry (with
+// tag) when create is set and it does not exist; nil when it does not exist otherwise.
+func (a *applier) ownEntry(id, tag string, create bool) (*entry, error) {
+	h := a.s.shardOf(id)
+	sh := a.s.shards[h]
+	if !a.shards[h] {
+		copied := &shard{groups: map[string]*entry{}}
+		if sh != nil {
+			copied.groups = maps.Clone(sh.groups)
+		}
+		a.s.shards[h], a.shards[h] = copied, true
+		sh = copied
+	}
+	e := sh.groups[id]
+	switch {
+	case e == nil && !create:
+		return nil, nil
+	case e == nil:
+		e = &entry{g: &Group{ID: id, Tag: tag}}
+	case e.g.Tag != tag:
+		return nil, fmt.Errorf("%w: group %q has tag %s, the change says %s", errInconsistent, id, e.g.Tag, tag)
+	case !a.entries[e]:
+		e = &entry{g: e.g, ps: slices.Clone(e.ps)}
+	default:
+		return e, nil
+	}
+	sh.groups[id], a.entries[e] = e, true
+	return e, nil
+}
+
+func (a *applier) dropEntry(e *entry) {
+	delete(a.s.shards[a.s.shardOf(e.g.ID)].groups, e.g.ID)
+}
+
+// locate returns the index of the chunk p belongs in and p's position in it.
+func (a *applier) locate(p *Policy) (ci, pi int, found bool) {
+	cs := a.s.chunks
+	ci, _ = slices.BinarySearchFunc(cs, p, func(c *chunk, p *Policy) int { return Compare(c.ps[len(c.ps)-1], p) })
+	if ci == len(cs) {
+		if ci == 0 {
+			return 0, 0, false
+		}
+		ci-- // after everything: the end of the last chunk
+	}
+	pi, found = slices.BinarySearchFunc(cs[ci].ps, p, Compare)
+	return ci, pi, found
+}
+
+func (a *applier) ownChunk(ci int) *chunk {
+	c := a.s.chunks[ci]
+	if !a.chunks[c] {
+		c = &chunk{ps: slices.Clone(c.ps)}
+		a.s.chunks[ci], a.chunks[c] = c, true
+	}
+	return c
+}
+
+func (a *applier) add(m models.Policy) error {
+	src, err := a.ownEntry(m.Source.ID, m.Source.Tag, true)
+	if err != nil {
+		return err
+	}
+	dst := src
+	if m.Destination.ID != m.Source.ID {
+		if dst, err = a.ownEntry(m.Destination.ID, m.Destination.Tag, true); err != nil {
+			return err
+		}
+	} else if m.Destination.Tag != m.Source.Tag {
+		return fmt.Errorf("%w: group %q with two tags", errInconsistent, m.Source.ID)
+	}
+	p := &Policy{Source: src.g, Destination: dst.g, Protocol: models.InternProtocol(m.Destination.Protocol),
+		Start: int32(m.Destination.Ports.Start), End: int32(m.Destination.Ports.End)}
+	encodeAll([]*Policy{p}, a.s.encoders)
+	if len(a.s.chunks) == 0 {
+		c := &chunk{ps: []*Policy{p}}
+		a.s.chunks, a.chunks[c] = []*chunk{c}, true
+	} else {
+		ci, pi, found := a.locate(p)
+		if found {
+			return fmt.Errorf("%w: adding a policy it holds (%s -> %s)", errInconsistent, p.Source.ID, p.Destination.ID)
+		}
+		c := a.ownChunk(ci)
+		c.ps = slices.Insert(c.ps, pi, p)
+		if len(c.ps) > chunkMax {
+			half := len(c.ps) / 2
+			second := &chunk{ps: slices.Clone(c.ps[half:])}
+			c.ps = slices.Clip(c.ps[:half])
+			a.s.chunks = slices.Insert(a.s.chunks, ci+1, second)
+			a.chunks[second] = true
+		}
+	}
+	insertSorted(src, p)
+	if dst != src {
+		insertSorted(dst, p)
+	}
+	a.s.n++
+	return nil
+}
+
+func insertSorted(e *entry, p *Policy) {
+	i, _ := slices.BinarySearchFunc(e.ps, p, Compare)
+	e.ps = slices.Insert(e.ps, i, p)
+}
+
+func (a *applier) remove(m models.Policy) error {
+	if len(a.s.chunks) == 0 {
+		return fmt.Errorf("%w: removing a policy from an empty snapshot", errInconsistent)
+	}
+	ci, pi, found := a.locate(probe(m))
+	if !found {
+		return fmt.Errorf("%w: removing a policy it does not hold (%s -> %s)", errInconsistent, m.Source.ID, m.Destination.ID)
+	}
+	c := a.ownChunk(ci)
+	p := c.ps[pi]
+	c.ps = slices.Delete(c.ps, pi, pi+1)
+	if len(c.ps) == 0 {
+		a.s.chunks = slices.Delete(a.s.chunks, ci, ci+1)
+	}
+	for _, g := range []*Group{p.Source, p.Destination} {
+		e, err := a.ownEntry(g.ID, g.Tag, false)
+		if err != nil {
+			return err
+		}
+		if e == nil {
+			return fmt.Errorf("%w: group %q missing from the index", errInconsistent, g.ID)
+		}
+		if i := slices.Index(e.ps, p); i >= 0 {
+			e.ps = slices.Delete(e.ps, i, i+1)
+		}
+		if len(e.ps) == 0 {
+			a.dropEntry(e)
+		}
+		if p.Destination == p.Source {
+			break
+		}
+	}
+	a.s.n--
+	return nil
+}
+
+// equal reports whether two snapshots hold the same policies with the same tags.
+func equal(a, b *Snapshot) bool {
+	if a.n != b.n {
+		return false
+	}
+	next, stop := iter.Pull(b.All())
+	defer stop()
+	for p := range a.All() {
+		q, ok := next()
+		if !ok || Compare(p, q) != 0 || p.Source.Tag != q.Source.Tag || p.Destination.Tag != q.Destination.Tag {
+			return false
+		}
+	}
+	return true
+}
