@@ -175,6 +175,18 @@ func TestChangesAreApplied(t *testing.T) {
 		return pol(src, dst, []string{"tcp", "udp"}[rng.IntN(2)], start, start+rng.IntN(2)*10)
 	}
 	var created []models.Policy
+	// For fixed id sets, the answer and Changed: Changed must move whenever the answer
+	// does (it is the ETag a long poll compares).
+	type seen struct {
+		answer  []string
+		changed int64
+	}
+	watched := [][]string{{"new-a"}, {"new-b", "new-c"}, {ids[0]}, {ids[1], ids[2], "new-d"}, {"never"}}
+	last := make([]seen, len(watched))
+	for i, set := range watched {
+		snap := serve(t, c)
+		last[i] = seen{keys(snap.Lookup(set)), snap.Changed(set)}
+	}
 	for round := range 150 {
 		var batch []models.Policy
 		for range 1 + rng.IntN(4) {
@@ -198,6 +210,17 @@ func TestChangesAreApplied(t *testing.T) {
 		}
 		if err := c.Refresh(ctx); err != nil {
 			t.Fatal(err)
+		}
+		snap := serve(t, c)
+		for i, set := range watched {
+			now := seen{keys(snap.Lookup(set)), snap.Changed(set)}
+			if now.changed > snap.Version || now.changed < last[i].changed {
+				t.Fatalf("round %d, ids %v: Changed %d (was %d, version %d)", round, set, now.changed, last[i].changed, snap.Version)
+			}
+			if !slices.Equal(now.answer, last[i].answer) && now.changed == last[i].changed {
+				t.Fatalf("round %d, ids %v: the answer changed but Changed stayed %d:\nwas %v\nnow %v", round, set, now.changed, last[i].answer, now.answer)
+			}
+			last[i] = now
 		}
 		if round%10 == 0 || round == 149 {
 			checkMatches(t, st, serve(t, c), randomIDSets(rng, ids))

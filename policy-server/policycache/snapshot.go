@@ -67,8 +67,13 @@ const (
 // it did not touch with the old one.
 type Snapshot struct {
 	Version int64
+	// Floor is the version this snapshot's change tracking starts at (its full load,
+	// or the last time it forgot removed groups): Changed is never below it.
+	Floor int64
 
 	n        int
+	groups   int // entries with policies
+	tombs    int // entries of groups whose last policy was removed (see entry)
 	chunks   []*chunk // the policies in order, split into runs of at most chunkMax
 	shards   *[nShards]*shard
 	seed     maphash.Seed
@@ -81,10 +86,13 @@ type chunk struct{ ps []*Policy }
 
 type shard struct{ groups map[string]*entry }
 
-// entry is a group and its policies (as source or destination), in order.
+// entry is a group and its policies (as source or destination), in order, with the
+// version that last changed them. When a group loses its last policy its entry stays,
+// empty, as a tombstone, so that Changed sees the removal.
 type entry struct {
-	g  *Group
-	ps []*Policy
+	g        *Group
+	ps       []*Policy
+	modified int64
 }
 
 type lazyBody struct {
@@ -141,6 +149,23 @@ func (s *Snapshot) Lookup(ids []string) []*Policy {
 	return out
 }
 
+// Changed is the last version at which the answer for ids (Lookup) changed, and never
+// below Floor: an answer given at version v >= Changed(ids) is still exact. It is the
+// internal API's ETag of a filtered list, so a long poll wakes only the clients whose
+// answer changed. With no ids it is Version (the answer is the full list).
+func (s *Snapshot) Changed(ids []string) int64 {
+	if len(ids) == 0 {
+		return s.Version
+	}
+	v := s.Floor
+	for _, id := range ids {
+		if e := s.entry(id); e != nil {
+			v = max(v, e.modified)
+		}
+	}
+	return v
+}
+
 func (s *Snapshot) shardOf(id string) int {
 	return int(maphash.String(s.seed, id) % nShards)
 }
@@ -166,6 +191,7 @@ func newSnapshot(version int64, encoders []Encoder, seed maphash.Seed) *Snapshot
 // build makes a snapshot of all, which need not be sorted.
 func build(version int64, all []models.Policy, encoders []Encoder, seed maphash.Seed) *Snapshot {
 	s := newSnapshot(version, encoders, seed)
+	s.Floor = version
 	groups := make(map[string]*Group)
 	group := func(id, tag string) *Group {
 		if g, ok := groups[id]; ok {
@@ -202,8 +228,9 @@ func build(version int64, all []models.Policy, encoders []Encoder, seed maphash.
 	add := func(g *Group, p *Policy) {
 		e := entries[g]
 		if e == nil {
-			e = &entry{g: g}
+			e = &entry{g: g, modified: version}
 			entries[g] = e
+			s.groups++
 			h := s.shardOf(g.ID)
 			if s.shards[h] == nil {
 				s.shards[h] = &shard{groups: map[string]*entry{}}
@@ -251,11 +278,12 @@ var errInconsistent = errors.New("change does not fit the snapshot")
 // chunkMax and nShards.
 func (s *Snapshot) apply(version int64, changes []models.Change) (*Snapshot, error) {
 	next := newSnapshot(version, s.encoders, s.seed)
-	next.n = s.n
+	next.Floor, next.n, next.groups, next.tombs = s.Floor, s.n, s.groups, s.tombs
 	next.chunks = slices.Clone(s.chunks)
 	*next.shards = *s.shards
 	a := applier{s: next, chunks: map[*chunk]bool{}, shards: map[int]bool{}, entries: map[*entry]bool{}}
 	for _, c := range changes {
+		a.version = c.Version
 		for _, m := range c.Policies {
 			var err error
 			if c.Added {
@@ -268,6 +296,9 @@ func (s *Snapshot) apply(version int64, changes []models.Change) (*Snapshot, err
 			}
 		}
 	}
+	if next.tombs > max(1024, next.groups/2) {
+		next.forgetRemoved()
+	}
 	return next, nil
 }
 
@@ -275,6 +306,7 @@ func (s *Snapshot) apply(version int64, changes []models.Change) (*Snapshot, err
 // rather than shared with the old snapshot.
 type applier struct {
 	s       *Snapshot
+	version int64 // of the change being applied
 	chunks  map[*chunk]bool
 	shards  map[int]bool
 	entries map[*entry]bool
@@ -305,14 +337,19 @@ func (a *applier) ownEntry(id, tag string, create bool) (*entry, error) {
 	}
 	e := sh.groups[id]
 	switch {
-	case e == nil && !create:
+	case (e == nil || len(e.ps) == 0) && !create:
 		return nil, nil
-	case e == nil:
+	case e == nil || len(e.ps) == 0:
+		// A new group, or one that had lost its policies: its tag may be a new one.
+		if e != nil {
+			a.s.tombs--
+		}
+		a.s.groups++
 		e = &entry{g: &Group{ID: id, Tag: tag}}
 	case e.g.Tag != tag:
 		return nil, fmt.Errorf("%w: group %q has tag %s, the change says %s", errInconsistent, id, e.g.Tag, tag)
 	case !a.entries[e]:
-		e = &entry{g: e.g, ps: slices.Clone(e.ps)}
+		e = &entry{g: e.g, ps: slices.Clone(e.ps), modified: e.modified}
 	default:
 		return e, nil
 	}
@@ -320,8 +357,23 @@ func (a *applier) ownEntry(id, tag string, create bool) (*entry, error) {
 	return e, nil
 }
 
-func (a *applier) dropEntry(e *entry) {
-	delete(a.s.shards[a.s.shardOf(e.g.ID)].groups, e.g.ID)
+// forgetRemoved drops the tombstones and raises Floor to Version: every client that
+// holds an older answer gets a new one once. O(groups), when tombstones outnumber half
+// the groups.
+func (s *Snapshot) forgetRemoved() {
+	for h, sh := range s.shards {
+		if sh == nil {
+			continue
+		}
+		kept := &shard{groups: make(map[string]*entry, len(sh.groups))}
+		for id, e := range sh.groups {
+			if len(e.ps) > 0 {
+				kept.groups[id] = e
+			}
+		}
+		s.shards[h] = kept
+	}
+	s.tombs, s.Floor = 0, s.Version
 }
 
 // locate returns the index of the chunk p belongs in and p's position in it.
@@ -382,8 +434,10 @@ func (a *applier) add(m models.Policy) error {
 		}
 	}
 	insertSorted(src, p)
+	src.modified = a.version
 	if dst != src {
 		insertSorted(dst, p)
+		dst.modified = a.version
 	}
 	a.s.n++
 	return nil
@@ -419,8 +473,11 @@ func (a *applier) remove(m models.Policy) error {
 		if i := slices.Index(e.ps, p); i >= 0 {
 			e.ps = slices.Delete(e.ps, i, i+1)
 		}
+		e.modified = a.version
 		if len(e.ps) == 0 {
-			a.dropEntry(e)
+			e.ps = nil // a tombstone
+			a.s.groups--
+			a.s.tombs++
 		}
 		if p.Destination == p.Source {
 			break
