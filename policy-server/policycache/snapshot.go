@@ -72,8 +72,8 @@ type Snapshot struct {
 	Floor int64
 
 	n        int
-	groups   int // entries with policies
-	tombs    int // entries of groups whose last policy was removed (see entry)
+	groups   int      // entries with policies
+	tombs    int      // entries of groups whose last policy was removed (see entry)
 	chunks   []*chunk // the policies in order, split into runs of at most chunkMax
 	shards   *[nShards]*shard
 	seed     maphash.Seed
