@@ -151,3 +151,22 @@ type Whoami struct {
 	ClientID string   `json:"client_id,omitempty"`
 	Scope    []string `json:"scope"`
 }
+
+// Conditional and long-poll requests to the internal API's GET routes (see docs/api.md).
+// Every answer from the policy snapshot carries an ETag (a store version, quoted: the
+// last version at which that answer changed) and VersionHeader (the version of the
+// snapshot it came from). A request with If-None-Match naming a tag that is still
+// current gets 304; with WaitParam (seconds) as well, the server holds it until the
+// answer changes or the wait ends (at most the server's request timeout), then answers
+// 200 with the new answer or 304.
+const (
+	InternalLastUpdatedV0Path = "/networking/v0/internal/policies_last_updated"
+
+	VersionHeader = "Netman-Policy-Version"
+	// UnconfirmedHeader is present when the server could not confirm its snapshot with
+	// the database (which is unreachable or slow); its value is how many seconds ago
+	// the snapshot was last confirmed. The server stops answering (503) after its
+	// staleness limit.
+	UnconfirmedHeader = "Netman-Policy-Unconfirmed"
+	WaitParam         = "wait"
+)

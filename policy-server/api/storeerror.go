@@ -15,7 +15,9 @@ import (
 
 // StoreError maps a policy store failure to the status and message a client gets: 400
 // with the store's reason for input it refused, 507 when tags ran out, 503 when the
-// store did not answer in time, 500 otherwise. The cause of a 5xx is logged, never sent:
+// store is unavailable (it did not answer in time, refused or dropped the connection,
+// cancelled the statement, is starting or shutting down: store.ErrUnavailable), 500
+// otherwise. The cause of a 5xx is logged, never sent:
 // database messages can name users and hosts.
 func StoreError(r *http.Request, err error) (int, string) {
 	var invalid *store.InvalidInputError
@@ -30,16 +32,24 @@ func StoreError(r *http.Request, err error) (int, string) {
 		}
 		return http.StatusInsufficientStorage, "tags ran out (" + detail +
 			"): delete policies of groups no longer needed, or raise tag_length"
-	case errors.Is(err, context.DeadlineExceeded):
-		httpapi.Logger(r.Context()).Error("policy store timed out", "error", err)
-		return http.StatusServiceUnavailable, "the policy store did not answer in time; retry"
+	case errors.Is(err, store.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded):
+		httpapi.Logger(r.Context()).Error("policy store unavailable", "error", err)
+		return http.StatusServiceUnavailable, "the policy database is unavailable; retry later"
 	}
 	httpapi.Logger(r.Context()).Error("policy store failed", "error", err)
 	return http.StatusInternalServerError, "the policy store failed; see the server log"
 }
 
-// WriteStoreError answers a request whose store call failed (see StoreError).
+// RetryAfter is the Retry-After of every 503: seconds a client should wait before
+// trying again.
+const RetryAfter = "2"
+
+// WriteStoreError answers a request whose store call failed (see StoreError); a 503
+// carries Retry-After.
 func WriteStoreError(w http.ResponseWriter, r *http.Request, err error) {
 	status, msg := StoreError(r, err)
+	if status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", RetryAfter)
+	}
 	httpapi.WriteError(w, r, status, msg)
 }

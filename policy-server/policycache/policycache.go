@@ -83,8 +83,8 @@ type Options struct {
 type Observer interface {
 	// Rebuilt: all policies were loaded.
 	Rebuilt(version int64, policies int, took time.Duration)
-	// Applied: changes moved the snapshot to version.
-	Applied(version int64, changes int, took time.Duration)
+	// Applied: changes moved the snapshot to version, which holds policies.
+	Applied(version int64, policies, changes int, took time.Duration)
 	// Fallback: a request found the snapshot unconfirmed and had to wait for a check
 	// (or be answered unconfirmed).
 	Fallback()
@@ -214,7 +214,7 @@ func (c *Cache) refresh(ctx context.Context) error {
 	}
 	c.install(next, started)
 	if c.opts.Observe != nil {
-		c.opts.Observe.Applied(version, len(changes), time.Since(started))
+		c.opts.Observe.Applied(version, next.Len(), len(changes), time.Since(started))
 	}
 	return nil
 }
@@ -384,8 +384,10 @@ func (c *Cache) Serve(ctx context.Context) (snap *Snapshot, confirmed bool, err 
 	}
 	f := c.check()
 	wait := c.opts.FallbackWait - time.Since(f.started)
-	if c.failing.Load() && st != nil {
-		wait = 0 // checks are failing: do not make every request wait for the next one
+	if c.failing.Load() && st != nil && time.Since(st.confirmed) <= c.opts.StaleLimit {
+		// Checks are failing: answer unconfirmed at once rather than make every request
+		// wait for the next one. (Past the limit, waiting is the only way to an answer.)
+		wait = 0
 	}
 	if dl, ok := ctx.Deadline(); ok {
 		// Leave time to write the answer before the deadline.

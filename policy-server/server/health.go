@@ -2,15 +2,16 @@ package server
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"net/http"
 
 	"netman/lib/httpapi"
+	"netman/policy-server/api"
 )
 
 // Health answers GET /health: 200 {"status":"ok"} when check passes within the
-// request's deadline, else 503 with a JSON error.
+// request's deadline, else 503 with a JSON error and Retry-After. check must return when
+// its context ends, even if the database hangs (store.Ping does).
 func Health(check func(ctx context.Context) error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := check(r.Context()); err != nil {
@@ -19,19 +20,12 @@ func Health(check func(ctx context.Context) error) http.Handler {
 			if errors.Is(err, context.DeadlineExceeded) {
 				msg = "database did not answer in time"
 			}
+			w.Header().Set("Retry-After", api.RetryAfter)
 			httpapi.WriteError(w, r, http.StatusServiceUnavailable, msg)
 			return
 		}
 		httpapi.WriteJSON(w, http.StatusOK, []byte(`{"status":"ok"}`))
 	})
-}
-
-// SelectOne is the health check: one round trip through the pool.
-func SelectOne(db *sql.DB) func(ctx context.Context) error {
-	return func(ctx context.Context) error {
-		var one int
-		return db.QueryRowContext(ctx, "SELECT 1").Scan(&one)
-	}
 }
 
 // HealthRoutes are the routes of the health server.

@@ -33,6 +33,8 @@ type Store interface {
 	policycache.Store
 	internalapi.Store
 	Counts(ctx context.Context) (policies, groups int64, err error)
+	// Ping is the health check; it returns when ctx ends even if the database hangs.
+	Ping(ctx context.Context) error
 	Watch(ctx context.Context, dsn string, pollInterval time.Duration, onChange func(version int64)) error
 }
 
@@ -80,6 +82,7 @@ func Members(d Deps) (grouper.Members, error) {
 
 	cache := policycache.New(d.Store, policycache.Options{
 		QueryTimeout: c.RequestTimeout(),
+		Encoders:     internalapi.Encoders(),
 		Logger:       d.Logger.With("component", "policy-cache"),
 		Observe:      cacheMetrics,
 	})
@@ -87,7 +90,7 @@ func Members(d Deps) (grouper.Members, error) {
 	internalMW := httpapi.Middleware{Server: "internal", Logger: d.Logger, Metrics: httpMetrics, Timeout: c.RequestTimeout()}
 	// /health on every listener, as in Cloud Foundry, so a load balancer in front of
 	// either API can check it.
-	routes := append(internalapi.Routes(cache, d.Store, c.MaxPolicyGroupIDs), HealthRoutes(SelectOne(d.DB))...)
+	routes := append(internalapi.Routes(cache, d.Store, c.MaxPolicyGroupIDs), HealthRoutes(d.Store.Ping)...)
 	internal := &http.Server{
 		Addr:      net.JoinHostPort(c.ListenHost, strconv.Itoa(c.InternalListenPort)),
 		Handler:   httpapi.NewMux(internalMW, routes),
@@ -98,7 +101,7 @@ func Members(d Deps) (grouper.Members, error) {
 	healthMW := httpapi.Middleware{Server: "health", Logger: d.Logger, Metrics: httpMetrics, Timeout: c.RequestTimeout()}
 	health := &http.Server{
 		Addr:    net.JoinHostPort("127.0.0.1", strconv.Itoa(c.HealthCheckPort)),
-		Handler: httpapi.NewMux(healthMW, HealthServerRoutes(start, SelectOne(d.DB))),
+		Handler: httpapi.NewMux(healthMW, HealthServerRoutes(start, d.Store.Ping)),
 	}
 	debug := &http.Server{
 		Addr:    net.JoinHostPort("127.0.0.1", strconv.Itoa(c.DebugServerPort)),
@@ -110,7 +113,7 @@ func Members(d Deps) (grouper.Members, error) {
 		externalMW := httpapi.Middleware{Server: "external", Logger: d.Logger, Metrics: httpMetrics, Timeout: c.RequestTimeout()}
 		external = &http.Server{
 			Addr:      net.JoinHostPort(c.ListenHost, strconv.Itoa(c.ListenPort)),
-			Handler:   httpapi.NewMux(externalMW, append(ExternalServerRoutes(start, SelectOne(d.DB)), d.ExternalRoutes...)),
+			Handler:   httpapi.NewMux(externalMW, append(ExternalServerRoutes(start, d.Store.Ping), d.ExternalRoutes...)),
 			TLSConfig: d.ExternalTLS,
 		}
 		servers = append(servers, external)
@@ -147,13 +150,13 @@ func SetTimeouts(s *http.Server, requestTimeout time.Duration) {
 }
 
 // cacheRunner loads the first snapshot before reporting ready, so the internal API
-// starts on the snapshot rather than on database fallbacks.
+// starts with policies to serve.
 func cacheRunner(cache *policycache.Cache, logger *slog.Logger) ifrit.Runner {
 	return ifrit.RunFunc(func(signals <-chan os.Signal, ready chan<- struct{}) error {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		if err := cache.Refresh(ctx); err != nil {
-			logger.Error("loading the first policy snapshot; answering from the database until it loads", "error", err)
+			logger.Error("loading the first policy snapshot; the internal API answers 503 until it loads", "error", err)
 		}
 		close(ready)
 		done := make(chan error, 1)

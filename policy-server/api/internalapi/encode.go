@@ -7,22 +7,23 @@ import (
 	"netman/policy-server/policycache"
 )
 
-// The v0 list is written here rather than with encoding/json, in the shape of
-// apiwire.InternalPoliciesV0: it is faster and allocates nothing per policy.
+// Each policy's wire forms are written once, when it enters the policy snapshot (see
+// Encoders), in the shapes of apiwire.InternalPolicyV0 and apiwire.InternalPolicyV1, so
+// that answering a poll is copying bytes.
 
-// appendPolicies appends {"policies":[...]} to b with the n policies at(0..n-1).
-func appendPolicies(b []byte, n int, at func(i int) *policycache.Policy) []byte {
-	b = append(b, `{"policies":[`...)
-	for i := range n {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = appendPolicy(b, at(i))
-	}
-	return append(b, "]}"...)
+// Indexes of the encoded forms in policycache.Policy.Encoded.
+const (
+	encV0 = iota
+	encV1
+)
+
+// Encoders are the policy cache's encoders (policycache.Options.Encoders) the handlers
+// of this package read.
+func Encoders() []policycache.Encoder {
+	return []policycache.Encoder{encV0: appendPolicyV0, encV1: appendPolicyV1}
 }
 
-func appendPolicy(b []byte, p *policycache.Policy) []byte {
+func appendPolicyV0(b []byte, p *policycache.Policy) []byte {
 	b = append(b, `{"destination":{"id":`...)
 	b = httpapi.AppendString(b, p.Destination.ID)
 	b = append(b, `,"port":`...)
@@ -43,4 +44,64 @@ func appendPolicy(b []byte, p *policycache.Policy) []byte {
 	b = append(b, `,"tag":`...)
 	b = httpapi.AppendString(b, p.Source.Tag)
 	return append(b, "}}"...)
+}
+
+func appendPolicyV1(b []byte, p *policycache.Policy) []byte {
+	b = append(b, `{"source":{"id":`...)
+	b = httpapi.AppendString(b, p.Source.ID)
+	b = append(b, `,"tag":`...)
+	b = httpapi.AppendString(b, p.Source.Tag)
+	b = append(b, `},"destination":{"id":`...)
+	b = httpapi.AppendString(b, p.Destination.ID)
+	b = append(b, `,"tag":`...)
+	b = httpapi.AppendString(b, p.Destination.Tag)
+	b = append(b, `,"protocol":`...)
+	b = httpapi.AppendString(b, p.Protocol)
+	b = append(b, `,"ports":{"start":`...)
+	b = strconv.AppendInt(b, int64(p.Start), 10)
+	b = append(b, `,"end":`...)
+	b = strconv.AppendInt(b, int64(p.End), 10)
+	return append(b, "}}}"...)
+}
+
+// appendList appends a list body around the encoded forms enc of ps: v0 is
+// {"policies":[...]}, v1 {"total_policies":N,"policies":[...]}.
+func appendList(b []byte, enc int, ps []*policycache.Policy) []byte {
+	b = appendListStart(b, enc, len(ps))
+	for i, p := range ps {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, p.Encoded(enc)...)
+	}
+	return append(b, "]}"...)
+}
+
+func appendListStart(b []byte, enc, n int) []byte {
+	if enc == encV1 {
+		b = append(b, `{"total_policies":`...)
+		b = strconv.AppendInt(b, int64(n), 10)
+		return append(b, `,"policies":[`...)
+	}
+	return append(b, `{"policies":[`...)
+}
+
+// encodeSnapshot is the full list of a snapshot, made once per snapshot (Snapshot.Body).
+func encodeSnapshot(enc int) func(*policycache.Snapshot) []byte {
+	return func(s *policycache.Snapshot) []byte {
+		size := 32
+		for p := range s.All() {
+			size += len(p.Encoded(enc)) + 1
+		}
+		b := appendListStart(make([]byte, 0, size), enc, s.Len())
+		first := true
+		for p := range s.All() {
+			if !first {
+				b = append(b, ',')
+			}
+			first = false
+			b = append(b, p.Encoded(enc)...)
+		}
+		return append(b, "]}"...)
+	}
 }

@@ -9,7 +9,7 @@ import (
 
 // InternalLastUpdatedV0Path is Cloud Foundry's v0 spelling of policies_last_updated,
 // which its agents may call.
-const InternalLastUpdatedV0Path = "/networking/v0/internal/policies_last_updated"
+const InternalLastUpdatedV0Path = apiwire.InternalLastUpdatedV0Path
 
 // withV0LastUpdated adds the v0 policies_last_updated route, served by the same
 // handler as the v1 route, so both always give the same version.

@@ -10,36 +10,35 @@ import (
 	"netman/policy-server/api"
 )
 
-// Store is what the v1 routes need from the policy store.
+// Store is what the internal API needs from the store: the tags route and the security
+// groups; every policy read is answered from the policy snapshot.
 type Store interface {
-	api.PolicyLister
 	SecurityGroupStore
-	LastUpdated(ctx context.Context) (int64, error)
 	EnsureTag(ctx context.Context, id, groupType string) (models.Tag, error)
 }
 
-// Routes are the routes of the internal (mutual TLS) server: the v0 policy list from
-// source, then the v1 routes from store. A request may name at most maxIDs ids
-// (api.DefaultMaxIDs if 0).
+// Routes are the routes of the internal (mutual TLS) server: the reads from source (the
+// policy cache, which must have been built with Encoders), the tags route on store. A
+// request may name at most maxIDs ids (api.DefaultMaxIDs if 0).
 func Routes(source PolicySource, store Store, maxIDs int) []httpapi.Route {
-	return withV0LastUpdated(append(V0Routes(source, maxIDs), V1Routes(store, maxIDs)...))
+	return withV0LastUpdated(append(V0Routes(source, maxIDs), V1Routes(source, store, maxIDs)...))
 }
 
-// V0Routes is the v0 route of the spec, GET /networking/v0/internal/policies.
+// V0Routes is the v0 route of the spec (Routes adds the v0 policies_last_updated).
 func V0Routes(source PolicySource, maxIDs int) []httpapi.Route {
 	return []httpapi.Route{
-		{Name: "policies_v0", Method: http.MethodGet, Path: PoliciesPath, Handler: NewInternalPolicies(source, defaultMaxIDs(maxIDs)), Query: []string{"id"}},
+		{Name: "policies_v0", Method: http.MethodGet, Path: PoliciesPath, Handler: newList(source, defaultMaxIDs(maxIDs), encV0),
+			Query: []string{"id", apiwire.WaitParam}},
 	}
 }
 
 // V1Routes are the v1 routes of the internal server.
-func V1Routes(store Store, maxIDs int) []httpapi.Route {
+func V1Routes(source PolicySource, store Store, maxIDs int) []httpapi.Route {
 	return []httpapi.Route{
 		{Name: "internal_v1_policies", Method: http.MethodGet, Path: apiwire.InternalPoliciesV1Path,
-			Handler: api.ListPolicies(store, defaultMaxIDs(maxIDs), func(ps []models.Policy) any { return internalPoliciesV1(ps) }),
-			Query:   []string{"id"}},
+			Handler: newList(source, defaultMaxIDs(maxIDs), encV1), Query: []string{"id", apiwire.WaitParam}},
 		{Name: "internal_v1_policies_last_updated", Method: http.MethodGet, Path: apiwire.InternalLastUpdatedV1Path,
-			Handler: lastUpdated(store)},
+			Handler: newLastUpdated(source), Query: []string{apiwire.WaitParam}},
 		{Name: "internal_v1_tags", Method: http.MethodPut, Path: "/networking/v1/internal/tags",
 			Handler: ensureTag(store)},
 		{Name: "internal_v1_security_groups", Method: http.MethodGet, Path: apiwire.InternalSecurityGroupsV1Path,
@@ -52,17 +51,6 @@ func defaultMaxIDs(n int) int {
 		return api.DefaultMaxIDs
 	}
 	return n
-}
-
-func lastUpdated(store Store) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		v, err := store.LastUpdated(r.Context())
-		if err != nil {
-			api.WriteStoreError(w, r, err)
-			return
-		}
-		httpapi.WriteValue(w, r, http.StatusOK, v)
-	})
 }
 
 // tagRequestV1 is the body of PUT /networking/v1/internal/tags.
@@ -93,18 +81,4 @@ func ensureTag(store Store) http.Handler {
 		}
 		httpapi.WriteValue(w, r, http.StatusOK, apiwire.TagV1{ID: t.ID, Type: t.Type, Tag: t.Tag})
 	})
-}
-
-func internalPoliciesV1(ps []models.Policy) apiwire.InternalPoliciesV1 {
-	out := apiwire.InternalPoliciesV1{TotalPolicies: len(ps), Policies: make([]apiwire.InternalPolicyV1, len(ps))}
-	for i, p := range ps {
-		out.Policies[i] = apiwire.InternalPolicyV1{
-			Source: apiwire.InternalSource{ID: p.Source.ID, Tag: p.Source.Tag},
-			Destination: apiwire.InternalDestinationV1{
-				ID: p.Destination.ID, Tag: p.Destination.Tag, Protocol: p.Destination.Protocol,
-				Ports: apiwire.Ports{Start: p.Destination.Ports.Start, End: p.Destination.Ports.End},
-			},
-		}
-	}
-	return out
 }

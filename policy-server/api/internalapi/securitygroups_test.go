@@ -18,6 +18,7 @@ import (
 	"netman/lib/apiwire"
 	"netman/lib/httpapi"
 	"netman/policy-server/api/internalapi"
+	"netman/policy-server/policycache"
 	"netman/policy-server/store"
 )
 
@@ -101,7 +102,7 @@ func serve(t *testing.T, groups []store.SecurityGroup) string {
 	if _, err := st.ReplaceSecurityGroups(context.Background(), groups); err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(httpapi.NewMux(httpapi.Middleware{Server: "internal", Logger: slog.New(slog.DiscardHandler)}, internalapi.V1Routes(st, 100)))
+	srv := httptest.NewServer(httpapi.NewMux(httpapi.Middleware{Server: "internal", Logger: slog.New(slog.DiscardHandler)}, internalapi.V1Routes(policycache.New(st, policycache.Options{Encoders: internalapi.Encoders()}), st, 100)))
 	t.Cleanup(srv.Close)
 	return srv.URL
 }

@@ -16,6 +16,7 @@ import (
 	"netman/policy-server/api/externalapi"
 	"netman/policy-server/api/internalapi"
 	"netman/policy-server/auth"
+	"netman/policy-server/policycache"
 	"netman/policy-server/auth/authtest"
 	"netman/policy-server/store"
 )
@@ -74,7 +75,10 @@ func New(t testing.TB, opts Options) *Server {
 	s := &Server{Store: st, Key: key, logs: logs}
 	s.External = httptest.NewServer(httpapi.NewMux(httpapi.Middleware{Server: "external", Logger: logger}, a.ExternalRoutes()))
 	t.Cleanup(s.External.Close)
-	s.Internal = httptest.NewServer(httpapi.NewMux(httpapi.Middleware{Server: "internal", Logger: logger}, internalapi.V1Routes(st, 0)))
+	// MaxAge 1ns: every internal read confirms the snapshot first, so it sees every
+	// write the test made before it.
+	cache := policycache.New(st, policycache.Options{MaxAge: time.Nanosecond, Encoders: internalapi.Encoders()})
+	s.Internal = httptest.NewServer(httpapi.NewMux(httpapi.Middleware{Server: "internal", Logger: logger}, internalapi.V1Routes(cache, st, 0)))
 	t.Cleanup(s.Internal.Close)
 	return s
 }
