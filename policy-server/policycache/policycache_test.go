@@ -74,9 +74,9 @@ type countingObserver struct {
 	rebuilds, applied, fallbacks atomic.Int64
 }
 
-func (o *countingObserver) Rebuilt(int64, int, time.Duration) { o.rebuilds.Add(1) }
+func (o *countingObserver) Rebuilt(int64, int, time.Duration)      { o.rebuilds.Add(1) }
 func (o *countingObserver) Applied(int64, int, int, time.Duration) { o.applied.Add(1) }
-func (o *countingObserver) Fallback()                         { o.fallbacks.Add(1) }
+func (o *countingObserver) Fallback()                              { o.fallbacks.Add(1) }
 
 func serve(t *testing.T, c *policycache.Cache) *policycache.Snapshot {
 	t.Helper()

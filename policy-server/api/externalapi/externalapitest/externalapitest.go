@@ -16,8 +16,8 @@ import (
 	"netman/policy-server/api/externalapi"
 	"netman/policy-server/api/internalapi"
 	"netman/policy-server/auth"
-	"netman/policy-server/policycache"
 	"netman/policy-server/auth/authtest"
+	"netman/policy-server/policycache"
 	"netman/policy-server/store"
 )
 
