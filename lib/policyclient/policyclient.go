@@ -7,9 +7,15 @@
 // a server without it answers 404 and LastUpdated returns ErrNoChangeSignal, in which case
 // an agent simply fetches the policies every cycle. SecurityGroups reads the application
 // security groups the server syncs from Cloud Controller (all pages).
+//
+// Poll is what an agent polls with: against a netman server it sends the ETag of its
+// last answer, so an unchanged answer costs a 304, and a wait, so the server holds the
+// request until the answer changes (a long poll) and the agent learns of a change as soon
+// as the server has it. Against a server without ETags it fetches the policies every time.
 package policyclient
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -65,19 +71,20 @@ func New(baseURL string, tlsConfig *tls.Config, timeout time.Duration) (*Client,
 	if timeout <= 0 {
 		return nil, fmt.Errorf("policy server timeout %v: must be positive", timeout)
 	}
+	// No ResponseHeaderTimeout or Client.Timeout: a long poll waits for its headers
+	// longer than timeout. Every request carries a context deadline instead (do).
 	transport := &http.Transport{
-		TLSClientConfig:       tlsConfig,
-		DialContext:           (&net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}).DialContext,
-		TLSHandshakeTimeout:   timeout,
-		ResponseHeaderTimeout: timeout,
-		IdleConnTimeout:       90 * time.Second,
+		TLSClientConfig:     tlsConfig,
+		DialContext:         (&net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}).DialContext,
+		TLSHandshakeTimeout: timeout,
+		IdleConnTimeout:     90 * time.Second,
 		MaxIdleConnsPerHost:   2,
 		// The pinned TLS 1.2 configuration rules out HTTP/2's negotiation; say so
 		// explicitly rather than rely on it.
 		ForceAttemptHTTP2: false,
 	}
 	return &Client{
-		http:    &http.Client{Transport: transport, Timeout: timeout},
+		http:    &http.Client{Transport: transport},
 		base:    u,
 		timeout: timeout,
 	}, nil
@@ -112,25 +119,35 @@ func (c *Client) List(ctx context.Context, q Query) ([]models.Policy, []byte, er
 		path = PoliciesV1Path
 	}
 	if !q.All {
-		// The commas stay literal, as in the spec's examples; each id is escaped on its own.
-		escaped := make([]string, len(q.IDs))
-		for i, id := range q.IDs {
-			escaped[i] = url.QueryEscape(id)
-		}
-		rawQuery = "id=" + strings.Join(escaped, ",")
+		rawQuery = idQuery(q.IDs)
 	}
 	data, err := c.get(ctx, path, rawQuery)
 	if err != nil {
 		return nil, nil, err
 	}
+	out, err := decodePolicies(path, data)
+	return out, data, err
+}
+
+// idQuery is the ?id= filter. The commas stay literal, as in the spec's examples; each
+// id is escaped on its own.
+func idQuery(ids []string) string {
+	escaped := make([]string, len(ids))
+	for i, id := range ids {
+		escaped[i] = url.QueryEscape(id)
+	}
+	return "id=" + strings.Join(escaped, ",")
+}
+
+func decodePolicies(path string, data []byte) ([]models.Policy, error) {
 	// One shape reads both versions: v0 has "port" (and "ports" for a range), v1 only
 	// "ports".
 	var body apiwire.InternalPoliciesV0
 	if err := json.Unmarshal(data, &body); err != nil {
-		return nil, nil, fmt.Errorf("GET %s: decoding answer: %w", path, err)
+		return nil, fmt.Errorf("GET %s: decoding answer: %w", path, err)
 	}
 	if body.Policies == nil {
-		return nil, nil, fmt.Errorf("GET %s: answer has no \"policies\" list", path)
+		return nil, fmt.Errorf("GET %s: answer has no \"policies\" list", path)
 	}
 	out := make([]models.Policy, len(body.Policies))
 	for i, p := range body.Policies {
@@ -146,7 +163,66 @@ func (c *Client) List(ctx context.Context, q Query) ([]models.Policy, []byte, er
 			},
 		}
 	}
-	return out, data, nil
+	return out, nil
+}
+
+// Answer is what Poll got.
+type Answer struct {
+	// Policies is the answer; nil when NotModified.
+	Policies []models.Policy
+	// NotModified: the answer is still the one the ETag given to Poll stands for.
+	NotModified bool
+	// ETag stands for this answer, to give to the next Poll for the same ids; "" when
+	// the server sends none (it then answers in full every time).
+	ETag string
+	// Version is the server's policy version (apiwire.VersionHeader), 0 if not sent.
+	Version int64
+	// Unconfirmed: the server could not confirm its policies with its database
+	// (apiwire.UnconfirmedHeader); they may be behind.
+	Unconfirmed bool
+}
+
+// Poll asks for the policies whose source or destination is one of ids (no ids: none,
+// without asking). With etag from an earlier Answer for the same ids, an unchanged
+// answer comes back as NotModified; with wait as well, the server holds the request
+// until the answer changes or wait ends (a long poll; a server caps the wait at its
+// request timeout, and one without long polls answers at once). The call ends after
+// wait plus the client's timeout at the latest.
+func (c *Client) Poll(ctx context.Context, ids []string, etag string, wait time.Duration) (Answer, error) {
+	if len(ids) == 0 {
+		return Answer{Policies: []models.Policy{}}, nil
+	}
+	rawQuery := idQuery(ids)
+	header := http.Header{}
+	if etag != "" {
+		header.Set("If-None-Match", etag)
+		if wait > 0 {
+			rawQuery += "&" + apiwire.WaitParam + "=" + strconv.FormatFloat(wait.Seconds(), 'f', -1, 64)
+		}
+	} else {
+		wait = 0
+	}
+	resp, data, err := c.do(ctx, PoliciesPath, rawQuery, header, c.timeout+wait)
+	if err != nil {
+		return Answer{}, err
+	}
+	a := Answer{ETag: resp.Header.Get("ETag"), Unconfirmed: resp.Header.Get(apiwire.UnconfirmedHeader) != ""}
+	a.Version, _ = strconv.ParseInt(resp.Header.Get(apiwire.VersionHeader), 10, 64)
+	switch resp.StatusCode {
+	case http.StatusNotModified:
+		if etag == "" {
+			return Answer{}, fmt.Errorf("GET %s: 304 Not Modified to an unconditional request", PoliciesPath)
+		}
+		a.NotModified = true
+		if a.ETag == "" {
+			a.ETag = etag
+		}
+		return a, nil
+	case http.StatusOK:
+		a.Policies, err = decodePolicies(PoliciesPath, data)
+		return a, err
+	}
+	return Answer{}, statusError(PoliciesPath, resp.StatusCode, bytes.NewReader(data))
 }
 
 // LastUpdated returns the server's policy version, which grows with every change.
@@ -164,34 +240,45 @@ func (c *Client) LastUpdated(ctx context.Context) (int64, error) {
 
 // get returns the body of a 200 answer to GET path?rawQuery.
 func (c *Client) get(ctx context.Context, path, rawQuery string) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	resp, data, err := c.do(ctx, path, rawQuery, nil, c.timeout)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		if resp.StatusCode == http.StatusNotFound && path == LastUpdatedPath {
+			return nil, ErrNoChangeSignal
+		}
+		return nil, statusError(path, resp.StatusCode, bytes.NewReader(data))
+	}
+	return data, nil
+}
+
+// do sends GET path?rawQuery with header and returns the answer and its body, all
+// within timeout.
+func (c *Client) do(ctx context.Context, path, rawQuery string, header http.Header, timeout time.Duration) (*http.Response, []byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	u := *c.base
 	u.Path = strings.TrimSuffix(u.Path, "/") + path
 	u.RawQuery = rawQuery
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
-		return nil, fmt.Errorf("building request: %w", err)
+		return nil, nil, fmt.Errorf("building request: %w", err)
+	}
+	for k, vs := range header {
+		req.Header[k] = vs
 	}
 	req.Header.Set("Accept", "application/json")
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("GET %s: %w", path, err)
+		return nil, nil, fmt.Errorf("GET %s: %w", path, err)
 	}
 	defer resp.Body.Close()
-	body := io.LimitReader(resp.Body, maxBody)
-	if resp.StatusCode != http.StatusOK {
-		if resp.StatusCode == http.StatusNotFound && path == LastUpdatedPath {
-			_, _ = io.Copy(io.Discard, body)
-			return nil, ErrNoChangeSignal
-		}
-		return nil, statusError(path, resp.StatusCode, body)
-	}
-	data, err := io.ReadAll(body)
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
 	if err != nil {
-		return nil, fmt.Errorf("GET %s: reading answer: %w", path, err)
+		return nil, nil, fmt.Errorf("GET %s: reading answer: %w", path, err)
 	}
-	return data, nil
+	return resp, data, nil
 }
 
 func statusError(path string, status int, body io.Reader) error {

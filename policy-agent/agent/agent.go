@@ -30,8 +30,9 @@ import (
 
 // PolicySource is the policy server as the agent uses it (lib/policyclient.Client).
 type PolicySource interface {
-	Policies(ctx context.Context, ids []string) ([]models.Policy, error)
-	LastUpdated(ctx context.Context) (int64, error)
+	// Poll asks for the policies of ids; with etag, an unchanged answer is NotModified,
+	// and with wait as well the server holds the request until the answer changes.
+	Poll(ctx context.Context, ids []string, etag string, wait time.Duration) (policyclient.Answer, error)
 }
 
 // Enforcer applies rule sets (lib/rules.Enforcer).
@@ -41,14 +42,17 @@ type Enforcer interface {
 	Resync()
 }
 
-// Freshness is how long after a change the policy server promises to serve it from every
-// replica. A change signal is trusted to cover the policies only once a fetch started
-// this long after the signal was first seen.
-const Freshness = time.Second
+// minCycleGap is the least time between two cycles while long polls answer at once
+// (the agent's groups' policies change all the time): the rules then follow at most ten
+// times a second.
+const minCycleGap = 100 * time.Millisecond
 
 // Options configure an Agent.
 type Options struct {
-	Datastore    string
+	Datastore string
+	// PollInterval is how often the datastore is read. Against a server with long polls
+	// each cycle waits that long for a policy change (so changes apply as soon as the
+	// server has them); against one without, the agent fetches the policies that often.
 	PollInterval time.Duration
 	// MaxBackoff caps the wait between failed cycles (default: 8 poll intervals, at most a minute).
 	MaxBackoff time.Duration
@@ -76,12 +80,14 @@ type Agent struct {
 	synced     bool
 	dsVersion  uint64
 	containers []rules.Container
-	signal     int64
-	signalOK   bool
-	signalSeen time.Time
-	lastFetch  time.Time
+	ids        []string        // the groups asked about
+	etag       string          // of the answer for ids ("" when the server sends none)
+	policies   []models.Policy // that answer
 	lastResync time.Time
 	applied    *rules.Ruleset
+	// held: the last cycle's request was a long poll the server held or answered with a
+	// change, so Run need not wait before the next one.
+	held bool
 
 	status statusBox
 	// force carries ForceCycle's requests to Run.
@@ -122,7 +128,7 @@ type Outcome string
 
 // Outcomes of a cycle.
 const (
-	Skipped   Outcome = "skipped"   // nothing changed: no policies fetched
+	Skipped   Outcome = "skipped"   // nothing changed: the server answered 304
 	Unchanged Outcome = "unchanged" // fetched, but the rules came out the same
 	Applied   Outcome = "applied"   // new rules are in the kernel
 	Failed    Outcome = "failed"
@@ -161,27 +167,36 @@ func (a *Agent) cycle(ctx context.Context) (Outcome, rules.Result, error) {
 		containers = local(records)
 	}
 
-	// The signal is read before the policies: a change after this read moves it again.
-	signal, err := a.opts.Source.LastUpdated(ctx)
-	signalOK := err == nil
-	if err != nil && !errors.Is(err, policyclient.ErrNoChangeSignal) {
-		a.opts.Metrics.pollErrors.WithLabelValues("policy_server").Inc()
-		return Failed, rules.Result{}, fmt.Errorf("asking the policy server for changes: %w", err)
+	// The ETag stands for the answer about exactly these groups, as of one version of
+	// the server's snapshot: a 304 means that answer is still exact, so no trust window
+	// is needed. With the groups unchanged the agent long-polls: the server answers as
+	// soon as a policy of these groups changes.
+	ids := groupIDs(containers)
+	etag, wait := "", time.Duration(0)
+	if a.synced && slices.Equal(ids, a.ids) {
+		etag = a.etag
+		if !dsChanged {
+			wait = a.opts.PollInterval
+		}
 	}
-	// Without a change signal (either time) every cycle counts as a change.
-	signalMoved := !a.synced || !signalOK || !a.signalOK || signal != a.signal
-	signalSeen := a.signalSeen
-	if signalMoved {
-		signalSeen = now
-	}
-	if !dsChanged && !signalMoved && !a.lastFetch.Before(signalSeen.Add(Freshness)) {
-		return Skipped, rules.Result{}, nil
-	}
-
-	policies, err := a.opts.Source.Policies(ctx, groupIDs(containers))
+	a.held = false
+	pollStart := time.Now()
+	answer, err := a.opts.Source.Poll(ctx, ids, etag, wait)
 	if err != nil {
 		a.opts.Metrics.pollErrors.WithLabelValues("policy_server").Inc()
 		return Failed, rules.Result{}, fmt.Errorf("fetching policies: %w", err)
+	}
+	// Held for most of the wait, or answered early with a change: the server long-polls.
+	a.held = wait > 0 && (!answer.NotModified || time.Since(pollStart) >= wait/2)
+	if answer.Unconfirmed {
+		log.Warn("the policy server could not confirm its policies with its database; they may be behind")
+	}
+	policies := answer.Policies
+	if answer.NotModified {
+		if !dsChanged {
+			return Skipped, rules.Result{}, nil
+		}
+		policies = a.policies
 	}
 	rs, problems := rules.Build(containers, policies, a.opts.Overlay)
 	if len(problems) > 0 {
@@ -214,7 +229,7 @@ func (a *Agent) cycle(ctx context.Context) (Outcome, rules.Result, error) {
 	}
 	a.synced = true
 	a.dsVersion, a.containers = version, containers
-	a.signal, a.signalOK, a.signalSeen, a.lastFetch = signal, signalOK, signalSeen, now
+	a.ids, a.etag, a.policies = ids, answer.ETag, policies
 	return out, res, nil
 }
 
@@ -274,6 +289,9 @@ func (a *Agent) Run(signals <-chan os.Signal, ready chan<- struct{}) error {
 			return nil
 		}
 		wait := jitter(a.opts.PollInterval)
+		if err == nil && a.held {
+			wait = minCycleGap // the long poll was the wait
+		}
 		if err != nil {
 			failures++
 			if failures == 1 {

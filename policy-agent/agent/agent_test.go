@@ -155,11 +155,7 @@ func TestCycleDoesWorkOnlyWhenSomethingChanged(t *testing.T) {
 	if !strings.Contains(f.save(t), "-A netman-in-0002 -p tcp -m tcp --dport 8080 -m mark --mark 0x1/0xffff -j ACCEPT") {
 		t.Fatalf("policy not enforced:\n%s", f.save(t))
 	}
-	// Within the server's freshness window the signal does not yet vouch for the answer.
-	f.advance(500 * time.Millisecond)
-	f.expect(t, "same second", agent.Unchanged)
-	f.advance(5 * time.Second)
-	f.expect(t, "confirmed after the window", agent.Unchanged)
+	// The ETag vouches for the answer at once: no trust window, no second fetch.
 	fetches := f.srv.PolicyRequests.Load()
 	for i := range 3 {
 		f.advance(5 * time.Second)
@@ -167,6 +163,9 @@ func TestCycleDoesWorkOnlyWhenSomethingChanged(t *testing.T) {
 	}
 	if n := f.srv.PolicyRequests.Load(); n != fetches {
 		t.Errorf("quiet cycles fetched policies: %d requests, want %d", n, fetches)
+	}
+	if n := f.srv.NotModified.Load(); n != 3 {
+		t.Errorf("quiet cycles: %d answers 304, want 3", n)
 	}
 
 	// A policy change on the server.
@@ -178,7 +177,7 @@ func TestCycleDoesWorkOnlyWhenSomethingChanged(t *testing.T) {
 	}
 	// A container added on the cell, with no server change.
 	f.advance(5 * time.Second)
-	f.expect(t, "settle", agent.Unchanged)
+	f.expect(t, "quiet", agent.Skipped)
 	f.add(t, "b2", "10.0.0.4", "app-b")
 	f.advance(5 * time.Second)
 	f.expect(t, "container added", agent.Applied)
@@ -225,9 +224,39 @@ func TestServerDownKeepsTheRules(t *testing.T) {
 	}
 }
 
-func TestWithoutChangeSignalEveryCycleFetches(t *testing.T) {
+// TestLongPollAppliesAChangeAtOnce: a cycle waiting on the server is answered by a
+// policy change long before its wait ends, and applies it.
+func TestLongPollAppliesAChangeAtOnce(t *testing.T) {
+	f := newFixture(t, func(o *agent.Options) { o.PollInterval = time.Minute })
+	f.twoApps(t)
+	f.expect(t, "first cycle", agent.Applied)
+	done := make(chan agent.Outcome, 1)
+	start := time.Now()
+	go func() {
+		out, err := f.cycle(t)
+		if err != nil {
+			t.Error(err)
+		}
+		done <- out
+	}()
+	// Whether the cycle is already waiting or not, the answer reflects the new policy.
+	f.srv.Set([]models.Policy{pol("app-a", "0001", "app-b", "0002", 9090)})
+	if out := <-done; out != agent.Applied {
+		t.Fatalf("cycle after the change: %s, want applied", out)
+	}
+	if took := time.Since(start); took > 30*time.Second {
+		t.Errorf("the change took %s to arrive with a one-minute wait: the long poll was not woken", took)
+	}
+	if !strings.Contains(f.save(t), "--dport 9090") {
+		t.Errorf("change not applied:\n%s", f.save(t))
+	}
+}
+
+// TestWithoutETagsEveryCycleFetches: against a server without ETags (other policy
+// servers), the agent polls plainly and fetches every cycle.
+func TestWithoutETagsEveryCycleFetches(t *testing.T) {
 	f := newFixture(t, nil)
-	f.srv.WithoutChangeSignal()
+	f.srv.WithoutETags()
 	f.add(t, "a", "10.0.0.2", "app-a")
 	f.expect(t, "first", agent.Applied)
 	for range 3 {
@@ -261,16 +290,12 @@ func TestResyncRepairsRulesSomeoneRemoved(t *testing.T) {
 		return nil
 	})
 	f.advance(5 * time.Second)
-	f.expect(t, "confirm", agent.Unchanged)
-	f.advance(5 * time.Second)
-	f.expect(t, "quiet", agent.Skipped)
+	f.expect(t, "quiet: the removal is not seen before the resync", agent.Skipped)
 	f.advance(time.Minute)
 	f.expect(t, "resync", agent.Applied)
 	if got := f.save(t); got != want {
 		t.Errorf("after the resync:\n%s\nwant\n%s", got, want)
 	}
-	f.advance(5 * time.Second)
-	f.expect(t, "settle", agent.Unchanged)
 	f.advance(5 * time.Second)
 	f.expect(t, "quiet again", agent.Skipped)
 }

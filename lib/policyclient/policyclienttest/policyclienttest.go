@@ -8,10 +8,12 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"netman/lib/models"
 	"netman/lib/mutualtls"
@@ -19,7 +21,10 @@ import (
 )
 
 // Server answers GET /networking/v0/internal/policies and
-// /networking/v1/internal/policies_last_updated from an in-memory list.
+// /networking/v1/internal/policies_last_updated from an in-memory list. Like the policy
+// server, the lists carry an ETag (here the version of the whole list), answer 304 to a
+// current If-None-Match and hold a request with a wait parameter until Set; unlike it,
+// any Set changes every answer's ETag.
 type Server struct {
 	URL   string
 	Files mutualtlstest.Files // CA, server and client certificates on disk
@@ -29,8 +34,11 @@ type Server struct {
 	version  int64
 	down     bool
 	noSignal bool
+	noETags  bool
+	changed  chan struct{} // closed by Set
 
-	PolicyRequests      atomic.Int64
+	PolicyRequests      atomic.Int64 // answered with policies (200)
+	NotModified         atomic.Int64 // answered 304
 	LastUpdatedRequests atomic.Int64
 }
 
@@ -43,7 +51,7 @@ func NewServer(t testing.TB) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Server{Files: files, policies: []models.Policy{}, version: 1}
+	s := &Server{Files: files, policies: []models.Policy{}, version: 1, changed: make(chan struct{})}
 	hs := httptest.NewUnstartedServer(http.HandlerFunc(s.serve))
 	hs.TLS = cfg
 	hs.StartTLS()
@@ -58,6 +66,16 @@ func (s *Server) Set(ps []models.Policy) {
 	defer s.mu.Unlock()
 	s.policies = ps
 	s.version++
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// WithoutETags makes the lists answer without ETags and ignore If-None-Match and wait,
+// as a server without them would.
+func (s *Server) WithoutETags() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.noETags = true
 }
 
 // SetDown makes every request fail with 503 (true) or be served again (false).
@@ -76,7 +94,7 @@ func (s *Server) WithoutChangeSignal() {
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
-	ps, version, down, noSignal := s.policies, s.version, s.down, s.noSignal
+	ps, version, down, noSignal, noETags, changed := s.policies, s.version, s.down, s.noSignal, s.noETags, s.changed
 	s.mu.Unlock()
 	w.Header().Set("Content-Type", "application/json")
 	if down {
@@ -93,6 +111,28 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		}
 		_ = json.NewEncoder(w).Encode(version)
 	case "/networking/v0/internal/policies", "/networking/v1/internal/policies":
+		etag := `"` + strconv.FormatInt(version, 10) + `"`
+		if !noETags && r.Header.Get("If-None-Match") == etag {
+			if wait, err := strconv.ParseFloat(r.URL.Query().Get("wait"), 64); err == nil && wait > 0 {
+				t := time.NewTimer(time.Duration(wait * float64(time.Second)))
+				select {
+				case <-changed:
+					t.Stop()
+					s.serve(w, r) // answer from the new list
+					return
+				case <-t.C:
+				case <-r.Context().Done():
+					t.Stop()
+				}
+			}
+			s.NotModified.Add(1)
+			w.Header().Set("ETag", etag)
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		if !noETags {
+			w.Header().Set("ETag", etag)
+		}
 		s.PolicyRequests.Add(1)
 		values, filtered := r.URL.Query()["id"]
 		want := map[string]bool{}
