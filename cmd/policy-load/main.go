@@ -21,12 +21,13 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	_ "github.com/lib/pq" // database/sql driver "postgres"
 
 	"netman/lib/apiwire"
-	"netman/lib/models"
+
 	"netman/lib/mutualtls"
 	"netman/policy-server/store"
 )
@@ -41,8 +42,18 @@ then runs each scenario for -duration and prints one line per scenario:
                            connection, polling ?id= with -ids random app ids, back to back
   full list, concurrency 1: one client fetching all policies, back to back
 
-With -churn, a policy is created or deleted every interval during the filtered
-scenarios, so the figures include the server's work of following changes.
+-url may name several replicas (comma-separated) on one database; pollers spread
+over them.
+
+With -churn, each filtered scenario runs twice, first without writes, then with a
+policy created or deleted every interval (through the first replica's external API
+with -external-url and -token, else straight into the store), and prints the ratio.
+During the writes, a client on every replica long-polls policies_last_updated and the
+tool reports write returned -> answer, per replica. With -agents N as well, N simulated
+agents (own connection, own 10-50 app ids each) long-poll the v0 list across the
+replicas during the writes; the tool reports their errors and how long after a write
+returned an agent whose answer it changed got the new answer. With -metrics-url (the
+replicas' /metrics) it reports the cache fallbacks counted during the writes.
 
 Reported: requests/s, p50/p90/p99/max latency, mean bytes per response, errors, and, with
 -server-pid, the server's peak resident memory while the scenario ran (sampled VmRSS) and
@@ -71,6 +82,10 @@ type options struct {
 	fullDuration time.Duration
 	waitTimeout  time.Duration
 	churn        time.Duration
+	externalURL  string
+	token        string
+	metricsURLs  []string
+	agents       int
 	jsonOut      bool
 }
 
@@ -88,7 +103,7 @@ func run(args []string) error {
 	fs.StringVar(&o.databaseURL, "database-url", os.Getenv("DATABASE_URL"), "Postgres `URL` of the server's database (default $DATABASE_URL)")
 	fs.IntVar(&o.policies, "policies", 100000, "`N` policies to seed before loading; 0 seeds nothing and polls the apps already in the database")
 	fs.Uint64Var(&o.seed, "seed", 1, "random seed for the generated apps and the id sets")
-	fs.StringVar(&o.url, "url", "https://127.0.0.1:4003", "base `URL` of the server's internal API")
+	fs.StringVar(&o.url, "url", "https://127.0.0.1:4003", "base `URLs` of the servers' internal API (comma-separated replicas)")
 	fs.StringVar(&o.caCert, "ca-cert", "", "CA certificate `file` the server's certificate is signed by (required)")
 	fs.StringVar(&o.clientCert, "client-cert", "", "client certificate `file` (required)")
 	fs.StringVar(&o.clientKey, "client-key", "", "client key `file` (required)")
@@ -99,12 +114,19 @@ func run(args []string) error {
 	fs.DurationVar(&o.fullDuration, "full-duration", 10*time.Second, "how long the full-list scenario runs (0 skips it)")
 	fs.DurationVar(&o.waitTimeout, "wait", 2*time.Minute, "how long to wait for the server to serve the seeded policies")
 	fs.DurationVar(&o.churn, "churn", 0, "during the filtered scenarios, create or delete one policy through the store this often, as operators changing policies would (0: no changes)")
+	fs.StringVar(&o.externalURL, "external-url", "", "base `URL` of the external API the -churn writes go through (needs -token; default: write into the store)")
+	fs.StringVar(&o.token, "token", os.Getenv("NETMAN_TOKEN"), "bearer `token` with network.admin for -external-url (default $NETMAN_TOKEN)")
+	metrics := fs.String("metrics-url", "", "comma-separated /metrics `URLs` of the replicas, to count cache fallbacks during the writes")
+	fs.IntVar(&o.agents, "agents", 0, "`N` simulated long-polling agents during the writes (needs -churn)")
 	fs.BoolVar(&o.jsonOut, "json", false, "print results as JSON lines instead of text")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
 		return err
+	}
+	if *metrics != "" {
+		o.metricsURLs = strings.Split(*metrics, ",")
 	}
 	for s := range strings.SplitSeq(*conc, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
@@ -123,18 +145,25 @@ func run(args []string) error {
 	case o.duration <= 0:
 		return errors.New("-duration must be positive")
 	}
-	base, err := url.Parse(o.url)
-	if err != nil || base.Scheme != "https" || base.Host == "" {
-		return fmt.Errorf("-url %q is not an https URL", o.url)
+	var bases []*url.URL
+	for raw := range strings.SplitSeq(o.url, ",") {
+		base, err := url.Parse(strings.TrimSpace(raw))
+		if err != nil || base.Scheme != "https" || base.Host == "" {
+			return fmt.Errorf("-url %q is not an https URL", raw)
+		}
+		bases = append(bases, base)
+	}
+	if o.externalURL != "" && o.token == "" {
+		return errors.New("-external-url needs -token (or $NETMAN_TOKEN)")
 	}
 	tlsConfig, err := mutualtls.ClientConfig(o.clientCert, o.clientKey, o.caCert)
 	if err != nil {
 		return err
 	}
-	return load(context.Background(), o, base, tlsConfig)
+	return load(context.Background(), o, bases, tlsConfig)
 }
 
-func load(ctx context.Context, o options, base *url.URL, tlsConfig *tls.Config) error {
+func load(ctx context.Context, o options, bases []*url.URL, tlsConfig *tls.Config) error {
 	db, err := sql.Open("postgres", o.databaseURL)
 	if err != nil {
 		return errors.New("opening the database: invalid -database-url")
@@ -177,36 +206,91 @@ func load(ctx context.Context, o options, base *url.URL, tlsConfig *tls.Config) 
 		return fmt.Errorf("counting policies: %w", err)
 	}
 
-	policiesURL := base.JoinPath(apiwire.InternalPoliciesV0Path)
-	if err := waitForServer(ctx, tlsConfig, policiesURL.String(), int(want), o.waitTimeout); err != nil {
-		return err
+	for _, base := range bases {
+		if err := waitForServer(ctx, tlsConfig, base.JoinPath(apiwire.InternalPoliciesV0Path).String(), int(want), o.waitTimeout); err != nil {
+			return err
+		}
+	}
+	policiesURL := func(rng *rand.Rand) string {
+		return bases[rng.IntN(len(bases))].JoinPath(apiwire.InternalPoliciesV0Path).String()
+	}
+	write := writeFunc(nil)
+	if o.churn > 0 {
+		if o.externalURL != "" {
+			write = externalWriter(o.externalURL, o.token, tlsConfig)
+		} else {
+			st, err := store.New(db, store.Options{})
+			if err != nil {
+				return err
+			}
+			write = storeWriter(st)
+		}
 	}
 
 	var results []result
-	stopChurn := func() int { return 0 }
-	if o.churn > 0 {
-		st, err := store.New(db, store.Options{})
-		if err != nil {
-			return err
-		}
-		stopChurn = churn(ctx, st, groups, o.churn)
-	}
+	replicas := fmt.Sprintf("%d replica(s)", len(bases))
 	for _, c := range o.concurrency {
-		r := runScenario(ctx, o, tlsConfig, fmt.Sprintf("filtered ids=%d", o.ids), c, o.duration, func(rng *rand.Rand) string {
+		filtered := func(rng *rand.Rand) string {
 			ids := make([]string, o.ids)
 			for i := range ids {
 				ids[i] = groups[rng.IntN(len(groups))]
 			}
-			return policiesURL.String() + "?id=" + strings.Join(ids, ",")
-		})
-		results = append(results, r)
-		r.print(o.jsonOut)
-	}
-	if n := stopChurn(); o.churn > 0 {
-		fmt.Fprintf(os.Stderr, "policy-load: %d policy changes committed during the filtered scenarios\n", n)
+			return policiesURL(rng) + "?id=" + strings.Join(ids, ",")
+		}
+		quiet := runScenario(ctx, o, tlsConfig, fmt.Sprintf("filtered ids=%d, %s", o.ids, replicas), c, o.duration, filtered)
+		results = append(results, quiet)
+		quiet.print(o.jsonOut)
+		if write == nil {
+			continue
+		}
+		// The same scenario with the writer, long-polling watchers on every replica
+		// and, once, the simulated agents.
+		log := &writeLog{returned: map[int64]time.Time{}}
+		before, ferr := fallbacks(o.metricsURLs)
+		wctx, stopWatch := context.WithCancel(ctx)
+		var watchErrs atomic.Int64
+		watched := watchReplicas(wctx, bases, tlsConfig, &watchErrs)
+		var agentSeen []sighting
+		var agentErrs int64
+		agentsDone := make(chan struct{})
+		if o.agents > 0 && c == o.concurrency[len(o.concurrency)-1] {
+			go func() {
+				defer close(agentsDone)
+				agentSeen, agentErrs = agents(wctx, o.agents, bases, groups, tlsConfig, o.seed)
+			}()
+		} else {
+			close(agentsDone)
+		}
+		stopWrites := writer(ctx, db, write, groups, o.churn, log)
+		busy := runScenario(ctx, o, tlsConfig, fmt.Sprintf("filtered ids=%d, %s, writes every %s", o.ids, replicas, o.churn), c, o.duration, filtered)
+		n := stopWrites()
+		stopWatch()
+		seen := watched()
+		<-agentsDone
+		after, ferr2 := fallbacks(o.metricsURLs)
+		results = append(results, busy)
+		busy.print(o.jsonOut)
+		fmt.Printf("  with/without writes: throughput %.2fx, p99 %.2fx; %d changes committed", busy.RequestsPerS/quiet.RequestsPerS, busy.P99ms/quiet.P99ms, n)
+		if ferr == nil && ferr2 == nil && len(o.metricsURLs) > 0 {
+			fmt.Printf("; cache fallbacks during the writes: %.0f", after-before)
+		}
+		fmt.Println()
+		for i, s := range seen {
+			took := "took no writes"
+			if i == 0 && o.externalURL != "" {
+				took = "took the writes"
+			}
+			summarize(fmt.Sprintf("  write returned -> long poll answer, replica %d (%s)", i+1, took), latencies(log, s), watchErrs.Load()).print(o.jsonOut)
+		}
+		if o.agents > 0 && agentSeen != nil {
+			summarize(fmt.Sprintf("  %d long-polling agents: write returned -> new answer", o.agents), latencies(log, agentSeen), agentErrs).print(o.jsonOut)
+			if agentErrs > 0 {
+				return fmt.Errorf("%d long-polling agents' requests failed", agentErrs)
+			}
+		}
 	}
 	if o.fullDuration > 0 {
-		r := runScenario(ctx, o, tlsConfig, "full list", 1, o.fullDuration, func(*rand.Rand) string { return policiesURL.String() })
+		r := runScenario(ctx, o, tlsConfig, "full list", 1, o.fullDuration, policiesURL)
 		results = append(results, r)
 		r.print(o.jsonOut)
 	}
@@ -216,51 +300,6 @@ func load(ctx context.Context, o options, base *url.URL, tlsConfig *tls.Config) 
 		}
 	}
 	return nil
-}
-
-// churn commits one change every interval until the returned stop is called, which
-// returns how many changes were made: it adds policies between seeded apps on a port
-// the seed does not use, and deletes each one on the next tick.
-func churn(ctx context.Context, st *store.Store, groups []string, interval time.Duration) (stop func() int) {
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan int, 1)
-	go func() {
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		n := 0
-		var pending []models.Policy
-		for {
-			select {
-			case <-ctx.Done():
-				if pending != nil {
-					st.Delete(context.Background(), pending)
-				}
-				done <- n
-				return
-			case <-t.C:
-			}
-			var err error
-			if pending != nil {
-				err = st.Delete(ctx, pending)
-				pending = nil
-			} else {
-				p := models.Policy{
-					Source:      models.Source{ID: groups[n%len(groups)]},
-					Destination: models.Destination{ID: groups[(n*7+1)%len(groups)], Protocol: models.ProtocolTCP, Ports: models.Ports{Start: 9999, End: 9999}},
-				}
-				pending = []models.Policy{p}
-				if err = st.Create(ctx, pending); err != nil {
-					pending = nil
-				}
-			}
-			if err == nil {
-				n++
-			} else if ctx.Err() == nil {
-				fmt.Fprintf(os.Stderr, "policy-load: changing a policy: %v\n", err)
-			}
-		}
-	}()
-	return func() int { cancel(); return <-done }
 }
 
 // waitForServer polls the full list until it holds want policies: the server picks
