@@ -207,6 +207,10 @@ func (c *Cache) refresh(ctx context.Context) error {
 		c.install(cur.snap, started)
 		return nil
 	}
+	if n := changedPolicies(changes); n > max(1000, cur.snap.Len()/2) {
+		// A bulk import: loading everything is cheaper than replaying it.
+		return c.rebuild(ctx, fmt.Sprintf("%d policies changed at once", n))
+	}
 	next, err := cur.snap.apply(version, changes)
 	if err != nil {
 		c.opts.Logger.Error("policy changes do not fit the snapshot; loading everything", "error", err)
@@ -217,6 +221,14 @@ func (c *Cache) refresh(ctx context.Context) error {
 		c.opts.Observe.Applied(version, next.Len(), len(changes), time.Since(started))
 	}
 	return nil
+}
+
+func changedPolicies(changes []models.Change) int {
+	n := 0
+	for _, c := range changes {
+		n += len(c.Policies)
+	}
+	return n
 }
 
 // load reads every policy into a new snapshot.
