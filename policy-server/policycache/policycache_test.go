@@ -175,17 +175,21 @@ func TestChangesAreApplied(t *testing.T) {
 		return pol(src, dst, []string{"tcp", "udp"}[rng.IntN(2)], start, start+rng.IntN(2)*10)
 	}
 	var created []models.Policy
-	// For fixed id sets, the answer and Changed: Changed must move whenever the answer
-	// does (it is the ETag a long poll compares).
+	// For fixed id sets, the answer and Changed: LookupChanged's version must move whenever
+	// the answer does (it is the ETag a long poll compares).
 	type seen struct {
 		answer  []string
 		changed int64
+	}
+	lookupSeen := func(snap *policycache.Snapshot, ids []string) seen {
+		ps, changed := snap.LookupChanged(ids)
+		return seen{keys(ps), changed}
 	}
 	watched := [][]string{{"new-a"}, {"new-b", "new-c"}, {ids[0]}, {ids[1], ids[2], "new-d"}, {"never"}}
 	last := make([]seen, len(watched))
 	for i, set := range watched {
 		snap := serve(t, c)
-		last[i] = seen{keys(snap.Lookup(set)), snap.Changed(set)}
+		last[i] = lookupSeen(snap, set)
 	}
 	for round := range 150 {
 		var batch []models.Policy
@@ -213,7 +217,7 @@ func TestChangesAreApplied(t *testing.T) {
 		}
 		snap := serve(t, c)
 		for i, set := range watched {
-			now := seen{keys(snap.Lookup(set)), snap.Changed(set)}
+			now := lookupSeen(snap, set)
 			if now.changed > snap.Version || now.changed < last[i].changed {
 				t.Fatalf("round %d, ids %v: Changed %d (was %d, version %d)", round, set, now.changed, last[i].changed, snap.Version)
 			}

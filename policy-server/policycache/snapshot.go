@@ -91,7 +91,7 @@ const (
 type Snapshot struct {
 	Version int64
 	// Floor is the version this snapshot's change tracking starts at (its full load,
-	// or the last time it forgot removed groups): Changed is never below it.
+	// or the last time it forgot removed groups): LookupChanged is never below it.
 	Floor int64
 
 	n        int
@@ -111,7 +111,7 @@ type shard struct{ groups map[string]*entry }
 
 // entry is a group and its policies (as source or destination), in order, with the
 // version that last changed them. When a group loses its last policy its entry stays,
-// empty, as a tombstone, so that Changed sees the removal.
+// empty, as a tombstone, so that LookupChanged sees the removal.
 type entry struct {
 	g        *Group
 	ps       []*Policy
@@ -151,42 +151,41 @@ func (s *Snapshot) Body(i int, encode func(*Snapshot) []byte) []byte {
 // Lookup returns the policies that name one of ids as source or destination, in order,
 // each once. ids must hold no duplicates. The result must not be modified.
 func (s *Snapshot) Lookup(ids []string) []*Policy {
+	ps, _ := s.LookupChanged(ids)
+	return ps
+}
+
+// LookupChanged is Lookup plus the last version at which that answer changed, never
+// below Floor: an answer given at version v >= that is still exact. It is the internal
+// API's ETag of a filtered list, so a long poll wakes only the clients whose answer
+// changed. With no ids it is Version (the answer is the full list).
+func (s *Snapshot) LookupChanged(ids []string) ([]*Policy, int64) {
+	if len(ids) == 0 {
+		return nil, s.Version
+	}
+	changed := s.Floor
 	if len(ids) == 1 {
 		if e := s.entry(ids[0]); e != nil {
-			return e.ps
+			return e.ps, max(changed, e.modified)
 		}
-		return nil
+		return nil, changed
 	}
 	var out []*Policy
 	lists := 0
 	for _, id := range ids {
 		if e := s.entry(id); e != nil {
-			out = append(out, e.ps...)
-			lists++
+			changed = max(changed, e.modified)
+			if len(e.ps) > 0 {
+				out = append(out, e.ps...)
+				lists++
+			}
 		}
 	}
 	if lists > 1 {
 		slices.SortFunc(out, Compare)
 		out = slices.Compact(out) // a policy between two requested groups is in both lists
 	}
-	return out
-}
-
-// Changed is the last version at which the answer for ids (Lookup) changed, and never
-// below Floor: an answer given at version v >= Changed(ids) is still exact. It is the
-// internal API's ETag of a filtered list, so a long poll wakes only the clients whose
-// answer changed. With no ids it is Version (the answer is the full list).
-func (s *Snapshot) Changed(ids []string) int64 {
-	if len(ids) == 0 {
-		return s.Version
-	}
-	v := s.Floor
-	for _, id := range ids {
-		if e := s.entry(id); e != nil {
-			v = max(v, e.modified)
-		}
-	}
-	return v
+	return out, changed
 }
 
 func (s *Snapshot) shardOf(id string) int {

@@ -32,15 +32,15 @@ func TestRemovedGroupsAreForgotten(t *testing.T) {
 			t.Fatal(err)
 		}
 		id := p(i).Source.ID
-		if snap.tombs > 0 && snap.Changed([]string{id}) != v {
-			t.Fatalf("group %s removed at %d: Changed = %d", id, v, snap.Changed([]string{id}))
+		if _, changed := snap.LookupChanged([]string{id}); snap.tombs > 0 && changed != v {
+			t.Fatalf("group %s removed at %d: changed at %d", id, v, changed)
 		}
 	}
 	if snap.Floor <= 1 || snap.tombs > 1024 {
 		t.Fatalf("after 1100 removed groups: Floor %d, %d tombstones", snap.Floor, snap.tombs)
 	}
-	if got := snap.Changed([]string{"gone-0"}); got != snap.Floor {
-		t.Errorf("a forgotten group: Changed = %d, want Floor %d", got, snap.Floor)
+	if _, got := snap.LookupChanged([]string{"gone-0"}); got != snap.Floor {
+		t.Errorf("a forgotten group: changed at %d, want Floor %d", got, snap.Floor)
 	}
 	if snap.Len() != size || len(snap.Lookup([]string{ids[0]})) == 0 {
 		t.Errorf("after the churn: %d policies, want %d", snap.Len(), size)

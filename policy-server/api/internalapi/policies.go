@@ -97,8 +97,9 @@ func (h *reader) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		etag := snap.Version
+		var found []*policycache.Policy
 		if !all {
-			etag = snap.Changed(ids)
+			found, etag = snap.LookupChanged(ids)
 		}
 		current := tags.current(etag, snap.Version)
 		ahead := tags.ahead(snap.Version)
@@ -117,7 +118,7 @@ func (h *reader) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			w.WriteHeader(http.StatusNotModified)
 			return
 		}
-		h.writeBody(w, snap, ids, all)
+		h.writeBody(w, snap, found, all)
 		return
 	}
 }
@@ -132,7 +133,7 @@ func (h *reader) setHeaders(w http.ResponseWriter, snap *policycache.Snapshot, e
 	}
 }
 
-func (h *reader) writeBody(w http.ResponseWriter, snap *policycache.Snapshot, ids []string, all bool) {
+func (h *reader) writeBody(w http.ResponseWriter, snap *policycache.Snapshot, found []*policycache.Policy, all bool) {
 	switch {
 	case h.enc < 0:
 		httpapi.WriteJSON(w, http.StatusOK, strconv.AppendInt(nil, snap.Version, 10))
@@ -144,7 +145,7 @@ func (h *reader) writeBody(w http.ResponseWriter, snap *policycache.Snapshot, id
 		if bp == nil {
 			bp = new([]byte)
 		}
-		body := appendList((*bp)[:0], h.enc, snap.Lookup(ids))
+		body := appendList((*bp)[:0], h.enc, found)
 		httpapi.WriteJSON(w, http.StatusOK, body)
 		// Keep buffers of ordinary polls for reuse, not the rare huge ones.
 		if cap(body) <= 1<<20 {
