@@ -78,7 +78,7 @@ func New(baseURL string, tlsConfig *tls.Config, timeout time.Duration) (*Client,
 		DialContext:         (&net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}).DialContext,
 		TLSHandshakeTimeout: timeout,
 		IdleConnTimeout:     90 * time.Second,
-		MaxIdleConnsPerHost:   2,
+		MaxIdleConnsPerHost: 2,
 		// The pinned TLS 1.2 configuration rules out HTTP/2's negotiation; say so
 		// explicitly rather than rely on it.
 		ForceAttemptHTTP2: false,

@@ -244,3 +244,55 @@ func TestNewRefusesBadInput(t *testing.T) {
 		}
 	}
 }
+
+// TestPoll: the first answer carries an ETag; sending it back gets NotModified; with a
+// wait, the request is held until the policies change and then answered with them;
+// against a server without ETags every Poll is a full answer.
+func TestPoll(t *testing.T) {
+	srv := policyclienttest.NewServer(t)
+	ab, cd := twoPolicies()
+	srv.Set([]models.Policy{ab})
+	c := client(t, srv.URL, srv.Files, 2*time.Second)
+	ids := []string{"app-a", "app-c"}
+
+	first, err := c.Poll(t.Context(), ids, "", 0)
+	if err != nil || first.NotModified || first.ETag == "" || len(first.Policies) != 1 {
+		t.Fatalf("first Poll = %+v, %v", first, err)
+	}
+	again, err := c.Poll(t.Context(), ids, first.ETag, 0)
+	if err != nil || !again.NotModified || again.Policies != nil || again.ETag != first.ETag {
+		t.Fatalf("Poll with the current ETag = %+v, %v; want NotModified", again, err)
+	}
+	// A wait longer than the client's timeout is allowed: the call's deadline grows by it.
+	start := time.Now()
+	held, err := c.Poll(t.Context(), ids, first.ETag, 2500*time.Millisecond)
+	if err != nil || !held.NotModified || time.Since(start) < 2500*time.Millisecond {
+		t.Fatalf("long poll without a change = %+v, %v after %s; want NotModified after the wait", held, err, time.Since(start))
+	}
+	done := make(chan policyclient.Answer, 1)
+	go func() {
+		a, err := c.Poll(t.Context(), ids, first.ETag, time.Minute)
+		if err != nil {
+			t.Error(err)
+		}
+		done <- a
+	}()
+	srv.Set([]models.Policy{ab, cd})
+	if a := <-done; a.NotModified || len(a.Policies) != 2 || a.ETag == first.ETag {
+		t.Fatalf("long poll across a change = %+v", a)
+	}
+	if a, err := c.Poll(t.Context(), nil, "", 0); err != nil || a.Policies == nil || len(a.Policies) != 0 {
+		t.Fatalf("Poll of no ids = %+v, %v; want an empty list without asking", a, err)
+	}
+
+	plain := policyclienttest.NewServer(t)
+	plain.WithoutETags()
+	plain.Set([]models.Policy{ab})
+	pc := client(t, plain.URL, plain.Files, 2*time.Second)
+	for range 2 {
+		a, err := pc.Poll(t.Context(), ids, "", time.Minute)
+		if err != nil || a.NotModified || a.ETag != "" || len(a.Policies) != 1 {
+			t.Fatalf("Poll of a server without ETags = %+v, %v", a, err)
+		}
+	}
+}

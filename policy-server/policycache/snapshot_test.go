@@ -9,7 +9,7 @@ import (
 )
 
 // TestRemovedGroupsAreForgotten: groups that lost their last policy are remembered (so
-// Changed sees the removal) until they outnumber half the groups; then the snapshot
+// LookupChanged sees the removal) until they outnumber half the groups; then the snapshot
 // forgets them and raises Floor, so every older answer counts as changed once.
 func TestRemovedGroupsAreForgotten(t *testing.T) {
 	t.Parallel()
