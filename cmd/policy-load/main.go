@@ -51,7 +51,7 @@ with -external-url and -token, else straight into the store), and prints the rat
 During the writes, a client on every replica long-polls policies_last_updated and the
 tool reports write returned -> answer, per replica. With -agents N as well, N simulated
 agents (own connection, own 10-50 app ids each) long-poll the v0 list across the
-replicas during the writes; the tool reports their errors and how long after a write
+replicas for -duration with the writer, after the filtered scenarios; the tool reports their errors and how long after a write
 returned an agent whose answer it changed got the new answer. With -metrics-url (the
 replicas' /metrics) it reports the cache fallbacks counted during the writes.
 
@@ -250,23 +250,11 @@ func load(ctx context.Context, o options, bases []*url.URL, tlsConfig *tls.Confi
 		wctx, stopWatch := context.WithCancel(ctx)
 		var watchErrs atomic.Int64
 		watched := watchReplicas(wctx, bases, tlsConfig, &watchErrs)
-		var agentSeen []sighting
-		var agentErrs int64
-		agentsDone := make(chan struct{})
-		if o.agents > 0 && c == o.concurrency[len(o.concurrency)-1] {
-			go func() {
-				defer close(agentsDone)
-				agentSeen, agentErrs = agents(wctx, o.agents, bases, groups, tlsConfig, o.seed)
-			}()
-		} else {
-			close(agentsDone)
-		}
 		stopWrites := writer(ctx, db, write, groups, o.churn, log)
 		busy := runScenario(ctx, o, tlsConfig, fmt.Sprintf("filtered ids=%d, %s, writes every %s", o.ids, replicas, o.churn), c, o.duration, filtered)
 		n := stopWrites()
 		stopWatch()
 		seen := watched()
-		<-agentsDone
 		after, ferr2 := fallbacks(o.metricsURLs)
 		results = append(results, busy)
 		busy.print(o.jsonOut)
@@ -282,11 +270,19 @@ func load(ctx context.Context, o options, bases []*url.URL, tlsConfig *tls.Confi
 			}
 			summarize(fmt.Sprintf("  write returned -> long poll answer, replica %d (%s)", i+1, took), latencies(log, s), watchErrs.Load()).print(o.jsonOut)
 		}
-		if o.agents > 0 && agentSeen != nil {
-			summarize(fmt.Sprintf("  %d long-polling agents: write returned -> new answer", o.agents), latencies(log, agentSeen), agentErrs).print(o.jsonOut)
-			if agentErrs > 0 {
-				return fmt.Errorf("%d long-polling agents' requests failed", agentErrs)
-			}
+	}
+	if write != nil && o.agents > 0 {
+		// The simulated agents, on their own, with the writer: how long after a write
+		// an agent whose answer it changed has the new answer.
+		log := &writeLog{returned: map[int64]time.Time{}}
+		actx, stopAgents := context.WithTimeout(ctx, o.duration)
+		stopWrites := writer(ctx, db, write, groups, o.churn, log)
+		seen, errs := agents(actx, o.agents, bases, groups, tlsConfig, o.seed)
+		n := stopWrites()
+		stopAgents()
+		summarize(fmt.Sprintf("%d long-polling agents, %s, %d changes: write returned -> new answer", o.agents, replicas, n), latencies(log, seen), errs).print(o.jsonOut)
+		if errs > 0 {
+			return fmt.Errorf("%d long-polling agents' requests failed", errs)
 		}
 	}
 	if o.fullDuration > 0 {

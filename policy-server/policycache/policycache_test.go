@@ -15,35 +15,10 @@ import (
 	"netman/internal/testsupport/freezeproxy"
 	"netman/internal/testsupport/pgtest"
 	"netman/lib/models"
+	"netman/policy-server/api/apitest"
 	"netman/policy-server/policycache"
 	"netman/policy-server/store"
 )
-
-func newStore(t testing.TB) (*store.Store, *sql.DB, string) {
-	t.Helper()
-	db, dsn := pgtest.Open(t)
-	if err := store.Migrate(ctxT(t), db); err != nil {
-		t.Fatalf("migrating: %v", err)
-	}
-	s, err := store.New(db, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s, db, dsn
-}
-
-func ctxT(t testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-func pol(src, dst, proto string, start, end int) models.Policy {
-	return models.Policy{
-		Source:      models.Source{ID: src},
-		Destination: models.Destination{ID: dst, Protocol: proto, Ports: models.Ports{Start: start, End: end}},
-	}
-}
 
 // encodeKey is a test encoder: it writes what the policy is, so a test can check that
 // the encoded form went with the right policy.
@@ -80,7 +55,7 @@ func (o *countingObserver) Fallback()                              { o.fallbacks
 
 func serve(t *testing.T, c *policycache.Cache) *policycache.Snapshot {
 	t.Helper()
-	snap, confirmed, err := c.Serve(ctxT(t))
+	snap, confirmed, err := c.Serve(apitest.Ctx(t))
 	if err != nil || !confirmed {
 		t.Fatalf("Serve: confirmed=%v, %v", confirmed, err)
 	}
@@ -91,7 +66,7 @@ func serve(t *testing.T, c *policycache.Cache) *policycache.Snapshot {
 // with the same tags, and answers every id filter as the store's SQL does.
 func checkMatches(t *testing.T, st *store.Store, snap *policycache.Snapshot, idSets [][]string) {
 	t.Helper()
-	ctx := ctxT(t)
+	ctx := apitest.Ctx(t)
 	want, version, err := st.Snapshot(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -131,15 +106,15 @@ func randomIDSets(rng *rand.Rand, groups []string) [][]string {
 
 func TestSnapshotMatchesStore(t *testing.T) {
 	t.Parallel()
-	st, db, _ := newStore(t)
-	ctx := ctxT(t)
+	st, db, _ := apitest.NewStore(t)
+	ctx := apitest.Ctx(t)
 	groups, err := store.Seed(ctx, db, 3000, rand.New(rand.NewPCG(1, 2)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	// A range, a udp policy and a self policy, which the seed does not make.
 	if err := st.Create(ctx, []models.Policy{
-		pol(groups[0], groups[1], "tcp", 9000, 9010), pol(groups[0], groups[1], "udp", 53, 53), pol(groups[2], groups[2], "tcp", 5555, 5555),
+		apitest.Policy(groups[0], groups[1], "tcp", 9000, 9010), apitest.Policy(groups[0], groups[1], "udp", 53, 53), apitest.Policy(groups[2], groups[2], "tcp", 5555, 5555),
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -156,8 +131,8 @@ func TestSnapshotMatchesStore(t *testing.T) {
 // loaded everything only once, at the start.
 func TestChangesAreApplied(t *testing.T) {
 	t.Parallel()
-	st, db, _ := newStore(t)
-	ctx := ctxT(t)
+	st, db, _ := apitest.NewStore(t)
+	ctx := apitest.Ctx(t)
 	groups, err := store.Seed(ctx, db, 2000, rand.New(rand.NewPCG(5, 6)))
 	if err != nil {
 		t.Fatal(err)
@@ -172,7 +147,7 @@ func TestChangesAreApplied(t *testing.T) {
 	randomPolicy := func() models.Policy {
 		src, dst := ids[rng.IntN(len(ids))], ids[rng.IntN(len(ids))]
 		start := 1000 + rng.IntN(5)
-		return pol(src, dst, []string{"tcp", "udp"}[rng.IntN(2)], start, start+rng.IntN(2)*10)
+		return apitest.Policy(src, dst, []string{"tcp", "udp"}[rng.IntN(2)], start, start+rng.IntN(2)*10)
 	}
 	var created []models.Policy
 	// For fixed id sets, the answer and Changed: LookupChanged's version must move whenever
@@ -242,9 +217,9 @@ func TestChangesAreApplied(t *testing.T) {
 // logged change does not fit the snapshot, the cache loads everything and is right.
 func TestGapAndMisfitReload(t *testing.T) {
 	t.Parallel()
-	st, db, _ := newStore(t)
-	ctx := ctxT(t)
-	if err := st.Create(ctx, []models.Policy{pol("a", "b", "tcp", 1, 1)}); err != nil {
+	st, db, _ := apitest.NewStore(t)
+	ctx := apitest.Ctx(t)
+	if err := st.Create(ctx, []models.Policy{apitest.Policy("a", "b", "tcp", 1, 1)}); err != nil {
 		t.Fatal(err)
 	}
 	obs := &countingObserver{}
@@ -252,7 +227,7 @@ func TestGapAndMisfitReload(t *testing.T) {
 	if err := c.Refresh(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := st.Create(ctx, []models.Policy{pol("a", "c", "tcp", 1, 1)}); err != nil {
+	if err := st.Create(ctx, []models.Policy{apitest.Policy("a", "c", "tcp", 1, 1)}); err != nil {
 		t.Fatal(err)
 	}
 	pgtest.MustExec(t, db, `DELETE FROM policy_changes`)
@@ -280,9 +255,9 @@ func TestGapAndMisfitReload(t *testing.T) {
 // periodic full check, which replaces the snapshot.
 func TestFullCheckRepairs(t *testing.T) {
 	t.Parallel()
-	st, db, _ := newStore(t)
-	ctx := ctxT(t)
-	if err := st.Create(ctx, []models.Policy{pol("a", "b", "tcp", 1, 1), pol("b", "c", "tcp", 1, 1)}); err != nil {
+	st, db, _ := apitest.NewStore(t)
+	ctx := apitest.Ctx(t)
+	if err := st.Create(ctx, []models.Policy{apitest.Policy("a", "b", "tcp", 1, 1), apitest.Policy("b", "c", "tcp", 1, 1)}); err != nil {
 		t.Fatal(err)
 	}
 	c := policycache.New(st, policycache.Options{MaxAge: time.Hour, Encoders: []policycache.Encoder{encodeKey}})
@@ -308,8 +283,8 @@ func TestFullCheckRepairs(t *testing.T) {
 // notifications call it), and Moved tells a waiting client.
 func TestMovedAndRun(t *testing.T) {
 	t.Parallel()
-	st, _, _ := newStore(t)
-	ctx := ctxT(t)
+	st, _, _ := apitest.NewStore(t)
+	ctx := apitest.Ctx(t)
 	c := policycache.New(st, policycache.Options{CheckInterval: time.Hour})
 	if err := c.Refresh(ctx); err != nil {
 		t.Fatal(err)
@@ -324,7 +299,7 @@ func TestMovedAndRun(t *testing.T) {
 		t.Fatal("Moved closed before any change")
 	default:
 	}
-	if err := st.Create(ctx, []models.Policy{pol("a", "b", "tcp", 1, 1)}); err != nil {
+	if err := st.Create(ctx, []models.Policy{apitest.Policy("a", "b", "tcp", 1, 1)}); err != nil {
 		t.Fatal(err)
 	}
 	c.Changed(0)
@@ -353,7 +328,7 @@ func TestMovedAndRun(t *testing.T) {
 // database answers again, confirmed.
 func TestHungDatabase(t *testing.T) {
 	t.Parallel()
-	_, _, dsn := newStore(t)
+	_, _, dsn := apitest.NewStore(t)
 	proxy, viaProxy := freezeproxy.ForDSN(t, dsn)
 	db, err := sql.Open("postgres", viaProxy)
 	if err != nil {
@@ -364,8 +339,8 @@ func TestHungDatabase(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := ctxT(t)
-	if err := st.Create(ctx, []models.Policy{pol("a", "b", "tcp", 1, 1)}); err != nil {
+	ctx := apitest.Ctx(t)
+	if err := st.Create(ctx, []models.Policy{apitest.Policy("a", "b", "tcp", 1, 1)}); err != nil {
 		t.Fatal(err)
 	}
 	const maxAge, staleLimit = 200 * time.Millisecond, 1500 * time.Millisecond
@@ -441,8 +416,8 @@ func (g *gatedStore) Changes(ctx context.Context, since int64) (int64, []models.
 // TestServeCoalesces: requests that find the snapshot unconfirmed share one read.
 func TestServeCoalesces(t *testing.T) {
 	t.Parallel()
-	st, _, _ := newStore(t)
-	ctx := ctxT(t)
+	st, _, _ := apitest.NewStore(t)
+	ctx := apitest.Ctx(t)
 	g := &gatedStore{Store: st, gate: make(chan struct{}), entered: make(chan struct{})}
 	c := policycache.New(g, policycache.Options{MaxAge: time.Nanosecond, FallbackWait: time.Minute})
 	if err := c.Refresh(ctx); err != nil { // the first load reads Snapshot, not Changes
@@ -476,7 +451,7 @@ func TestServeCoalesces(t *testing.T) {
 func TestNoSnapshotIsUnavailable(t *testing.T) {
 	t.Parallel()
 	c := policycache.New(failing{}, policycache.Options{QueryTimeout: 50 * time.Millisecond, FallbackWait: 50 * time.Millisecond})
-	if _, _, err := c.Serve(ctxT(t)); !errors.Is(err, policycache.ErrUnavailable) {
+	if _, _, err := c.Serve(apitest.Ctx(t)); !errors.Is(err, policycache.ErrUnavailable) {
 		t.Fatalf("Serve without a snapshot: %v", err)
 	}
 }
