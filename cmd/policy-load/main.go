@@ -275,11 +275,16 @@ func load(ctx context.Context, o options, bases []*url.URL, tlsConfig *tls.Confi
 		// The simulated agents, on their own, with the writer: how long after a write
 		// an agent whose answer it changed has the new answer.
 		log := &writeLog{returned: map[int64]time.Time{}}
-		actx, stopAgents := context.WithTimeout(ctx, o.duration)
+		actx, stopAgents := context.WithCancel(ctx)
+		warm, done := agents(actx, o.agents, bases, groups, tlsConfig, o.seed)
+		start := time.Now()
+		<-warm // every agent connected and has its first answer
+		fmt.Fprintf(os.Stderr, "policy-load: %d agents connected and answered in %s\n", o.agents, time.Since(start).Round(time.Millisecond))
 		stopWrites := writer(ctx, db, write, groups, o.churn, log)
-		seen, errs := agents(actx, o.agents, bases, groups, tlsConfig, o.seed)
+		time.Sleep(o.duration)
 		n := stopWrites()
 		stopAgents()
+		seen, errs := done()
 		summarize(fmt.Sprintf("%d long-polling agents, %s, %d changes: write returned -> new answer", o.agents, replicas, n), latencies(log, seen), errs).print(o.jsonOut)
 		if errs > 0 {
 			return fmt.Errorf("%d long-polling agents' requests failed", errs)

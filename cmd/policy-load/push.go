@@ -274,14 +274,16 @@ func watchReplicas(ctx context.Context, bases []*url.URL, tlsConfig *tls.Config,
 	return func() [][]sighting { wg.Wait(); return seen }
 }
 
-// agents runs n simulated agents, each with its own connection and its own 10-50 app
-// ids, long-polling the v0 list on the replicas in turn, until ctx ends. It returns when
-// each learnt of a change that concerned it, and how many requests failed.
-func agents(ctx context.Context, n int, bases []*url.URL, groups []string, tlsConfig *tls.Config, seed uint64) ([]sighting, int64) {
+// agents starts n simulated agents, each with its own connection and its own 10-50 app
+// ids, long-polling the v0 list on the replicas in turn, until ctx ends. warm is closed
+// once every agent has its first answer; done returns, once ctx ended, when each learnt
+// of a change that concerned it, and how many requests failed.
+func agents(ctx context.Context, n int, bases []*url.URL, groups []string, tlsConfig *tls.Config, seed uint64) (warm <-chan struct{}, done func() ([]sighting, int64)) {
 	var mu sync.Mutex
 	var seen []sighting
 	var errs atomic.Int64
-	var wg sync.WaitGroup
+	var wg, warming sync.WaitGroup
+	warming.Add(n)
 	for i := range n {
 		rng := rand.New(rand.NewPCG(seed+7, uint64(i)))
 		ids := make([]string, 10+rng.IntN(41))
@@ -294,10 +296,13 @@ func agents(ctx context.Context, n int, bases []*url.URL, groups []string, tlsCo
 			versionOf: etagVersion,
 			errors:    &errs,
 		}
+		var once sync.Once
 		wg.Go(func() {
 			defer lp.client.CloseIdleConnections()
+			defer once.Do(warming.Done)
 			lp.run(ctx, func(s sighting, first bool) {
 				if first {
+					once.Do(warming.Done)
 					return
 				}
 				mu.Lock()
@@ -306,8 +311,9 @@ func agents(ctx context.Context, n int, bases []*url.URL, groups []string, tlsCo
 			})
 		})
 	}
-	wg.Wait()
-	return seen, errs.Load()
+	warmed := make(chan struct{})
+	go func() { warming.Wait(); close(warmed) }()
+	return warmed, func() ([]sighting, int64) { wg.Wait(); return seen, errs.Load() }
 }
 
 // fallbacks sums the cache fallback counters the replicas' /metrics report (0 when no

@@ -92,6 +92,10 @@ type Agent struct {
 	status statusBox
 	// force carries ForceCycle's requests to Run.
 	force chan forceRequest
+	// interrupt ends a long poll under way, so that a forced cycle need not wait for it.
+	interrupt chan struct{}
+	// forcing: Run is running a forced cycle, which must not long-poll.
+	forcing bool
 }
 
 // New checks opts and returns an Agent.
@@ -120,7 +124,7 @@ func New(opts Options) (*Agent, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Agent{opts: opts, force: make(chan forceRequest)}, nil
+	return &Agent{opts: opts, force: make(chan forceRequest), interrupt: make(chan struct{}, 1)}, nil
 }
 
 // Outcome says what a cycle did.
@@ -175,13 +179,33 @@ func (a *Agent) cycle(ctx context.Context) (Outcome, rules.Result, error) {
 	etag, wait := "", time.Duration(0)
 	if a.synced && slices.Equal(ids, a.ids) {
 		etag = a.etag
-		if !dsChanged {
+		if !dsChanged && !a.forcing {
 			wait = a.opts.PollInterval
 		}
 	}
 	a.held = false
+	select {
+	case <-a.interrupt: // a force that came before this cycle is served by it
+	default:
+	}
+	pollCtx, stopPoll := context.WithCancel(ctx)
+	defer stopPoll()
+	if wait > 0 {
+		go func() {
+			select {
+			case <-a.interrupt:
+				stopPoll()
+			case <-pollCtx.Done():
+			}
+		}()
+	}
 	pollStart := time.Now()
-	answer, err := a.opts.Source.Poll(ctx, ids, etag, wait)
+	answer, err := a.opts.Source.Poll(pollCtx, ids, etag, wait)
+	if err != nil && wait > 0 && pollCtx.Err() != nil && ctx.Err() == nil {
+		// A forced cycle is waiting (a container came or went): end this one now
+		// with nothing changed; Run starts the forced one at once.
+		return Skipped, rules.Result{}, nil
+	}
 	if err != nil {
 		a.opts.Metrics.pollErrors.WithLabelValues("policy_server").Inc()
 		return Failed, rules.Result{}, fmt.Errorf("fetching policies: %w", err)
@@ -259,6 +283,14 @@ func groupIDs(cs []rules.Container) []string {
 	return slices.Compact(ids)
 }
 
+// interruptLongPoll ends the long poll of the cycle under way, if any.
+func (a *Agent) interruptLongPoll() {
+	select {
+	case a.interrupt <- struct{}{}:
+	default:
+	}
+}
+
 // Run cycles until a signal arrives (an ifrit.Runner). The first cycle runs at once; ready
 // is closed after it, whatever its outcome, so the health and debug servers come up even
 // while the policy server is away. A ForceCycle request starts the next cycle at once.
@@ -274,6 +306,7 @@ func (a *Agent) Run(signals <-chan os.Signal, ready chan<- struct{}) error {
 	var forced []forceRequest
 	for {
 		cctx, cancelCycle := context.WithTimeout(ctx, a.opts.CycleTimeout)
+		a.forcing = len(forced) > 0
 		out, _, err := a.Cycle(cctx)
 		cancelCycle()
 		for _, req := range forced {

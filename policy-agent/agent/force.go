@@ -26,6 +26,7 @@ type forceResult struct {
 // until ctx is done when Run is not running.
 func (a *Agent) ForceCycle(ctx context.Context) (Outcome, error) {
 	req := forceRequest{done: make(chan forceResult, 1)}
+	a.interruptLongPoll()
 	select {
 	case a.force <- req:
 	case <-ctx.Done():
