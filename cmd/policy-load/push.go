@@ -199,6 +199,15 @@ type longPoller struct {
 	url       string
 	versionOf func(resp *http.Response, body []byte) (int64, bool)
 	errors    *atomic.Int64
+	firstErr  *atomic.Pointer[string] // the first failure, for the report
+}
+
+func (lp *longPoller) fail(msg string) {
+	lp.errors.Add(1)
+	if lp.firstErr != nil {
+		lp.firstErr.CompareAndSwap(nil, &msg)
+	}
+	time.Sleep(100 * time.Millisecond)
 }
 
 // run reports every 200 answer; first is set for the first one (no change behind it).
@@ -214,8 +223,7 @@ func (lp *longPoller) run(ctx context.Context, report func(s sighting, first boo
 		resp, err := lp.client.Do(req)
 		if err != nil {
 			if ctx.Err() == nil {
-				lp.errors.Add(1)
-				time.Sleep(100 * time.Millisecond)
+				lp.fail(err.Error())
 			}
 			continue
 		}
@@ -225,8 +233,7 @@ func (lp *longPoller) run(ctx context.Context, report func(s sighting, first boo
 		switch {
 		case err != nil || resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusNotModified:
 			if ctx.Err() == nil {
-				lp.errors.Add(1)
-				time.Sleep(100 * time.Millisecond)
+				lp.fail(fmt.Sprintf("%s: %v %s", resp.Status, err, bytes.TrimSpace(body)))
 			}
 		case resp.StatusCode == http.StatusOK:
 			first := etag == ""
@@ -277,11 +284,13 @@ func watchReplicas(ctx context.Context, bases []*url.URL, tlsConfig *tls.Config,
 // agents starts n simulated agents, each with its own connection and its own 10-50 app
 // ids, long-polling the v0 list on the replicas in turn, until ctx ends. warm is closed
 // once every agent has its first answer; done returns, once ctx ended, when each learnt
-// of a change that concerned it, and how many requests failed.
-func agents(ctx context.Context, n int, bases []*url.URL, groups []string, tlsConfig *tls.Config, seed uint64) (warm <-chan struct{}, done func() ([]sighting, int64)) {
+// of a change that concerned it, and how many requests failed while the agents
+// connected and afterwards.
+func agents(ctx context.Context, n int, bases []*url.URL, groups []string, tlsConfig *tls.Config, seed uint64) (warm <-chan struct{}, done func() (seen []sighting, connecting, running int64)) {
 	var mu sync.Mutex
 	var seen []sighting
 	var errs atomic.Int64
+	var firstErr atomic.Pointer[string]
 	var wg, warming sync.WaitGroup
 	warming.Add(n)
 	for i := range n {
@@ -295,6 +304,7 @@ func agents(ctx context.Context, n int, bases []*url.URL, groups []string, tlsCo
 			url:       bases[i%len(bases)].JoinPath(apiwire.InternalPoliciesV0Path).String() + "?id=" + strings.Join(ids, ","),
 			versionOf: etagVersion,
 			errors:    &errs,
+			firstErr:  &firstErr,
 		}
 		var once sync.Once
 		wg.Go(func() {
@@ -312,8 +322,16 @@ func agents(ctx context.Context, n int, bases []*url.URL, groups []string, tlsCo
 		})
 	}
 	warmed := make(chan struct{})
-	go func() { warming.Wait(); close(warmed) }()
-	return warmed, func() ([]sighting, int64) { wg.Wait(); return seen, errs.Load() }
+	var connecting int64
+	go func() { warming.Wait(); connecting = errs.Load(); close(warmed) }()
+	return warmed, func() ([]sighting, int64, int64) {
+		wg.Wait()
+		<-warmed
+		if e := firstErr.Load(); e != nil {
+			fmt.Fprintf(os.Stderr, "policy-load: first agent error: %.300s\n", *e)
+		}
+		return seen, connecting, errs.Load() - connecting
+	}
 }
 
 // fallbacks sums the cache fallback counters the replicas' /metrics report (0 when no
