@@ -24,6 +24,7 @@ import (
 	"netman/lib/rules/rulestest"
 	"netman/policy-agent/asg"
 	"netman/policy-server/api/internalapi"
+	"netman/policy-server/policycache"
 	"netman/policy-server/store"
 )
 
@@ -53,7 +54,7 @@ func TestSecurityGroupChangeReachesOneContainer(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := httptest.NewUnstartedServer(httpapi.NewMux(httpapi.Middleware{Server: "internal", Logger: slog.New(slog.DiscardHandler)},
-		internalapi.V1Routes(st, 0)))
+		internalapi.V1Routes(policycache.New(st, policycache.Options{Encoders: internalapi.Encoders()}), st, 0)))
 	srv.TLS = serverTLS
 	srv.StartTLS()
 	defer srv.Close()
