@@ -84,7 +84,12 @@ func TestCloudFoundryCompatibleRoutes(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Fatalf("create with a bare token: %d", resp.StatusCode)
 	}
+	// The version comes from the replica's snapshot, which follows the commit within
+	// milliseconds, not in the same instant.
 	after := lastUpdated("v0")
+	for deadline := time.Now().Add(5 * time.Second); after == before && time.Now().Before(deadline); after = lastUpdated("v0") {
+		time.Sleep(10 * time.Millisecond)
+	}
 	if after == before || lastUpdated("v1") != after {
 		t.Fatalf("after a create: v0 %s (was %s), v1 %s", after, before, lastUpdated("v1"))
 	}
