@@ -9,6 +9,9 @@ CNI_BIN     ?= $(CURDIR)/.cache/cni/bin
 BINARIES    := $(notdir $(wildcard cmd/*))
 TEST_FLAGS  ?= -count=1 -timeout 20m
 BENCH_FLAGS ?=
+# VERSION is stamped into every binary (--version, the *_build_info metrics).
+VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS     := -X netman/lib/buildinfo.stamp=$(VERSION)
 
 # flanneld and etcd for the simulated foundation (cross-cell tests, the demo).
 OVERLAY_BIN ?= $(CURDIR)/.cache/overlay/bin
@@ -18,10 +21,10 @@ export OVERLAY_BIN
 
 .PHONY: build test unit bench lint fmt deps demo clean
 
-## build: compile every binary under cmd/ into bin/ (static, as the BOSH packages build them)
+## build: compile every binary under cmd/ into bin/ (static, as the BOSH packages build them), stamped with $(VERSION)
 build:
 	@mkdir -p $(BIN)
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ $(addprefix ./cmd/,$(BINARIES))
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ $(addprefix ./cmd/,$(BINARIES))
 
 ## deps: install what tests and the demo need (Debian packages, CNI plugins)
 deps:

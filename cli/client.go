@@ -11,9 +11,10 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"netman/lib/apiwire"
 	"os"
 	"strings"
+
+	"netman/lib/apiwire"
 )
 
 // maxResponse bounds what the CLI reads from the server: 100,000 policies are ~15 MB.
@@ -29,7 +30,7 @@ type client struct {
 func newClient(c common) (*client, error) {
 	u, err := url.Parse(c.api)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, usageError{fmt.Sprintf("--api %q is not an http:// or https:// URL", c.api)}
+		return nil, usageError{msg: fmt.Sprintf("--api %q is not an http:// or https:// URL", c.api)}
 	}
 	token := strings.TrimSpace(c.token)
 	if token == "" {
@@ -40,7 +41,7 @@ func newClient(c common) (*client, error) {
 		token = strings.TrimSpace(rest)
 	}
 	if token == "" {
-		return nil, usageError{"no token: pass --token or set NETMAN_TOKEN (for example NETMAN_TOKEN=\"$(cf oauth-token)\")"}
+		return nil, usageError{msg: "no token: pass --token or set NETMAN_TOKEN (for example NETMAN_TOKEN=\"$(cf oauth-token)\", or NETMAN_TOKEN=\"$(netman dev-token --key FILE)\" for a local server)"}
 	}
 	transport := http.DefaultTransport.(*http.Transport).Clone()
 	if c.ca != "" {
@@ -80,27 +81,29 @@ func (c *client) do(ctx context.Context, method, path, rawQuery string, body any
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	where := method + " " + u.Redacted()
 	resp, err := c.http.Do(req)
 	if err != nil {
 		var ue *url.Error
 		if errors.As(err, &ue) {
 			err = ue.Err
 		}
-		return nil, fmt.Errorf("%s %s: %w", method, u.Redacted(), err)
+		return nil, explain(where, err, false)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
 	if err != nil {
-		return nil, fmt.Errorf("%s %s: reading the answer: %w", method, path, err)
+		return nil, explain(where, fmt.Errorf("reading the answer: %w", err), false)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, serverError(method, path, resp.StatusCode, data)
+		return nil, serverError(where, resp.StatusCode, data)
 	}
 	return data, nil
 }
 
-// serverError shows the status and the server's own message.
-func serverError(method, path string, status int, body []byte) error {
+// serverError shows the status and the server's own message, with a hint for the
+// mistakes that cause the usual ones.
+func serverError(where string, status int, body []byte) error {
 	msg := strings.TrimSpace(string(body))
 	var e apiwire.Error
 	if json.Unmarshal(body, &e) == nil && e.Error != "" {
@@ -109,7 +112,11 @@ func serverError(method, path string, status int, body []byte) error {
 	if len(msg) > 500 {
 		msg = msg[:500] + "..."
 	}
-	return fmt.Errorf("%s %s: %d %s: %s", method, path, status, http.StatusText(status), msg)
+	err := fmt.Errorf("%s: %d %s: %s", where, status, http.StatusText(status), msg)
+	if hint := statusHint(status, msg); hint != "" {
+		return hinted{err, hint}
+	}
+	return err
 }
 
 // printJSON writes the server's JSON indented.

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
+
 	"netman/internal/testsupport/pgtest"
 	"netman/internal/testsupport/serverlog"
 	"netman/lib/mutualtls/mutualtlstest"
@@ -27,6 +29,7 @@ type system struct {
 	internalURL string
 	certs       mutualtlstest.Files
 	keyFile     string // private key that signs tokens (the server has the public half)
+	key         authtest.Key
 	token       string
 	logs        *serverlog.Log
 }
@@ -87,6 +90,7 @@ func start(t testing.TB, extra map[string]any) *system {
 		netman:  filepath.Join(bin, "netman"),
 		certs:   certs,
 		keyFile: key.PrivateKeyFile(t),
+		key:     key,
 		logs:    &serverlog.Log{},
 	}
 	cmd := exec.Command(filepath.Join(bin, "policy-server"), "-config-file", cfgFile)
@@ -177,8 +181,24 @@ func (s *system) mustFail(t *testing.T, wantCode int, wantErr string, env []stri
 	if code != wantCode {
 		t.Fatalf("netman %s: exit %d, want %d\nstdout %s\nstderr %s", strings.Join(args, " "), code, wantCode, out, errOut)
 	}
-	if strings.Count(errOut, "\n") != 1 || !strings.HasPrefix(errOut, "netman: ") || !strings.Contains(errOut, wantErr) {
-		t.Fatalf("netman %s: stderr %q, want one line containing %q", strings.Join(args, " "), errOut, wantErr)
+	// stdout stays clean for pipes; the error is the first line of stderr, what
+	// follows it is a hint or the command's usage.
+	first, rest, _ := strings.Cut(errOut, "\n")
+	if out != "" || !strings.HasPrefix(first, "netman: ") || !strings.Contains(first, wantErr) {
+		t.Fatalf("netman %s: stdout %q, stderr %q, want a first line containing %q", strings.Join(args, " "), out, errOut, wantErr)
+	}
+	if code == 2 && !strings.HasPrefix(rest, "Usage: netman ") && !strings.HasPrefix(rest, "Run 'netman help") {
+		t.Fatalf("netman %s: a usage error without the usage: %q", strings.Join(args, " "), errOut)
+	}
+}
+
+// mustHint is mustFail for errors that carry a hint line.
+func (s *system) mustHint(t *testing.T, wantErr, wantHint string, env []string, args ...string) {
+	t.Helper()
+	s.mustFail(t, 1, wantErr, env, args...)
+	_, errOut, _ := s.run(t, env, args...)
+	if _, hint, _ := strings.Cut(errOut, "\n"); !strings.HasPrefix(hint, "hint: ") || !strings.Contains(hint, wantHint) {
+		t.Fatalf("netman %s: stderr %q, want a hint containing %q", strings.Join(args, " "), errOut, wantHint)
 	}
 }
 
@@ -263,7 +283,16 @@ func TestNetmanAgainstThePolicyServer(t *testing.T) {
 	s.mustFail(t, 1, "403 Forbidden: token lacks scope network.admin", []string{"NETMAN_TOKEN=" + readOnly}, "whoami")
 	wrongIssuer := strings.TrimSpace(s.mustRun(t, "dev-token", "--key", s.keyFile, "--issuer", "https://elsewhere"))
 	s.mustFail(t, 1, "401 Unauthorized", []string{"NETMAN_TOKEN=bearer " + wrongIssuer}, "tags")
-	s.mustFail(t, 1, "connection refused", nil, "policies", "list", "--api", "http://127.0.0.1:1")
+	s.mustHint(t, "GET http://127.0.0.1:1/networking/v1/external/policies: dial tcp 127.0.0.1:1: connect: connection refused", "nothing listens there", nil, "policies", "list", "--api", "http://127.0.0.1:1")
+	// The internal API's port instead of the external one, with either scheme.
+	internalHost := strings.TrimPrefix(s.internalURL, "https://")
+	s.mustHint(t, "GET http://"+internalHost+"/networking/v1/external/policies", "https://", nil, "policies", "list", "--api", "http://"+internalHost)
+	s.mustHint(t, "GET https://"+internalHost+"/networking/v1/external/whoami", "needs a client certificate", nil, "whoami", "--api", s.internalURL, "--ca", s.certs.CACert)
+	// An expired token: the server's reason, and how to get a new one.
+	expired := authtest.Claims()
+	expired.IssuedAt = jwt.NewNumericDate(time.Now().Add(-2 * time.Hour))
+	expired.ExpiresAt = jwt.NewNumericDate(time.Now().Add(-time.Hour))
+	s.mustHint(t, "401 Unauthorized: token has invalid claims: token is expired", "cf oauth-token", []string{"NETMAN_TOKEN=" + s.key.Token(t, expired)}, "tags")
 	s.mustFail(t, 2, "internal policies needs --ca", nil, "internal", "policies", "--url", s.internalURL)
 
 	// --help on every command, exit 0.

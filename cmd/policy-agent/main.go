@@ -20,8 +20,11 @@ import (
 	"github.com/tedsuo/ifrit/grouper"
 	"github.com/tedsuo/ifrit/sigmon"
 
+	"netman/lib/buildinfo"
+	"netman/lib/buildinfo/buildmetric"
 	"netman/lib/containerrules"
 	"netman/lib/httpserver"
+	"netman/lib/logattr"
 	"netman/lib/policyclient"
 	"netman/lib/rules"
 	"netman/policy-agent/agent"
@@ -38,6 +41,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, `Usage: policy-agent -config-file FILE [-validate-config]
+       policy-agent -version
 
 Polls the policy server's internal API (mutual TLS) for the policies of the containers in
 the wrapper's datastore and enforces them with iptables in the network namespace it runs
@@ -50,11 +54,16 @@ wrapper calls it after every ADD and DEL) on 127.0.0.1:force_policy_poll_cycle_p
 	}
 	configFile := fs.String("config-file", "", "path of the JSON configuration `file` (required)")
 	validate := fs.Bool("validate-config", false, "check the configuration file (not the files it names), then exit")
+	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
 		return 2
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, buildinfo.Line("policy-agent"))
+		return 0
 	}
 	if *configFile == "" || fs.NArg() > 0 {
 		fs.Usage()
@@ -78,6 +87,8 @@ wrapper calls it after every ADD and DEL) on 127.0.0.1:force_policy_poll_cycle_p
 	level, _ := config.ParseLogLevel(cfg.LogLevel) // validated by Load
 	logger := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: level})).With("source", "policy-agent")
 	slog.SetDefault(logger)
+	info := buildinfo.Read()
+	logger.Info("policy-agent starting", "version", info.Version, "revision", info.Revision, "go_version", info.GoVersion)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	err = rules.EnableBridgeNetfilter(ctx)
@@ -91,12 +102,13 @@ wrapper calls it after every ADD and DEL) on 127.0.0.1:force_policy_poll_cycle_p
 		logger.Error("cannot enforce policies", "error", err.Error())
 		return 1
 	}
-	client, err := policyclient.New(cfg.PolicyServerURL, tlsConfig, cfg.RequestTimeout())
+	metrics := agent.NewMetrics()
+	metrics.Registry.MustRegister(buildmetric.New("netman_agent_build_info", info))
+	client, err := policyclient.New(cfg.PolicyServerURL, tlsConfig, cfg.RequestTimeout(), policyclient.WithObserver(metrics))
 	if err != nil {
 		logger.Error("invalid configuration", "error", err.Error())
 		return 1
 	}
-	metrics := agent.NewMetrics()
 	a, err := agent.New(agent.Options{
 		Datastore: cfg.Datastore, PollInterval: cfg.PollInterval(), Overlay: cfg.Overlay(),
 		Source: client, Enforcer: enforcer, Logger: logger, Metrics: metrics,
@@ -122,8 +134,9 @@ wrapper calls it after every ADD and DEL) on 127.0.0.1:force_policy_poll_cycle_p
 	}
 	proc := ifrit.Invoke(sigmon.New(grouper.NewOrdered(syscall.SIGTERM, members)))
 	logger.Info("policy-agent started", "policy_server_url", cfg.PolicyServerURL,
-		"datastore", cfg.Datastore, "poll_interval_seconds", cfg.PollIntervalSeconds,
-		"overlay_interface", cfg.OverlayInterface, "vxlan_gbp", cfg.VXLANGBP)
+		"datastore", cfg.Datastore, logattr.Millis("poll_interval_ms", cfg.PollInterval()),
+		"overlay_interface", cfg.OverlayInterface, "vxlan_gbp", cfg.VXLANGBP,
+		logattr.Millis("degraded_after_ms", agent.DefaultDegradedAfter))
 	if err := <-proc.Wait(); err != nil {
 		logger.Error("policy-agent stopped", "error", err.Error())
 		return 1

@@ -27,7 +27,7 @@ import (
 	_ "github.com/lib/pq" // database/sql driver "postgres"
 
 	"netman/lib/apiwire"
-
+	"netman/lib/buildinfo"
 	"netman/lib/mutualtls"
 	"netman/policy-server/store"
 )
@@ -119,11 +119,16 @@ func run(args []string) error {
 	metrics := fs.String("metrics-url", "", "comma-separated /metrics `URLs` of the replicas, to count cache fallbacks during the writes")
 	fs.IntVar(&o.agents, "agents", 0, "`N` simulated long-polling agents during the writes (needs -churn)")
 	fs.BoolVar(&o.jsonOut, "json", false, "print results as JSON lines instead of text")
+	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
 		return err
+	}
+	if *showVersion {
+		fmt.Println(buildinfo.Line("policy-load"))
+		return nil
 	}
 	if *metrics != "" {
 		o.metricsURLs = strings.Split(*metrics, ",")

@@ -21,6 +21,8 @@ import (
 	"github.com/tedsuo/ifrit/grouper"
 	"github.com/tedsuo/ifrit/sigmon"
 
+	"netman/lib/buildinfo"
+	"netman/lib/buildinfo/buildmetric"
 	"netman/policy-server/api/externalapi"
 	"netman/policy-server/config"
 	"netman/policy-server/server"
@@ -36,6 +38,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, `Usage: policy-server -config-file FILE [-migrate-only | -validate-config]
+       policy-server -version
 
 Serves network policies to the agents over mutual TLS (internal_listen_port),
 the external policy-management API on listen_port (when uaa_url or uaa_key_file
@@ -49,11 +52,16 @@ SIGTERM or SIGINT drains in-flight requests and exits 0.
 	configFile := fs.String("config-file", "", "path of the JSON configuration `file` (required)")
 	migrateOnly := fs.Bool("migrate-only", false, "apply database migrations, then exit")
 	validate := fs.Bool("validate-config", false, "check the configuration file and the certificate files it names, then exit (no database connection)")
+	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
 		return 2
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, buildinfo.Line("policy-server"))
+		return 0
 	}
 	if *configFile == "" || fs.NArg() > 0 || (*migrateOnly && *validate) {
 		fs.Usage()
@@ -85,14 +93,16 @@ SIGTERM or SIGINT drains in-flight requests and exits 0.
 	logger := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: level})).With("source", "policy-server")
 	slog.SetDefault(logger)
 
-	if err := serve(cfg, tlsConfig, *migrateOnly, logger); err != nil {
+	info := buildinfo.Read()
+	logger.Info("policy-server starting", "version", info.Version, "revision", info.Revision, "go_version", info.GoVersion)
+	if err := serve(cfg, tlsConfig, *migrateOnly, info, logger); err != nil {
 		logger.Error("policy-server stopped", "error", err)
 		return 1
 	}
 	return 0
 }
 
-func serve(cfg *config.Config, tlsConfig *tls.Config, migrateOnly bool, logger *slog.Logger) error {
+func serve(cfg *config.Config, tlsConfig *tls.Config, migrateOnly bool, info buildinfo.Info, logger *slog.Logger) error {
 	db, err := openDB(cfg.Database)
 	if err != nil {
 		return err
@@ -118,6 +128,7 @@ func serve(cfg *config.Config, tlsConfig *tls.Config, migrateOnly bool, logger *
 		return fmt.Errorf("field \"tag_length\": %w", err)
 	}
 	reg := prometheus.NewRegistry()
+	reg.MustRegister(buildmetric.New("netman_server_build_info", info))
 	cc, err := server.NewCloudController(cfg, st, reg, logger)
 	if err != nil {
 		return err

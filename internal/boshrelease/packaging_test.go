@@ -32,10 +32,11 @@ const (
 
 // What each package must install, and how to tell the binary works.
 var packageBinaries = map[string][]binaryCheck{
-	"policy-server": {{"policy-server", helpCheck("-config-file")}, {"netman", helpCheck("")}},
-	"policy-agent":  {{"policy-agent", helpCheck("-config-file")}},
+	"policy-server": {{"policy-server", helpCheck("-config-file")}, {"netman", helpCheck("")},
+		{"policy-server", versionCheck("policy-server")}, {"netman", versionCheck("policy-server")}},
+	"policy-agent": {{"policy-agent", helpCheck("-config-file")}, {"policy-agent", versionCheck("policy-agent")}},
 	"netman-cni": {
-		{"wrapper", cniVersionCheck}, {"bridge", cniVersionCheck}, {"host-local", cniVersionCheck},
+		{"wrapper", cniVersionCheck}, {"wrapper", versionCheck("netman-cni")}, {"bridge", cniVersionCheck}, {"host-local", cniVersionCheck},
 		{"loopback", cniVersionCheck}, {"flannel", cniVersionCheck},
 	},
 }
@@ -54,6 +55,21 @@ func helpCheck(want string) func(t *testing.T, path string) {
 		}
 		if !strings.Contains(string(out), want) {
 			t.Errorf("%s -help does not mention %q:\n%s", filepath.Base(path), want, out)
+		}
+	}
+}
+
+// versionCheck runs `BIN --version` with no environment (the wrapper too: an operator
+// asks it without a CNI environment) and wants the stamp of the packaging script:
+// BOSH_PACKAGE_NAME/BOSH_PACKAGE_VERSION, which runPackaging sets to PACKAGE/test.
+func versionCheck(pkg string) func(t *testing.T, path string) {
+	return func(t *testing.T, path string) {
+		cmd := exec.Command(path, "--version")
+		cmd.Env = []string{}
+		out, err := cmd.Output()
+		want := filepath.Base(path) + " " + pkg + "/test ("
+		if err != nil || !strings.HasPrefix(string(out), want) {
+			t.Errorf("%s --version: %v, %q, want it to start with %q", filepath.Base(path), err, out, want)
 		}
 	}
 }

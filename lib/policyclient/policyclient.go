@@ -49,15 +49,39 @@ var ErrNoChangeSignal = errors.New("policy server offers no change signal")
 // Client talks to one policy server. It is safe for concurrent use and keeps
 // connections alive between polls.
 type Client struct {
-	http    *http.Client
-	base    *url.URL
-	timeout time.Duration
+	http     *http.Client
+	base     *url.URL
+	timeout  time.Duration
+	observer Observer
 }
+
+// Observer is told of every request a Client makes: the route (the path, such as
+// PoliciesPath), the outcome (one of the Outcome constants) and how long it took (a
+// long poll's included).
+type Observer interface {
+	ObserveRequest(route, outcome string, took time.Duration)
+}
+
+// Outcomes of a request, for an Observer. They are few on purpose: each is a
+// different thing for an operator to look at.
+const (
+	OutcomeSuccess     = "success"       // a 2xx or 304 answer
+	OutcomeClientError = "client_error"  // a 4xx answer
+	OutcomeServerError = "server_error"  // a 5xx answer
+	OutcomeTimeout     = "timeout"       // no answer within the timeout
+	OutcomeNetwork     = "network_error" // no answer: refused, reset, TLS handshake failed
+)
+
+// Option changes a Client.
+type Option func(*Client)
+
+// WithObserver has o told of every request.
+func WithObserver(o Observer) Option { return func(c *Client) { c.observer = o } }
 
 // New returns a client for the server at baseURL (https://host:port). tlsConfig is the
 // mutual TLS configuration (lib/mutualtls.ClientConfig); it is used as given, so the
 // server's version and cipher pin hold. Every call ends after timeout at the latest.
-func New(baseURL string, tlsConfig *tls.Config, timeout time.Duration) (*Client, error) {
+func New(baseURL string, tlsConfig *tls.Config, timeout time.Duration, opts ...Option) (*Client, error) {
 	u, err := url.Parse(baseURL)
 	if err != nil {
 		return nil, fmt.Errorf("policy server url: %w", err)
@@ -83,11 +107,15 @@ func New(baseURL string, tlsConfig *tls.Config, timeout time.Duration) (*Client,
 		// explicitly rather than rely on it.
 		ForceAttemptHTTP2: false,
 	}
-	return &Client{
+	c := &Client{
 		http:    &http.Client{Transport: transport},
 		base:    u,
 		timeout: timeout,
-	}, nil
+	}
+	for _, o := range opts {
+		o(c)
+	}
+	return c, nil
 }
 
 // Policies returns every policy whose source or destination is one of ids. No ids means
@@ -256,6 +284,35 @@ func (c *Client) get(ctx context.Context, path, rawQuery string) ([]byte, error)
 // do sends GET path?rawQuery with header and returns the answer and its body, all
 // within timeout.
 func (c *Client) do(ctx context.Context, path, rawQuery string, header http.Header, timeout time.Duration) (*http.Response, []byte, error) {
+	start := time.Now()
+	resp, data, err := c.send(ctx, path, rawQuery, header, timeout)
+	if c.observer != nil {
+		status := 0
+		if resp != nil {
+			status = resp.StatusCode
+		}
+		c.observer.ObserveRequest(path, outcome(status, err), time.Since(start))
+	}
+	return resp, data, err
+}
+
+func outcome(status int, err error) string {
+	var netErr net.Error
+	switch {
+	case status >= 500:
+		return OutcomeServerError
+	case status >= 400:
+		return OutcomeClientError
+	case status > 0 && err == nil:
+		return OutcomeSuccess
+	case errors.Is(err, context.DeadlineExceeded) || errors.As(err, &netErr) && netErr.Timeout():
+		return OutcomeTimeout
+	}
+	return OutcomeNetwork
+}
+
+// send does the request of do.
+func (c *Client) send(ctx context.Context, path, rawQuery string, header http.Header, timeout time.Duration) (*http.Response, []byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	u := *c.base

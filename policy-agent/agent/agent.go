@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"netman/lib/datastore"
+	"netman/lib/logattr"
 	"netman/lib/models"
 	"netman/lib/policyclient"
 	"netman/lib/rules"
@@ -69,6 +70,10 @@ type Options struct {
 	Now func() time.Time
 	// Overlay is the cell's VXLAN device, whose traffic from other cells is judged too.
 	Overlay rules.Overlay
+
+	// DegradedAfter is how long the policy server may be unreachable before /health
+	// answers degraded (default DefaultDegradedAfter).
+	DegradedAfter time.Duration
 }
 
 // Agent runs enforcement cycles. Cycle is not safe for concurrent use; Run calls it from
@@ -115,6 +120,9 @@ func New(opts Options) (*Agent, error) {
 	if opts.Resync <= 0 {
 		opts.Resync = 5 * time.Minute
 	}
+	if opts.DegradedAfter <= 0 {
+		opts.DegradedAfter = DefaultDegradedAfter
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -124,6 +132,7 @@ func New(opts Options) (*Agent, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	opts.Metrics.clock = opts.Now
 	return &Agent{opts: opts, force: make(chan forceRequest), interrupt: make(chan struct{}, 1)}, nil
 }
 
@@ -143,7 +152,11 @@ func (a *Agent) Cycle(ctx context.Context) (Outcome, rules.Result, error) {
 	start := time.Now()
 	out, res, err := a.cycle(ctx)
 	a.opts.Metrics.observeCycle(out, time.Since(start))
-	a.status.record(a.opts.Now(), out, err)
+	now := a.opts.Now()
+	a.status.record(now, out, err)
+	if err == nil {
+		a.opts.Metrics.synced(now)
+	}
 	return out, res, err
 }
 
@@ -156,7 +169,7 @@ func (a *Agent) cycle(ctx context.Context) (Outcome, rules.Result, error) {
 	}
 	version, err := datastore.Version(a.opts.Datastore)
 	if err != nil {
-		a.opts.Metrics.pollErrors.WithLabelValues("datastore").Inc()
+		a.opts.Metrics.datastoreErrors.Inc()
 		return Failed, rules.Result{}, fmt.Errorf("reading datastore version: %w", err)
 	}
 	containers := a.containers
@@ -164,7 +177,7 @@ func (a *Agent) cycle(ctx context.Context) (Outcome, rules.Result, error) {
 	if dsChanged {
 		records, v, err := datastore.Snapshot(a.opts.Datastore)
 		if err != nil {
-			a.opts.Metrics.pollErrors.WithLabelValues("datastore").Inc()
+			a.opts.Metrics.datastoreErrors.Inc()
 			return Failed, rules.Result{}, fmt.Errorf("reading datastore: %w", err)
 		}
 		version = v
@@ -207,9 +220,11 @@ func (a *Agent) cycle(ctx context.Context) (Outcome, rules.Result, error) {
 		return Skipped, rules.Result{}, nil
 	}
 	if err != nil {
-		a.opts.Metrics.pollErrors.WithLabelValues("policy_server").Inc()
+		a.opts.Metrics.pollErrors.Inc()
+		a.status.serverUnreachable(now)
 		return Failed, rules.Result{}, fmt.Errorf("fetching policies: %w", err)
 	}
+	a.status.serverReached()
 	// Held for most of the wait, or answered early with a change: the server long-polls.
 	a.held = wait > 0 && (!answer.NotModified || time.Since(pollStart) >= wait/2)
 	if answer.Unconfirmed {
@@ -237,7 +252,7 @@ func (a *Agent) cycle(ctx context.Context) (Outcome, rules.Result, error) {
 		took := time.Since(enforceStart)
 		a.opts.Metrics.enforce.Observe(took.Seconds())
 		if err != nil {
-			a.opts.Metrics.pollErrors.WithLabelValues("iptables").Inc()
+			a.opts.Metrics.enforceErrors.Inc()
 			a.applied = nil
 			return Failed, res, fmt.Errorf("enforcing: %w", err)
 		}
@@ -246,7 +261,7 @@ func (a *Agent) cycle(ctx context.Context) (Outcome, rules.Result, error) {
 		a.opts.Metrics.applied(res)
 		log.Info("rules applied", "containers", len(containers), "policies", len(policies),
 			"rules", res.Rules, "rules_written", res.RulesWritten, "rules_changed", res.RulesChanged,
-			"stale_chains", res.ChainsStale, "took", took.String())
+			"stale_chains", res.ChainsStale, logattr.Duration(took))
 	}
 	if !a.synced {
 		a.lastResync = now
@@ -375,6 +390,9 @@ type Status struct {
 	LastOutcome         Outcome   `json:"last_outcome,omitempty"`
 	ConsecutiveFailures int       `json:"consecutive_failures"`
 	LastError           string    `json:"last_error,omitempty"`
+	// ServerUnreachableSince is when the policy server stopped answering, zero while
+	// it answers.
+	ServerUnreachableSince time.Time `json:"server_unreachable_since,omitzero"`
 }
 
 // Status returns a copy of the current status.
@@ -398,6 +416,23 @@ func (b *statusBox) record(now time.Time, out Outcome, err error) {
 	b.s.LastSuccess = now
 	b.s.ConsecutiveFailures = 0
 	b.s.LastError = ""
+}
+
+// serverUnreachable records a failed request to the policy server at now; the first
+// failure after an answer starts the outage.
+func (b *statusBox) serverUnreachable(now time.Time) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.s.ServerUnreachableSince.IsZero() {
+		b.s.ServerUnreachableSince = now
+	}
+}
+
+// serverReached records an answer from the policy server, ending any outage.
+func (b *statusBox) serverReached() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.s.ServerUnreachableSince = time.Time{}
 }
 
 func (b *statusBox) get() Status {

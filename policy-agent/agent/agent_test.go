@@ -50,7 +50,8 @@ func newFixture(t testing.TB, opts func(*agent.Options)) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	client, err := policyclient.New(f.srv.URL, tlsCfg, 2*time.Second)
+	f.metrics = agent.NewMetrics()
+	client, err := policyclient.New(f.srv.URL, tlsCfg, 2*time.Second, policyclient.WithObserver(f.metrics))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +63,6 @@ func newFixture(t testing.TB, opts func(*agent.Options)) *fixture {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	f.metrics = agent.NewMetrics()
 	o := agent.Options{
 		Datastore: path, PollInterval: time.Second, Source: client, Enforcer: enf,
 		Metrics: f.metrics, Now: f.clock,
@@ -212,8 +212,21 @@ func TestServerDownKeepsTheRules(t *testing.T) {
 	if !s.Enforcing || s.ConsecutiveFailures != 3 || s.LastError == "" {
 		t.Errorf("status while down: %+v", s)
 	}
-	if got := counter(t, f.metrics, "netman_agent_poll_errors_total", "policy_server"); got != 3 {
+	if got := gauge(t, f.metrics, "netman_agent_poll_errors_total"); got != 3 {
 		t.Errorf("poll errors = %v, want 3", got)
+	}
+	for _, name := range []string{"netman_agent_datastore_errors_total", "netman_agent_enforce_errors_total"} {
+		if got := gauge(t, f.metrics, name); got != 0 {
+			t.Errorf("%s = %v while only the server failed", name, got)
+		}
+	}
+	// The requests behind them, by route and outcome: the first request of each
+	// cycle (the change signal) got a 503.
+	if got := sample(t, f.metrics, "netman_agent_server_requests_total", map[string]string{"route": policyclient.LastUpdatedPath, "outcome": "server_error"}); got != 3 {
+		t.Errorf("server_error requests to %s = %v, want 3", policyclient.LastUpdatedPath, got)
+	}
+	if got := sample(t, f.metrics, "netman_agent_server_requests_total", map[string]string{"route": policyclient.PoliciesPath, "outcome": "success"}); got != 1 {
+		t.Errorf("successful policy fetches = %v, want 1 (the first cycle)", got)
 	}
 
 	f.srv.SetDown(false)
@@ -355,7 +368,7 @@ func TestEnforcementFailureIsRetried(t *testing.T) {
 		}
 		f.advance(time.Minute)
 	}
-	if got := counter(t, f.metrics, "netman_agent_poll_errors_total", "iptables"); got != 2 {
+	if got := gauge(t, f.metrics, "netman_agent_enforce_errors_total"); got != 2 {
 		t.Errorf("iptables errors = %v, want 2 (a failed apply must not be skipped next time)", got)
 	}
 }
@@ -371,16 +384,23 @@ func waitFor(t *testing.T, cond func() bool) {
 	}
 }
 
-// gauge and counter read a series from the agent's registry, as a scrape would.
+// gauge reads an unlabelled series from the agent's registry, as a scrape would.
 func gauge(t *testing.T, m *agent.Metrics, name string) float64 {
-	return sample(t, m, name, "")
+	t.Helper()
+	return sample(t, m, name, nil)
 }
 
-func counter(t *testing.T, m *agent.Metrics, name, source string) float64 {
-	return sample(t, m, name, source)
+// sample reads the series of name whose labels include labels.
+func sample(t *testing.T, m *agent.Metrics, name string, labels map[string]string) float64 {
+	t.Helper()
+	v, ok := lookup(t, m, name, labels)
+	if !ok {
+		t.Fatalf("no series %s%v", name, labels)
+	}
+	return v
 }
 
-func sample(t *testing.T, m *agent.Metrics, name, source string) float64 {
+func lookup(t *testing.T, m *agent.Metrics, name string, labels map[string]string) (float64, bool) {
 	t.Helper()
 	families, err := m.Registry.Gather()
 	if err != nil {
@@ -391,21 +411,24 @@ func sample(t *testing.T, m *agent.Metrics, name, source string) float64 {
 			continue
 		}
 		for _, s := range fam.GetMetric() {
-			match := source == ""
+			matched := 0
 			for _, l := range s.GetLabel() {
-				if l.GetName() == "source" && l.GetValue() == source {
-					match = true
+				if v, ok := labels[l.GetName()]; ok && v == l.GetValue() {
+					matched++
 				}
 			}
-			if !match {
+			if matched != len(labels) {
 				continue
 			}
-			if s.Gauge != nil {
-				return s.GetGauge().GetValue()
+			switch {
+			case s.Gauge != nil:
+				return s.GetGauge().GetValue(), true
+			case s.Counter != nil:
+				return s.GetCounter().GetValue(), true
+			case s.Histogram != nil:
+				return float64(s.GetHistogram().GetSampleCount()), true
 			}
-			return s.GetCounter().GetValue()
 		}
 	}
-	t.Fatalf("no series %s{source=%q}", name, source)
-	return 0
+	return 0, false
 }

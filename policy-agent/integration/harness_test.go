@@ -222,6 +222,7 @@ type policyServer struct {
 	external         string
 	internalPort     int
 	health           string
+	metrics          string // the debug server's /metrics
 	token            string
 	netman           string // the netman CLI
 	proc             *process
@@ -255,7 +256,9 @@ func startPolicyServer(t testing.TB, bins map[string]string, dir string) *policy
 	s.health = "http://127.0.0.1:" + strconv.Itoa(health) + "/health"
 	// A restart binds the same ports again: the agent's configuration names the internal one.
 	config["listen_port"], config["internal_listen_port"] = listen, s.internalPort
-	config["health_check_port"], config["debug_server_port"] = health, port("debug")
+	debug := port("debug")
+	s.metrics = "http://127.0.0.1:" + strconv.Itoa(debug) + "/metrics"
+	config["health_check_port"], config["debug_server_port"] = health, debug
 	writeJSON(t, s.config, config)
 	waitHTTP(t, nil, s.health, 60*time.Second)
 	return s
