@@ -27,6 +27,7 @@ type system struct {
 	netman      string
 	api         string // external API URL
 	internalURL string
+	debugURL    string
 	certs       mutualtlstest.Files
 	keyFile     string // private key that signs tokens (the server has the public half)
 	key         authtest.Key
@@ -118,6 +119,7 @@ func start(t testing.TB, extra map[string]any) *system {
 	// The health server starts last, after the internal and external ones.
 	health := "http://" + s.logs.Addr(t, "health", gone, 60*time.Second) + "/health"
 	s.internalURL = "https://" + s.logs.Addr(t, "internal", gone, time.Second)
+	s.debugURL = "http://" + s.logs.Addr(t, "debug", gone, time.Second)
 	s.api = "http://" + s.logs.Addr(t, "external", gone, time.Second)
 	if ca, ok := extra["external_server_cert_file"]; ok && ca != "" {
 		s.api = "https://" + s.logs.Addr(t, "external", gone, time.Second)

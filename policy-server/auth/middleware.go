@@ -54,6 +54,8 @@ func (v *Verifier) RequireWrite(access WriteAccess, next http.Handler) http.Hand
 			unauthorized(w, r, err.Error(), "invalid_token")
 			return
 		}
+		// The access line names whom the token was issued to, refused or not.
+		httpapi.SetCaller(r.Context(), claims.Subject, claims.UserName, claims.ClientID)
 		if msg := access.refuse(claims); msg != "" {
 			httpapi.WriteError(w, r, http.StatusForbidden, msg)
 			return

@@ -505,13 +505,13 @@ func TestHealthAndMetrics(t *testing.T) {
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	for _, want := range []string{
-		"policy_server_policies 2",
-		"policy_server_tags 3",
-		`policy_server_http_requests_total{route="policies_v0",server="internal",status="200"}`,
-		`policy_server_http_request_duration_seconds_bucket{route="policies_v0",server="internal"`,
-		`policy_server_http_requests_total{route="health",server="health",status="200"}`,
+		"netman_server_policies 2",
+		"netman_server_tags 3",
+		`netman_server_http_requests_total{route="policies_v0",server="internal",status="200"}`,
+		`netman_server_http_request_duration_seconds_bucket{route="policies_v0",server="internal"`,
+		`netman_server_http_requests_total{route="health",server="health",status="200"}`,
 		`go_sql_open_connections{db_name="policy_server"}`,
-		"policy_server_cache_version",
+		"netman_server_cache_version",
 		"process_resident_memory_bytes",
 	} {
 		if !strings.Contains(string(b), want) {

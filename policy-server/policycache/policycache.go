@@ -29,6 +29,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"netman/lib/logattr"
 	"netman/lib/models"
 )
 
@@ -245,7 +246,7 @@ func (c *Cache) load(ctx context.Context) (*Snapshot, time.Time, error) {
 	if c.opts.Observe != nil {
 		c.opts.Observe.Rebuilt(version, snap.Len(), took)
 	}
-	c.opts.Logger.Info("policy snapshot loaded", "version", version, "policies", snap.Len(), "took_ms", took.Milliseconds())
+	c.opts.Logger.Info("policy snapshot loaded", "version", version, "policies", snap.Len(), logattr.Duration(took))
 	return snap, started, nil
 }
 

@@ -18,8 +18,8 @@ type countsCollector struct {
 func newCountsCollector(store Store) *countsCollector {
 	return &countsCollector{
 		store:    store,
-		policies: prometheus.NewDesc("policy_server_policies", "Policies in the database.", nil, nil),
-		tags:     prometheus.NewDesc("policy_server_tags", "Policy groups holding a tag in the database.", nil, nil),
+		policies: prometheus.NewDesc("netman_server_policies", "Policies in the database.", nil, nil),
+		tags:     prometheus.NewDesc("netman_server_tags", "Policy groups holding a tag in the database.", nil, nil),
 	}
 }
 
@@ -52,23 +52,23 @@ type cacheMetrics struct {
 func newCacheMetrics(reg prometheus.Registerer) *cacheMetrics {
 	m := &cacheMetrics{
 		version: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "policy_server_cache_version", Help: "Database policy version of the served snapshot.",
+			Name: "netman_server_cache_version", Help: "Database policy version of the served snapshot.",
 		}),
 		size: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "policy_server_cache_policies", Help: "Policies in the served snapshot.",
+			Name: "netman_server_cache_policies", Help: "Policies in the served snapshot.",
 		}),
 		rebuild: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "policy_server_cache_rebuild_seconds",
+			Name:    "netman_server_cache_rebuild_duration_seconds",
 			Help:    "Time to load all policies into a new snapshot (at start, after a gap in the change log, and in the periodic full check).",
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 12),
 		}),
 		apply: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "policy_server_cache_apply_seconds",
+			Name:    "netman_server_cache_apply_duration_seconds",
 			Help:    "Time to read the logged changes and apply them to a new snapshot.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 14),
 		}),
 		fallbacks: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "policy_server_cache_fallbacks_total",
+			Name: "netman_server_cache_fallbacks_total",
 			Help: "Requests that found the snapshot unconfirmed for longer than its maximum age and waited for a shared check (or were answered unconfirmed).",
 		}),
 	}

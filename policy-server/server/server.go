@@ -23,6 +23,8 @@ import (
 
 	"netman/lib/httpapi"
 	"netman/lib/httpserver"
+	"netman/lib/logattr"
+	"netman/lib/ratelog"
 	"netman/policy-server/api/internalapi"
 	"netman/policy-server/config"
 	"netman/policy-server/policycache"
@@ -87,7 +89,9 @@ func Members(d Deps) (grouper.Members, error) {
 		Observe:      cacheMetrics,
 	})
 
-	internalMW := httpapi.Middleware{Server: "internal", Logger: d.Logger, Metrics: httpMetrics, Timeout: c.RequestTimeout()}
+	// Agents poll the internal API and monitors the health routes: their successes are
+	// sampled. Every other external request (people and scripts changing policies) is logged.
+	internalMW := httpapi.Middleware{Server: "internal", Logger: d.Logger, Metrics: httpMetrics, Timeout: c.RequestTimeout(), Access: httpapi.NewAccessLog(true)}
 	// /health on every listener, as in Cloud Foundry, so a load balancer in front of
 	// either API can check it.
 	routes := append(internalapi.Routes(cache, d.Store, c.MaxPolicyGroupIDs), HealthRoutes(d.Store.Ping)...)
@@ -98,7 +102,7 @@ func Members(d Deps) (grouper.Members, error) {
 		// A poll may name up to max_policy_group_ids ids in its URL.
 		MaxHeaderBytes: max(1<<20, c.MaxPolicyGroupIDs*48+64<<10),
 	}
-	healthMW := httpapi.Middleware{Server: "health", Logger: d.Logger, Metrics: httpMetrics, Timeout: c.RequestTimeout()}
+	healthMW := httpapi.Middleware{Server: "health", Logger: d.Logger, Metrics: httpMetrics, Timeout: c.RequestTimeout(), Access: httpapi.NewAccessLog(true)}
 	health := &http.Server{
 		Addr:    net.JoinHostPort("127.0.0.1", strconv.Itoa(c.HealthCheckPort)),
 		Handler: httpapi.NewMux(healthMW, HealthServerRoutes(start, d.Store.Ping)),
@@ -107,20 +111,29 @@ func Members(d Deps) (grouper.Members, error) {
 		Addr:    net.JoinHostPort("127.0.0.1", strconv.Itoa(c.DebugServerPort)),
 		Handler: DebugHandler(reg),
 	}
+	names := map[*http.Server]string{internal: "internal", health: "health", debug: "debug"}
 	servers := []*http.Server{internal, health, debug}
 	var external *http.Server
 	if len(d.ExternalRoutes) > 0 {
-		externalMW := httpapi.Middleware{Server: "external", Logger: d.Logger, Metrics: httpMetrics, Timeout: c.RequestTimeout()}
+		externalMW := httpapi.Middleware{Server: "external", Logger: d.Logger, Metrics: httpMetrics, Timeout: c.RequestTimeout(), Access: httpapi.NewAccessLog(false, "health", "uptime")}
 		external = &http.Server{
 			Addr:      net.JoinHostPort(c.ListenHost, strconv.Itoa(c.ListenPort)),
 			Handler:   httpapi.NewMux(externalMW, append(ExternalServerRoutes(start, d.Store.Ping), d.ExternalRoutes...)),
 			TLSConfig: d.ExternalTLS,
 		}
 		servers = append(servers, external)
+		names[external] = "external"
 	}
 	for _, s := range servers {
 		SetTimeouts(s, c.RequestTimeout())
-		s.ErrorLog = slog.NewLogLogger(d.Logger.Handler(), slog.LevelWarn)
+		name := names[s]
+		if s.TLSConfig != nil {
+			httpMetrics.ExpectTLS(name)
+		}
+		// Failed handshakes are structured and bounded: a scanner or a misconfigured
+		// client cannot flood the log; the metric counts every one.
+		s.ErrorLog = ratelog.ServerErrorLog(d.Logger, name, &ratelog.Limiter{Burst: handshakeBurst, Every: handshakeEvery},
+			func(suppressed bool) { httpMetrics.HandshakeFailed(name, suppressed) })
 	}
 	// The profile endpoint streams for as long as asked (30s by default).
 	debug.WriteTimeout = 0
@@ -138,6 +151,13 @@ func Members(d Deps) (grouper.Members, error) {
 	members = append(members, d.Extra...)
 	return append(members, grouper.Member{Name: "health-server", Runner: &httpserver.Runner{Name: "health", Server: health, Drain: drain, Logger: d.Logger}}), nil
 }
+
+// A listener logs at most handshakeBurst failed TLS handshakes in a row, then one per
+// handshakeEvery (docs/operations.md).
+const (
+	handshakeBurst = 5
+	handshakeEvery = 10 * time.Second
+)
 
 // SetTimeouts bounds every phase of a connection so a slow or stalled client cannot
 // hold one open forever. Writes get the request timeout plus time to send a large
@@ -190,7 +210,7 @@ func watchRunner(store Store, dsn string, cache *policycache.Cache, logger *slog
 				if err == nil {
 					err = errors.New("watch ended")
 				}
-				logger.Warn("policy change feed interrupted; retrying", "error", err, "retry_in", backoff.String())
+				logger.Warn("policy change feed interrupted; retrying", "error", err, logattr.Millis("retry_in_ms", backoff))
 				select {
 				case <-ctx.Done():
 					return

@@ -310,12 +310,12 @@ func TestRequestIDsLogsAndMetrics(t *testing.T) {
 		{"policies_v0", "405", 1},
 		{"not_found", "404", 1},
 	} {
-		expected := fmt.Sprintf(`policy_server_http_requests_total{route=%q,server="internal",status=%q} %v`, m.route, m.status, m.want)
+		expected := fmt.Sprintf(`netman_server_http_requests_total{route=%q,server="internal",status=%q} %v`, m.route, m.status, m.want)
 		if !strings.Contains(gathered(t, reg), expected) {
 			t.Errorf("metrics lack %s", expected)
 		}
 	}
-	if want := `policy_server_http_request_duration_seconds_count{route="policies_v0",server="internal"} 5`; !strings.Contains(gathered(t, reg), want) {
+	if want := `netman_server_http_request_duration_seconds_count{route="policies_v0",server="internal"} 5`; !strings.Contains(gathered(t, reg), want) {
 		t.Errorf("metrics lack %s", want)
 	}
 }
