@@ -64,6 +64,7 @@ func TestServerLogsAreBoundedAndNameTheCaller(t *testing.T) {
 		t.Errorf("netman_server_tls_handshake_errors_total{server=\"internal\"} = %d, want %d", n, storm)
 	}
 	lines := s.logLines(t, "TLS handshake failed")
+	t.Logf("%d failed handshakes: %d log lines, %d counted in the metric", storm, len(lines), n)
 	// The burst of 5, plus at most one per 10 s of the storm.
 	if len(lines) < 1 || len(lines) > 7 {
 		t.Errorf("%d log lines for %d failed handshakes, want at most 7", len(lines), storm)
