@@ -252,7 +252,7 @@ func TestMetricsMatchDocsAndDashboard(t *testing.T) {
 	}
 	// The panels the issue asks for: each of these must be on the dashboard.
 	for _, name := range []string{"netman_server_http_requests_total", "netman_server_http_request_duration_seconds",
-		"netman_server_cache_version", "netman_server_cache_fallbacks_total", "netman_agent_cycle_duration_seconds",
+		"netman_server_cache_version", "netman_server_cache_age_seconds", "netman_server_cache_fallbacks_total", "netman_agent_cycle_duration_seconds",
 		"netman_agent_rules_age_seconds", "netman_agent_poll_errors_total", "netman_agent_server_requests_total"} {
 		if !used[name] {
 			t.Errorf("the dashboard does not show %s", name)

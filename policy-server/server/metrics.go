@@ -89,3 +89,19 @@ func (m *cacheMetrics) Applied(version int64, policies, _ int, took time.Duratio
 }
 
 func (m *cacheMetrics) Fallback() { m.fallbacks.Inc() }
+
+// cacheAge exports netman_server_cache_age_seconds at scrape time: how long ago the
+// served snapshot was confirmed current. It stays below the check interval (200 ms)
+// while the database answers; past MaxAge (900 ms) polls go to the database.
+func cacheAge(confirmed func() time.Time) prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "netman_server_cache_age_seconds",
+		Help: "Seconds since the served policy snapshot was last confirmed to be the database's (0 before the first).",
+	}, func() float64 {
+		t := confirmed()
+		if t.IsZero() {
+			return 0
+		}
+		return time.Since(t).Seconds()
+	})
+}

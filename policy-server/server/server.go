@@ -88,6 +88,9 @@ func Members(d Deps) (grouper.Members, error) {
 		Logger:       d.Logger.With("component", "policy-cache"),
 		Observe:      cacheMetrics,
 	})
+	if err := reg.Register(cacheAge(func() time.Time { _, confirmed := cache.Current(); return confirmed })); err != nil {
+		return nil, fmt.Errorf("registering metrics: %w", err)
+	}
 
 	// Agents poll the internal API and monitors the health routes: their successes are
 	// sampled. Every other external request (people and scripts changing policies) is logged.
