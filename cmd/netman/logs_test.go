@@ -78,6 +78,21 @@ func TestServerLogsAreBoundedAndNameTheCaller(t *testing.T) {
 		t.Error("an unstructured handshake line is still logged")
 	}
 
+	// An agent's poll: the line names the agent by its certificate.
+	s.mustRun(t, "internal", "policies", "--url", s.internalURL, "--ca", s.certs.CACert, "--cert", s.certs.ClientCert, "--key", s.certs.ClientKey)
+	var polled bool
+	for _, l := range s.logLines(t, "request") {
+		if l["server"] == "internal" && l["route"] == "policies_v0" {
+			polled = true
+			if l["client_cn"] != "policy-agent" || l["status"] != float64(200) || l["level"] != "INFO" {
+				t.Errorf("internal access line %v", l)
+			}
+		}
+	}
+	if !polled {
+		t.Errorf("no access line for an internal poll:\n%s", s.logs.String())
+	}
+
 	s.mustRun(t, "whoami")
 	var found bool
 	for _, l := range s.logLines(t, "request") {
