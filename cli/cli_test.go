@@ -14,6 +14,7 @@ import (
 	"strings"
 	"testing"
 
+	"netman/internal/testsupport/testenv"
 	"netman/lib/mutualtls"
 	"netman/lib/mutualtls/mutualtlstest"
 )
@@ -169,13 +170,10 @@ func TestSuggest(t *testing.T) {
 	}
 }
 
-// The completion scripts run in a real shell: bash completes commands, subcommands
+// The completion scripts run in real shells: bash and zsh complete commands, subcommands
 // and flags from what netman answers.
-func TestBashCompletion(t *testing.T) {
-	bash, err := exec.LookPath("bash")
-	if err != nil {
-		t.Skip("no bash")
-	}
+func TestCompletionScripts(t *testing.T) {
+	bash := testenv.RequireCommand(t, "bash")
 	bin := filepath.Join(t.TempDir(), "netman")
 	build := exec.Command("go", "build", "-o", bin, "../cmd/netman")
 	if out, err := build.CombinedOutput(); err != nil {
@@ -211,8 +209,35 @@ func TestBashCompletion(t *testing.T) {
 			t.Errorf("completing %q: %q, want %q", c.words, got, c.want)
 		}
 	}
-	zsh, _, code := run(t, nil, "completion", "zsh")
-	if code != 0 || !strings.HasPrefix(zsh, "#compdef netman\n") || !strings.Contains(zsh, "__complete") {
-		t.Errorf("completion zsh:\n%s", zsh)
+	zshScript, _, code := run(t, nil, "completion", "zsh")
+	if code != 0 || !strings.HasPrefix(zshScript, "#compdef netman\n") {
+		t.Fatalf("completion zsh:\n%s", zshScript)
+	}
+	// zsh's completion builtins work only inside its line editor: stand-ins print what
+	// the script hands them, so the script's own code runs in a real zsh.
+	zsh := testenv.RequireCommand(t, "zsh")
+	for _, c := range []struct {
+		words []string
+		want  string
+	}{
+		{[]string{"netman", "pol"}, "policies"},
+		{[]string{"netman", "policies", "add", "a", "b", "--p"}, "--port --protocol"},
+		{[]string{"netman", "completion", ""}, "bash zsh"},
+		{[]string{"netman", "dev-token", "--key", ""}, "FILES"},
+	} {
+		words := make([]string, len(c.words))
+		for i, w := range c.words {
+			words[i] = fmt.Sprintf("%q", w)
+		}
+		words[0] = fmt.Sprintf("%q", bin)
+		prog := fmt.Sprintf("compdef() { :; }\ncompadd() { shift; print -r -- \"$*\"; }\n_files() { print FILES; }\n%s\nwords=(%s); CURRENT=%d; _netman_complete",
+			zshScript, strings.Join(words, " "), len(words))
+		out, err := exec.Command(zsh, "-f", "-c", prog).CombinedOutput()
+		if err != nil {
+			t.Fatalf("zsh: %v\n%s", err, out)
+		}
+		if got := strings.TrimSpace(string(out)); got != c.want {
+			t.Errorf("zsh completing %q: %q, want %q", c.words, got, c.want)
+		}
 	}
 }
