@@ -194,20 +194,9 @@ func TestCompletionScripts(t *testing.T) {
 		{[]string{"netman", "help", "t"}, "tags"},
 		{[]string{"netman", "--api", "http://x", "wh"}, "whoami"},
 	} {
-		words := make([]string, len(c.words))
-		for i, w := range c.words {
-			words[i] = fmt.Sprintf("%q", w)
-		}
-		words[0] = fmt.Sprintf("%q", bin)
 		prog := fmt.Sprintf("%s\nCOMP_WORDS=(%s); COMP_CWORD=%d; _netman_complete; echo \"${COMPREPLY[*]}\"",
-			script, strings.Join(words, " "), len(words)-1)
-		out, err := exec.Command(bash, "--norc", "-c", prog).CombinedOutput()
-		if err != nil {
-			t.Fatalf("bash: %v\n%s", err, out)
-		}
-		if got := strings.TrimSpace(string(out)); got != c.want {
-			t.Errorf("completing %q: %q, want %q", c.words, got, c.want)
-		}
+			script, shellWords(bin, c.words), len(c.words)-1)
+		runCompletion(t, c.words, c.want, bash, "--norc", "-c", prog)
 	}
 	zshScript, _, code := run(t, nil, "completion", "zsh")
 	if code != 0 || !strings.HasPrefix(zshScript, "#compdef netman\n") {
@@ -225,19 +214,29 @@ func TestCompletionScripts(t *testing.T) {
 		{[]string{"netman", "completion", ""}, "bash zsh"},
 		{[]string{"netman", "dev-token", "--key", ""}, "FILES"},
 	} {
-		words := make([]string, len(c.words))
-		for i, w := range c.words {
-			words[i] = fmt.Sprintf("%q", w)
-		}
-		words[0] = fmt.Sprintf("%q", bin)
 		prog := fmt.Sprintf("compdef() { :; }\ncompadd() { shift; print -r -- \"$*\"; }\n_files() { print FILES; }\n%s\nwords=(%s); CURRENT=%d; _netman_complete",
-			zshScript, strings.Join(words, " "), len(words))
-		out, err := exec.Command(zsh, "-f", "-c", prog).CombinedOutput()
-		if err != nil {
-			t.Fatalf("zsh: %v\n%s", err, out)
-		}
-		if got := strings.TrimSpace(string(out)); got != c.want {
-			t.Errorf("zsh completing %q: %q, want %q", c.words, got, c.want)
-		}
+			zshScript, shellWords(bin, c.words), len(c.words))
+		runCompletion(t, c.words, c.want, zsh, "-f", "-c", prog)
+	}
+}
+
+// shellWords quotes words for a shell array, the program's path first.
+func shellWords(bin string, words []string) string {
+	q := []string{fmt.Sprintf("%q", bin)}
+	for _, w := range words[1:] {
+		q = append(q, fmt.Sprintf("%q", w))
+	}
+	return strings.Join(q, " ")
+}
+
+// runCompletion runs a shell on a completion program and wants want printed.
+func runCompletion(t *testing.T, words []string, want string, shell string, args ...string) {
+	t.Helper()
+	out, err := exec.Command(shell, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", shell, err, out)
+	}
+	if got := strings.TrimSpace(string(out)); got != want {
+		t.Errorf("%s completing %q: %q, want %q", shell, words, got, want)
 	}
 }
