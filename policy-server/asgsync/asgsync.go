@@ -20,6 +20,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"netman/lib/logattr"
 	"netman/policy-server/ccclient"
 	"netman/policy-server/store"
 )
@@ -153,7 +154,7 @@ func (s *Syncer) Run(ctx context.Context) error {
 		if err != nil {
 			backoff = min(max(2*backoff, minBackoff), s.Interval)
 			wait = backoff
-			log.Error("syncing security groups from Cloud Controller; keeping the stored ones", "error", err, "retry_in", wait.String())
+			log.Error("syncing security groups from Cloud Controller; keeping the stored ones", "error", err, logattr.Millis("retry_in_ms", wait))
 		} else {
 			backoff = 0
 			if res.Changed {

@@ -33,6 +33,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"netman/lib/logattr"
 )
 
 // ErrUnavailable is wrapped by every error that means Cloud Controller (or UAA) did
@@ -207,7 +209,7 @@ func (c *Client) call(ctx context.Context, endpoint string, build func(context.C
 		if attempt > 0 {
 			wait := c.opts.Backoff << (attempt - 1)
 			wait += rand.N(wait/2 + 1) // jitter: replicas do not retry in step
-			c.log.Warn("retrying Cloud Controller request", "endpoint", endpoint, "attempt", attempt+1, "in", wait.String(), "error", last)
+			c.log.Warn("retrying Cloud Controller request", "endpoint", endpoint, "attempt", attempt+1, logattr.Millis("retry_in_ms", wait), "error", last)
 			select {
 			case <-ctx.Done():
 				return fmt.Errorf("%w: %s: %v (last error: %v)", ErrUnavailable, endpoint, ctx.Err(), last)
