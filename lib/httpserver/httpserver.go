@@ -26,6 +26,10 @@ type Runner struct {
 	Listener net.Listener
 	Drain    time.Duration
 	Logger   *slog.Logger
+	// HandshakeFailed, when set, is told of each failed TLS handshake (the client's
+	// address and the error) instead of a warning per failure in Logger, so the caller
+	// can bound the lines and count them (ratelog.HandshakeLogger).
+	HandshakeFailed func(remote, reason string)
 }
 
 // Run implements ifrit.Runner. Server.TLSConfig set means HTTPS.
@@ -50,7 +54,14 @@ func (r *Runner) Run(signals <-chan os.Signal, ready chan<- struct{}) error {
 			hs.NextProtos = []string{"h2", "http/1.1"}
 		}
 		r.Server.TLSConfig = hs.Clone()
-		ln = newTLSListener(ln, hs, handshakeTimeout(r.Server), r.Logger.With("server", r.Name))
+		failed := r.HandshakeFailed
+		if failed == nil {
+			logger := r.Logger.With("server", r.Name)
+			// Warn, as net/http logs it: an agent with a wrong certificate shows up here.
+			failed = func(remote, reason string) { logger.Warn("TLS handshake error", "remote", remote, "error", reason) }
+		}
+		ln = newTLSListener(ln, hs, handshakeTimeout(r.Server), failed)
+		withTLSState(r.Server)
 	} else {
 		ln = jsonErrorListener{ln}
 	}

@@ -2,8 +2,11 @@ package httpserver
 
 import (
 	"bytes"
+	"context"
+	"crypto/tls"
 	"encoding/json"
 	"net"
+	"net/http"
 	"strconv"
 	"strings"
 )
@@ -75,4 +78,35 @@ func jsonError(b []byte) (out []byte, ok bool) {
 	out = strconv.AppendInt(out, int64(len(body)), 10)
 	out = append(out, "\r\n\r\n"...)
 	return append(out, body...), true
+}
+
+type tlsStateKey struct{}
+
+// withTLSState gives requests on a jsonErrorConn the r.TLS net/http sets only for a
+// *tls.Conn it sees itself, so handlers and middleware read the client's certificate
+// (the access line's client_cn) as on any TLS server.
+func withTLSState(s *http.Server) {
+	prev := s.ConnContext
+	s.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
+		if prev != nil {
+			ctx = prev(ctx, c)
+		}
+		if jc, ok := c.(jsonErrorConn); ok {
+			if tc, ok := jc.Conn.(*tls.Conn); ok {
+				state := tc.ConnectionState()
+				ctx = context.WithValue(ctx, tlsStateKey{}, &state)
+			}
+		}
+		return ctx
+	}
+	h := s.Handler
+	if h == nil {
+		h = http.DefaultServeMux
+	}
+	s.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if state, ok := r.Context().Value(tlsStateKey{}).(*tls.ConnectionState); ok && r.TLS == nil {
+			r.TLS = state
+		}
+		h.ServeHTTP(w, r)
+	})
 }

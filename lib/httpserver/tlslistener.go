@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"log/slog"
 	"net"
 	"sync"
 	"time"
@@ -19,7 +18,7 @@ type tlsListener struct {
 	inner   net.Listener
 	config  *tls.Config
 	timeout time.Duration // for one handshake
-	logger  *slog.Logger
+	onFail  func(remote, reason string)
 
 	conns     chan net.Conn
 	ctx       context.Context // ended by Close, which also ends handshakes under way
@@ -29,8 +28,8 @@ type tlsListener struct {
 	err       error // set before failed is closed
 }
 
-func newTLSListener(inner net.Listener, config *tls.Config, timeout time.Duration, logger *slog.Logger) *tlsListener {
-	l := &tlsListener{inner: inner, config: config, timeout: timeout, logger: logger,
+func newTLSListener(inner net.Listener, config *tls.Config, timeout time.Duration, failed func(remote, reason string)) *tlsListener {
+	l := &tlsListener{inner: inner, config: config, timeout: timeout, onFail: failed,
 		conns: make(chan net.Conn), failed: make(chan struct{})}
 	l.ctx, l.stop = context.WithCancel(context.Background())
 	go l.acceptLoop()
@@ -72,8 +71,7 @@ func (l *tlsListener) handshake(raw net.Conn) {
 	ctx, cancel := context.WithTimeout(l.ctx, l.timeout)
 	defer cancel()
 	if err := tc.HandshakeContext(ctx); err != nil {
-		// Warn, as net/http logs it: an agent with a wrong certificate shows up here.
-		l.logger.Warn("TLS handshake error", "remote", raw.RemoteAddr().String(), "error", err)
+		l.onFail(raw.RemoteAddr().String(), err.Error())
 		raw.Close()
 		return
 	}

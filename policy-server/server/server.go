@@ -127,6 +127,8 @@ func Members(d Deps) (grouper.Members, error) {
 		servers = append(servers, external)
 		names[external] = "external"
 	}
+	// The runner does the TLS handshakes and reports the failures here.
+	handshakeLogs := map[string]func(remote, reason string){}
 	for _, s := range servers {
 		SetTimeouts(s, c.RequestTimeout())
 		name := names[s]
@@ -135,8 +137,10 @@ func Members(d Deps) (grouper.Members, error) {
 		}
 		// Failed handshakes are structured and bounded: a scanner or a misconfigured
 		// client cannot flood the log; the metric counts every one.
-		s.ErrorLog = ratelog.ServerErrorLog(d.Logger, name, &ratelog.Limiter{Burst: handshakeBurst, Every: handshakeEvery},
-			func(suppressed bool) { httpMetrics.HandshakeFailed(name, suppressed) })
+		lim := &ratelog.Limiter{Burst: handshakeBurst, Every: handshakeEvery}
+		count := func(suppressed bool) { httpMetrics.HandshakeFailed(name, suppressed) }
+		s.ErrorLog = ratelog.ServerErrorLog(d.Logger, name, lim, count)
+		handshakeLogs[name] = ratelog.HandshakeLogger(d.Logger, name, lim, count)
 	}
 	// The profile endpoint streams for as long as asked (30s by default).
 	debug.WriteTimeout = 0
@@ -146,10 +150,10 @@ func Members(d Deps) (grouper.Members, error) {
 		{Name: "debug-server", Runner: &httpserver.Runner{Name: "debug", Server: debug, Drain: drain, Logger: d.Logger}},
 		{Name: "policy-cache", Runner: cacheRunner(cache, d.Logger)},
 		{Name: "policy-watch", Runner: watchRunner(d.Store, d.DSN, cache, d.Logger)},
-		{Name: "internal-server", Runner: &httpserver.Runner{Name: "internal", Server: internal, Drain: drain, Logger: d.Logger}},
+		{Name: "internal-server", Runner: &httpserver.Runner{Name: "internal", Server: internal, Drain: drain, Logger: d.Logger, HandshakeFailed: handshakeLogs["internal"]}},
 	}
 	if external != nil {
-		members = append(members, grouper.Member{Name: "external-server", Runner: &httpserver.Runner{Name: "external", Server: external, Drain: drain, Logger: d.Logger}})
+		members = append(members, grouper.Member{Name: "external-server", Runner: &httpserver.Runner{Name: "external", Server: external, Drain: drain, Logger: d.Logger, HandshakeFailed: handshakeLogs["external"]}})
 	}
 	members = append(members, d.Extra...)
 	return append(members, grouper.Member{Name: "health-server", Runner: &httpserver.Runner{Name: "health", Server: health, Drain: drain, Logger: d.Logger}}), nil
