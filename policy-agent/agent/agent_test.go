@@ -220,10 +220,9 @@ func TestServerDownKeepsTheRules(t *testing.T) {
 			t.Errorf("%s = %v while only the server failed", name, got)
 		}
 	}
-	// The requests behind them, by route and outcome: the first request of each
-	// cycle (the change signal) got a 503.
-	if got := sample(t, f.metrics, "netman_agent_server_requests_total", map[string]string{"route": policyclient.LastUpdatedPath, "outcome": "server_error"}); got != 3 {
-		t.Errorf("server_error requests to %s = %v, want 3", policyclient.LastUpdatedPath, got)
+	// The requests behind them, by route and outcome: each cycle's poll got a 503.
+	if got := sample(t, f.metrics, "netman_agent_server_requests_total", map[string]string{"route": policyclient.PoliciesPath, "outcome": "server_error"}); got != 3 {
+		t.Errorf("server_error requests to %s = %v, want 3", policyclient.PoliciesPath, got)
 	}
 	if got := sample(t, f.metrics, "netman_agent_server_requests_total", map[string]string{"route": policyclient.PoliciesPath, "outcome": "success"}); got != 1 {
 		t.Errorf("successful policy fetches = %v, want 1 (the first cycle)", got)

@@ -32,7 +32,7 @@ func TestHealthDegradesAfterTheBoundAndRecovers(t *testing.T) {
 	f.twoApps(t)
 	f.expect(t, "first cycle", agent.Applied)
 	f.advance(5 * time.Second)
-	f.expect(t, "confirm", agent.Unchanged)
+	f.expect(t, "confirm", agent.Skipped)
 	rules := f.save(t)
 	if code, h := f.health(t); code != 200 || h.State != agent.HealthOK || h.UnreachableForMs != 0 {
 		t.Fatalf("enforcing: %d %+v", code, h)
