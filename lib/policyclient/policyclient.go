@@ -328,7 +328,13 @@ func (c *Client) send(ctx context.Context, path, rawQuery string, header http.He
 	req.Header.Set("Accept", "application/json")
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, nil, fmt.Errorf("GET %s: %w", path, err)
+		// The url.Error would repeat the method and the URL with its query, which
+		// names up to thousands of ids: say where, without them.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, nil, fmt.Errorf("GET %s://%s%s: %w", u.Scheme, u.Host, u.Path, err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
