@@ -25,9 +25,10 @@ type packageSpec struct {
 }
 
 const (
-	golangPackage = "golang-1.26-linux"
-	modulesBlob   = "netman-go-modules/go-modules.tar.gz"
-	sourceBlob    = "netman-source/netman-source.tar.gz"
+	golangPackage  = "golang-1.26-linux"
+	modulesPackage = "netman-go-modules"
+	modulesBlob    = "netman-go-modules/go-modules.tar.gz"
+	sourceBlob     = "netman-source/netman-source.tar.gz"
 )
 
 // What each package must install, and how to tell the binary works.
@@ -191,6 +192,15 @@ func TestPackagingScripts(t *testing.T) {
 		}
 	})
 
+	t.Run(modulesPackage, func(t *testing.T) {
+		// The Go packages depend on it; it installs the blob as it is.
+		got, err := os.ReadFile(filepath.Join(packageInstall(t, modulesPackage), "go-modules.tar.gz"))
+		want, _ := os.ReadFile(modulesBlobPath(t))
+		if err != nil || !bytes.Equal(got, want) {
+			t.Errorf("go-modules.tar.gz is not the module blob (%d bytes, %v)", len(got), err)
+		}
+	})
+
 	for name, binaries := range packageBinaries {
 		t.Run(name, func(t *testing.T) {
 			install := packageInstall(t, name)
@@ -223,6 +233,13 @@ func packageInstall(t testing.TB, name string) string {
 	t.Helper()
 	packageMu.Lock()
 	defer packageMu.Unlock()
+	return packageInstallLocked(t, name)
+}
+
+// packageInstallLocked is packageInstall with packageMu held; it compiles the package's
+// dependencies first, as the director does, and links them into BOSH_PACKAGES_DIR.
+func packageInstallLocked(t testing.TB, name string) string {
+	t.Helper()
 	if dir, ok := packageInstalls[name]; ok {
 		return dir
 	}
@@ -243,8 +260,14 @@ func packageInstall(t testing.TB, name string) string {
 			t.Fatal(err)
 		}
 	}
-	if err := os.Symlink(runtime.GOROOT(), filepath.Join(packagesDir, golangPackage)); err != nil {
-		t.Fatal(err)
+	for _, dep := range readPackageSpec(t, name).Dependencies {
+		target := runtime.GOROOT() // the golang package: the toolchain running the tests
+		if dep != golangPackage {
+			target = packageInstallLocked(t, dep)
+		}
+		if err := os.Symlink(target, filepath.Join(packagesDir, dep)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	files, err := collectPackageFiles(root, releaseBlobsDir(t), readPackageSpec(t, name))
 	if err != nil {
