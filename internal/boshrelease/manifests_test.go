@@ -20,6 +20,11 @@ type manifest struct {
 		Name    string `json:"name"`
 		Version any    `json:"version"`
 	} `json:"releases"`
+	Stemcells []struct {
+		Alias string `json:"alias"`
+		OS    string `json:"os"`
+	} `json:"stemcells"`
+	Addons         []addon         `json:"addons"`
 	InstanceGroups []instanceGroup `json:"instance_groups"`
 	Variables      []struct {
 		Name    string         `json:"name"`
@@ -30,6 +35,7 @@ type manifest struct {
 
 type instanceGroup struct {
 	Name     string   `json:"name"`
+	Stemcell string   `json:"stemcell"`
 	AZs      []string `json:"azs"`
 	VMType   string   `json:"vm_type"`
 	Networks []struct {
@@ -42,6 +48,27 @@ type manifestJob struct {
 	Name       string         `json:"name"`
 	Release    string         `json:"release"`
 	Properties map[string]any `json:"properties"`
+	// Link settings: name -> nil (off) or {from: ..., deployment: ...} / {as: ...}.
+	Consumes        map[string]any `json:"consumes"`
+	Provides        map[string]any `json:"provides"`
+	CustomProviders []linkDecl     `json:"custom_provider_definitions"`
+}
+
+// addon is a runtime addon of a manifest: jobs the director places on the instance groups
+// its include and exclude rules select.
+type addon struct {
+	Name    string        `json:"name"`
+	Include *placement    `json:"include"`
+	Exclude *placement    `json:"exclude"`
+	Jobs    []manifestJob `json:"jobs"`
+}
+
+type placement struct {
+	Stemcell []struct {
+		OS string `json:"os"`
+	} `json:"stemcell"`
+	Jobs           []struct{ Name, Release string } `json:"jobs"`
+	InstanceGroups []string                         `json:"instance_groups"`
 }
 
 func (m manifest) group(t testing.TB, name string) instanceGroup {

@@ -637,3 +637,103 @@ func buildCmd(t testing.TB, name string) string {
 	buildCache[name] = bin
 	return bin
 }
+
+// TestPolicyServerTakesCFNetworkingProperties renders the job with the properties
+// cf-deployment gives cf-networking's policy-server job (after use-postgres.yml) plus the
+// internal API's certificates netman's ops file sets, and hands the result to the binary.
+func TestPolicyServerTakesCFNetworkingProperties(t *testing.T) {
+	internal := policyServerProps(t)
+	external := externalAPIProps(t)
+	p := map[string]any{
+		"uaa_client_secret":                   "secret",
+		"uaa_ca":                              external["uaa_ca"],
+		"enable_tls":                          true,
+		"server_cert":                         external["server_cert"],
+		"server_key":                          external["server_key"],
+		"database.type":                       "postgres",
+		"database.host":                       "sql-db.service.cf.internal",
+		"database.port":                       5524,
+		"database.name":                       "network_policy",
+		"database.username":                   "network_policy",
+		"database.password":                   "pw",
+		"policy-server.ca_cert":               internal["policy-server.ca_cert"],
+		"policy-server.server_cert":           internal["policy-server.server_cert"],
+		"policy-server.server_key":            internal["policy-server.server_key"],
+		"enable_space_developer_self_service": true, // cf-networking's; not declared, so BOSH hides it
+	}
+	dir := mustRender(t, "policy-server", props(p), nil)
+	cfgPath := relocate(t, dir, "policy-server", "policy-server.json")
+	cfg := readJSON(t, cfgPath)
+	u, _ := url.Parse(cfg["database"].(map[string]any)["connection_string"].(string))
+	if u == nil || u.Host != "sql-db.service.cf.internal:5524" || u.Path != "/network_policy" {
+		t.Errorf("connection string %v", cfg["database"])
+	}
+	if cfg["uaa_url"] != "https://uaa.service.cf.internal:8443" || cfg["external_server_cert_file"] == nil {
+		t.Errorf("UAA URL %v, external TLS %v: the external API is not served over TLS", cfg["uaa_url"], cfg["external_server_cert_file"])
+	}
+	if out, err := exec.Command(buildCmd(t, "policy-server"), "-config-file", cfgPath, "-validate-config").CombinedOutput(); err != nil {
+		t.Fatalf("policy-server -validate-config: %v\n%s", err, out)
+	}
+
+	// Without database.host the database link's provider is the host (use-postgres.yml's
+	// postgres job provides one).
+	linked := mustRender(t, "policy-server", props(without(p, "database.host")),
+		map[string]any{"database": map[string]any{"address": "q-s0.database.default.cf.bosh"}})
+	cfg = readJSON(t, filepath.Join(linked, "config", "policy-server.json"))
+	if u, _ := url.Parse(cfg["database"].(map[string]any)["connection_string"].(string)); u == nil || u.Hostname() != "q-s0.database.default.cf.bosh" {
+		t.Errorf("connection string with the database link: %v", cfg["database"])
+	}
+	if _, err := render(t, "policy-server", props(without(p, "database.host")), nil); err == nil || !strings.Contains(err.Error(), "database.host") {
+		t.Errorf("no host and no link: %v, want an error naming database.host", err)
+	}
+}
+
+// TestPolicyServerPreStartRefusesMySQL: cf-deployment's default database is MySQL. The job
+// renders, and pre-start stops within seconds naming Postgres and the ops file to apply,
+// instead of retrying migrations for minutes.
+func TestPolicyServerPreStartRefusesMySQL(t *testing.T) {
+	dir := mustRender(t, "policy-server", props(with(policyServerProps(t), map[string]any{
+		"database.type": "mysql", "database.port": 3306,
+	})), nil)
+	start := time.Now()
+	out, err := exec.Command("bash", filepath.Join(dir, "bin", "pre-start")).CombinedOutput()
+	if err == nil {
+		t.Fatalf("pre-start succeeded with database.type mysql:\n%s", out)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("pre-start took %v to refuse MySQL", took)
+	}
+	for _, want := range []string{"needs Postgres", `database.type is "mysql"`, "operations/use-postgres.yml"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("pre-start output does not say %q:\n%s", want, out)
+		}
+	}
+}
+
+// TestPromScraperConfigs: cf-deployment's prom_scraper scrapes the targets that jobs list in
+// config/prom_scraper_config.yml, on 127.0.0.1; both netman programs serve /metrics there.
+func TestPromScraperConfigs(t *testing.T) {
+	for job, c := range map[string]struct {
+		props map[string]any
+		port  string
+	}{
+		"policy-server": {with(policyServerProps(t), map[string]any{"policy-server.debug_server_port": 22999}), "policy-server.debug_server_port"},
+		"policy-agent":  {with(policyAgentProps(t), map[string]any{"debug_server_port": 22998}), "debug_server_port"},
+	} {
+		t.Run(job, func(t *testing.T) {
+			dir := mustRender(t, job, props(c.props), nil)
+			var target struct {
+				Port     int    `json:"port"`
+				SourceID string `json:"source_id"`
+				Instance string `json:"instance_id"`
+				Scheme   string `json:"scheme"`
+				Path     string `json:"path"`
+			}
+			yamlFile(t, filepath.Join(dir, "config", "prom_scraper_config.yml"), &target)
+			if target.Port != c.props[c.port] || target.SourceID != job || target.Scheme != "http" ||
+				target.Path != "/metrics" || target.Instance != "test-id" {
+				t.Errorf("prom_scraper target %+v, want port %v (%s), source_id %s, http, /metrics", target, c.props[c.port], c.port, job)
+			}
+		})
+	}
+}
