@@ -178,3 +178,51 @@ func TestCFDeploymentOpsAfterNetman(t *testing.T) {
 		})
 	}
 }
+
+// TestGenerateBoshLiteManifestsFromCFDeployment runs scripts/generate-bosh-lite-manifests on
+// the real cf-deployment with the real bosh CLI in each of its modes: the manifests it
+// writes resolve every link that cf-deployment itself resolves, and keep the checks above.
+func TestGenerateBoshLiteManifestsFromCFDeployment(t *testing.T) {
+	cfd := cfDeploymentDir(t)
+	bin := t.TempDir()
+	if err := os.Symlink(boshCLI(t), filepath.Join(bin, "bosh")); err != nil {
+		t.Fatal(err)
+	}
+	without, err := interpolate(t, filepath.Join(cfd, "cf-deployment.yml"),
+		filepath.Join(cfd, "operations", "bosh-lite.yml"), filepath.Join(cfd, "operations", "use-postgres.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	baseline := linkProblems(t, parseManifest(t, without))
+	for _, c := range []struct {
+		name     string
+		env      []string
+		agent    bool
+		delegate string
+	}{
+		{"netman", nil, true, "bridge"},
+		{"CNI_BRIDGE=true", []string{"CNI_BRIDGE=true"}, false, "bridge"},
+		{"NETMAN_DELEGATE=flannel", []string{"NETMAN_DELEGATE=flannel"}, true, "flannel"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "cf.yml")
+			cmd := exec.Command(filepath.Join(repoRoot(t), "scripts", "generate-bosh-lite-manifests"))
+			cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"), "HOME="+t.TempDir(),
+				"CF_DEPLOYMENT="+cfd, "OUTPUT="+out)
+			cmd.Env = append(cmd.Env, c.env...)
+			if stdout, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("generate-bosh-lite-manifests: %v\n%s", err, stdout)
+			}
+			raw, err := os.ReadFile(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m := parseManifest(t, raw)
+			checkGenerated(t, m, c.agent, c.delegate)
+			checkNoSilk(t, m, raw)
+			checkLinks(t, m, baseline)
+			checkVariablesDefined(t, m, raw, "system_domain")
+			checkExternalTLS(t, m)
+		})
+	}
+}

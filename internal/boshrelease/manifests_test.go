@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -215,6 +216,8 @@ func TestLocalOnlyManifest(t *testing.T) {
 		t.Fatalf("no netman-cni job from the netman release")
 	}
 	checkDeclared(t, "netman-cni", cni.Properties)
+	checkNoJobTwice(t, m)
+	checkLinks(t, m, nil)
 	cfg := renderWrapperConf(t, "netman-cni", cni.Properties)
 	if cfg.DelegateType() != "bridge" {
 		t.Errorf("local-only delegates to %s, want bridge", cfg.DelegateType())
@@ -307,9 +310,10 @@ func checkGenerated(t *testing.T, m manifest, agent bool, delegate string) {
 	}
 	gardenCNI, _ := cell.job("garden-cni")
 	checkGardenCNI(t, gardenCNI)
-	if _, ok := cell.job("bpm"); !ok {
-		t.Error("diego-cell has no bpm job for the policy agent")
+	if !slices.ContainsFunc(m.placedJobs(cell), func(j manifestJob) bool { return j.Name == "bpm" }) {
+		t.Error("diego-cell has no bpm job (nor the bpm addon) for the policy agent")
 	}
+	checkNoJobTwice(t, m)
 
 	certs := testCerts(t)
 	cni, ok := cell.job("netman-cni")
@@ -341,10 +345,13 @@ func checkGenerated(t *testing.T, m manifest, agent bool, delegate string) {
 	if !ok || ps.Release != "netman" {
 		t.Fatalf("api's policy-server is not netman's: %+v", ps)
 	}
-	checkDeclared(t, "policy-server", ps.Properties)
+	checkNetmanJobs(t, m)
 	psProps := ps.Properties["policy-server"].(map[string]any)
-	if psProps["ca_cert"] != "((netman_ca.certificate))" {
-		t.Errorf("policy-server.ca_cert = %v", psProps["ca_cert"])
+	if psProps["ca_cert"] != "((network_policy_server.ca))" {
+		t.Errorf("policy-server.ca_cert = %v, want cf-deployment's network_policy_server CA", psProps["ca_cert"])
+	}
+	if _, ok := api.job("policy-server-asg-syncer"); ok {
+		t.Error("api still runs policy-server-asg-syncer")
 	}
 	dir := mustRender(t, "policy-server", substitute(t, ps.Properties, certs), nil)
 	cfgPath := relocate(t, dir, "policy-server", "policy-server.json")
@@ -352,16 +359,22 @@ func checkGenerated(t *testing.T, m manifest, agent bool, delegate string) {
 		t.Errorf("policy-server -validate-config refuses the generated manifest's config: %v\n%s", err, out)
 	}
 
+	// The certificates are cf-deployment's: the internal API's server certificate names
+	// the address agents dial, and the agent's client certificate is from the same CA.
 	vars := map[string]map[string]any{}
 	for _, v := range m.Variables {
 		vars[v.Name] = v.Options
 	}
-	if vars["netman_ca"]["is_ca"] != true || vars["netman_policy_server"]["ca"] != "netman_ca" ||
-		vars["netman_policy_agent"]["ca"] != "netman_ca" {
+	if vars["network_policy_server"]["ca"] != "network_policy_ca" || vars["network_policy_client"]["ca"] != "network_policy_ca" {
 		t.Errorf("certificate variables: %v", vars)
 	}
-	if names, _ := vars["netman_policy_server"]["alternative_names"].([]any); !containsAny(names, mutualtlstest.ServerName) {
+	if names, _ := vars["network_policy_server"]["alternative_names"].([]any); !containsAny(names, mutualtlstest.ServerName) {
 		t.Errorf("server certificate names %v lack %s", names, mutualtlstest.ServerName)
+	}
+	for _, gone := range replacedVariables {
+		if _, ok := vars[gone]; ok {
+			t.Errorf("variable %s is left", gone)
+		}
 	}
 }
 
@@ -381,15 +394,21 @@ func testCerts(t testing.TB) map[string]string {
 	sc, sk := ca.Issue(t, mutualtlstest.ServerLeaf())
 	cc, ck := ca.Issue(t, mutualtlstest.ClientLeaf())
 	uaa := mutualtlstest.NewAuthority(t, "uaa_ca")
+	ec, ek := ca.Issue(t, mutualtlstest.Leaf{CommonName: "api.bosh-lite.com", DNSNames: []string{"api.bosh-lite.com"}})
 	return map[string]string{
-		"((netman_ca.certificate))":                 string(ca.CertPEM),
-		"((netman_policy_server.certificate))":      string(sc),
-		"((netman_policy_server.private_key))":      string(sk),
-		"((netman_policy_agent.certificate))":       string(cc),
-		"((netman_policy_agent.private_key))":       string(ck),
-		"((uaa_ssl.ca))":                            string(uaa.CertPEM),
-		"((network_policy_database_password))":      "generated-password",
-		"https://uaa.((system_domain))/oauth/token": "https://uaa.bosh-lite.com/oauth/token",
+		"((network_policy_server.ca))":                   string(ca.CertPEM),
+		"((network_policy_server.certificate))":          string(sc),
+		"((network_policy_server.private_key))":          string(sk),
+		"((network_policy_client.ca))":                   string(ca.CertPEM),
+		"((network_policy_client.certificate))":          string(cc),
+		"((network_policy_client.private_key))":          string(ck),
+		"((network_policy_server_external.certificate))": string(ec),
+		"((network_policy_server_external.private_key))": string(ek),
+		"((uaa_ssl.ca))":                                 string(uaa.CertPEM),
+		"((uaa_clients_network_policy_secret))":          "generated-secret",
+		"((network_policy_database_password))":           "generated-password",
+		"((mysql_server_certificate.ca))":                string(mutualtlstest.NewAuthority(t, "mysql CA").CertPEM),
+		"https://uaa.((system_domain))/oauth/token":      "https://uaa.bosh-lite.com/oauth/token",
 	}
 }
 
