@@ -325,6 +325,23 @@ func checkGenerated(t *testing.T, m manifest, agent bool, delegate string) {
 		t.Errorf("delegate %s, want %s", cfg.DelegateType(), delegate)
 	}
 
+	// The flannel delegate needs flanneld on every cell and etcd before them.
+	fl, withFlanneld := cell.job("flanneld")
+	if withFlanneld != (delegate == "flannel") {
+		t.Errorf("flanneld on diego-cell: %v, delegate %s", withFlanneld, delegate)
+	}
+	if withFlanneld {
+		checkDeclared(t, "flanneld", fl.Properties)
+		if dig(fl.Properties, "subnet_file") != dig(cni.Properties, "flannel", "subnet_file") {
+			t.Errorf("flanneld writes %v, the CNI job reads %v", dig(fl.Properties, "subnet_file"), dig(cni.Properties, "flannel", "subnet_file"))
+		}
+		etcd, ok := m.group(t, "diego-api").job("etcd")
+		if !ok || etcd.Release != "netman" {
+			t.Fatal("no etcd job on diego-api")
+		}
+		checkDeclared(t, "etcd", etcd.Properties)
+	}
+
 	pa, ok := cell.job("policy-agent")
 	if ok != agent {
 		t.Fatalf("policy-agent on diego-cell: %v, want %v", ok, agent)

@@ -35,6 +35,8 @@ const (
 var packageBinaries = map[string][]binaryCheck{
 	"policy-server": {{"policy-server", helpCheck("-config-file")}, {"netman", helpCheck("")}},
 	"policy-agent":  {{"policy-agent", helpCheck("-config-file")}},
+	"flanneld":      {{"flanneld", flanneldCheck}},
+	"etcd":          {{"etcd", versionFlagCheck("--version", "etcd Version: 3.6.16")}},
 	"netman-cni": {
 		{"wrapper", cniVersionCheck}, {"bridge", cniVersionCheck}, {"host-local", cniVersionCheck},
 		{"loopback", cniVersionCheck}, {"flannel", cniVersionCheck},
@@ -56,6 +58,30 @@ func helpCheck(want string) func(t *testing.T, path string) {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("%s -help does not mention %q:\n%s", filepath.Base(path), want, out)
 		}
+	}
+}
+
+// versionFlagCheck runs `BIN flag`: it must exit 0 and print want.
+func versionFlagCheck(flag, want string) func(t *testing.T, path string) {
+	return func(t *testing.T, path string) {
+		out, err := exec.Command(path, flag).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), want) {
+			t.Errorf("%s %s: %v\n%s (want %q)", filepath.Base(path), flag, err, out, want)
+		}
+	}
+}
+
+// flanneldCheck: the binary is v0.26.7, and it accepts every flag the flanneld job's
+// start script gives it (flanneld parses them all before --version makes it exit).
+func flanneldCheck(t *testing.T, path string) {
+	versionFlagCheck("--version", "v0.26.7")(t, path)
+	_, tls, _ := etcdTLS(t)
+	dir := mustRender(t, "flanneld", props(tls), etcdLink(2379, 2380, "10.0.1.5"))
+	script := relocateScript(t, dir, "flanneld", "/var/vcap/packages/flanneld/bin/flanneld", path)
+	data, _ := os.ReadFile(script)
+	writeFile(t, script, strings.Replace(string(data), `"${args[@]}"`, `"${args[@]}" --version`, 1), 0o755)
+	if out, err := exec.Command("bash", script).CombinedOutput(); err != nil || !strings.Contains(string(out), "v0.26.7") {
+		t.Errorf("flanneld refuses the job's flags: %v\n%s", err, out)
 	}
 }
 
