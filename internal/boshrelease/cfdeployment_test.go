@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -121,6 +122,7 @@ func TestCFDeploymentWithNetman(t *testing.T) {
 			checkVariablesDefined(t, m, raw, externalDBVars...)
 			checkExternalTLS(t, m)
 			checkNetmanJobs(t, m)
+			checkScraped(t, m)
 			cell := m.group(t, "diego-cell")
 			gardenCNI, _ := cell.job("garden-cni")
 			checkGardenCNI(t, gardenCNI)
@@ -224,5 +226,21 @@ func TestGenerateBoshLiteManifestsFromCFDeployment(t *testing.T) {
 			checkVariablesDefined(t, m, raw, "system_domain")
 			checkExternalTLS(t, m)
 		})
+	}
+}
+
+// checkScraped: cf-deployment's prom_scraper addon runs wherever a netman job serves
+// metrics, so the prom_scraper_config.yml the jobs write (TestPromScraperConfigs) is read.
+func checkScraped(t testing.TB, m manifest) {
+	t.Helper()
+	for _, g := range m.InstanceGroups {
+		jobs := m.placedJobs(g)
+		serves := slices.ContainsFunc(jobs, func(j manifestJob) bool {
+			return j.Release == "netman" && (j.Name == "policy-server" || j.Name == "policy-agent")
+		})
+		scraped := slices.ContainsFunc(jobs, func(j manifestJob) bool { return j.Name == "prom_scraper" })
+		if serves && !scraped {
+			t.Errorf("instance group %s runs netman's metrics but no prom_scraper", g.Name)
+		}
 	}
 }

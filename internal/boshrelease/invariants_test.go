@@ -179,6 +179,17 @@ func linkProblems(t testing.TB, m manifest) (problems []string) {
 	for _, g := range m.InstanceGroups {
 		for _, j := range m.placedJobs(g) {
 			l, _ := spec(j)
+			// The director refuses link settings for links the job's spec does not declare.
+			for name := range j.Consumes {
+				if !slices.ContainsFunc(l.Consumes, func(d linkDecl) bool { return d.Name == name }) {
+					problems = append(problems, fmt.Sprintf("%s/%s: the manifest sets consumed link %s, which the job does not declare", g.Name, j.Name, name))
+				}
+			}
+			for name := range j.Provides {
+				if !slices.ContainsFunc(l.Provides, func(d linkDecl) bool { return d.Name == name }) {
+					problems = append(problems, fmt.Sprintf("%s/%s: the manifest sets provided link %s, which the job does not declare", g.Name, j.Name, name))
+				}
+			}
 			for _, c := range l.Consumes {
 				setting, set := j.Consumes[c.Name]
 				if set && setting == nil {
