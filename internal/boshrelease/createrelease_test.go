@@ -48,6 +48,9 @@ func TestCreateRelease(t *testing.T) {
 		os.Chmod(dst, info.Mode().Perm())
 	}
 
+	// Blobs a developer added to this checkout are not part of the copy.
+	writeFile(t, filepath.Join(release, "config", "blobs.yml"), "--- {}\n", 0o644)
+
 	bin := t.TempDir()
 	if err := os.Symlink(cli, filepath.Join(bin, "bosh")); err != nil {
 		t.Fatal(err)
