@@ -335,8 +335,8 @@ func dig(m map[string]any, keys ...string) any {
 }
 
 // cfNetworkingOnly are properties cf-deployment sets on cf-networking's policy-server job
-// that netman's does not declare (the director hides undeclared properties from the job):
-// netman authorizes with the token's scopes alone.
+// that netman's does not declare at the top level (the director hides undeclared properties
+// from the job); netman's own is policy-server.enable_space_developer_self_service.
 var cfNetworkingOnly = []string{"enable_space_developer_self_service"}
 
 // checkNetmanJobs: the netman jobs declare every property the manifest gives them.
