@@ -22,7 +22,9 @@ func TestSpecPathsExist(t *testing.T) {
 		// from this template."
 		"jobs/cni-flannel/templates/30-cni-wrapper-plugin.conf.erb": {`"type" => "wrapper"`, `"delegate" => delegate`},
 		// "This CA is configured ... in properties.policy-server.ca_cert. An example can be found ..."
-		"bosh-lite/deployments/diego_with_netman.yml": {"policy-server:", "ca_cert: ((netman_ca.certificate))"},
+		// (properties.policy-server.ca_cert of the policy-server job: the ops file replaces
+		// /properties/policy-server with a map holding ca_cert.)
+		"bosh-lite/deployments/diego_with_netman.yml": {"jobs/name=policy-server/properties/policy-server?\n  value:\n    ca_cert: ((network_policy_server.ca))"},
 		// "We provide a script to generate all required certs & keys."
 		"scripts/generate-certs": {"ca.crt", "server.crt", "client.crt"},
 		// "bosh update cloud-config cloud-config.yml; bosh deployment local-only.yml"

@@ -53,9 +53,9 @@ func hasField(cfg map[string]any, dotted string) bool {
 func TestTemplatesCoverConfigFields(t *testing.T) {
 	t.Run("policy-server", func(t *testing.T) {
 		p := with(with(with(policyServerProps(t), externalAPIProps(t)), ccProps(t)), map[string]any{
-			"policy-server.uaa_public_key":       "-----BEGIN PUBLIC KEY-----\n-----END PUBLIC KEY-----",
-			"policy-server.jwt_audience":         "network-policy",
-			"policy-server.database.require_ssl": true,
+			"policy-server.uaa_public_key": "-----BEGIN PUBLIC KEY-----\n-----END PUBLIC KEY-----",
+			"policy-server.jwt_audience":   "network-policy",
+			"database.require_ssl":         true,
 		})
 		cfg := readJSON(t, filepath.Join(mustRender(t, "policy-server", props(p), nil), "config", "policy-server.json"))
 		fields := jsonFields(reflect.TypeOf(serverconfig.Config{}), "")

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -20,6 +21,11 @@ type manifest struct {
 		Name    string `json:"name"`
 		Version any    `json:"version"`
 	} `json:"releases"`
+	Stemcells []struct {
+		Alias string `json:"alias"`
+		OS    string `json:"os"`
+	} `json:"stemcells"`
+	Addons         []addon         `json:"addons"`
 	InstanceGroups []instanceGroup `json:"instance_groups"`
 	Variables      []struct {
 		Name    string         `json:"name"`
@@ -30,6 +36,7 @@ type manifest struct {
 
 type instanceGroup struct {
 	Name     string   `json:"name"`
+	Stemcell string   `json:"stemcell"`
 	AZs      []string `json:"azs"`
 	VMType   string   `json:"vm_type"`
 	Networks []struct {
@@ -42,6 +49,27 @@ type manifestJob struct {
 	Name       string         `json:"name"`
 	Release    string         `json:"release"`
 	Properties map[string]any `json:"properties"`
+	// Link settings: name -> nil (off) or {from: ..., deployment: ...} / {as: ...}.
+	Consumes        map[string]any `json:"consumes"`
+	Provides        map[string]any `json:"provides"`
+	CustomProviders []linkDecl     `json:"custom_provider_definitions"`
+}
+
+// addon is a runtime addon of a manifest: jobs the director places on the instance groups
+// its include and exclude rules select.
+type addon struct {
+	Name    string        `json:"name"`
+	Include *placement    `json:"include"`
+	Exclude *placement    `json:"exclude"`
+	Jobs    []manifestJob `json:"jobs"`
+}
+
+type placement struct {
+	Stemcell []struct {
+		OS string `json:"os"`
+	} `json:"stemcell"`
+	Jobs           []struct{ Name, Release string } `json:"jobs"`
+	InstanceGroups []string                         `json:"instance_groups"`
 }
 
 func (m manifest) group(t testing.TB, name string) instanceGroup {
@@ -188,6 +216,8 @@ func TestLocalOnlyManifest(t *testing.T) {
 		t.Fatalf("no netman-cni job from the netman release")
 	}
 	checkDeclared(t, "netman-cni", cni.Properties)
+	checkNoJobTwice(t, m)
+	checkLinks(t, m, nil)
 	cfg := renderWrapperConf(t, "netman-cni", cni.Properties)
 	if cfg.DelegateType() != "bridge" {
 		t.Errorf("local-only delegates to %s, want bridge", cfg.DelegateType())
@@ -280,9 +310,10 @@ func checkGenerated(t *testing.T, m manifest, agent bool, delegate string) {
 	}
 	gardenCNI, _ := cell.job("garden-cni")
 	checkGardenCNI(t, gardenCNI)
-	if _, ok := cell.job("bpm"); !ok {
-		t.Error("diego-cell has no bpm job for the policy agent")
+	if !slices.ContainsFunc(m.placedJobs(cell), func(j manifestJob) bool { return j.Name == "bpm" }) {
+		t.Error("diego-cell has no bpm job (nor the bpm addon) for the policy agent")
 	}
+	checkNoJobTwice(t, m)
 
 	certs := testCerts(t)
 	cni, ok := cell.job("netman-cni")
@@ -292,6 +323,23 @@ func checkGenerated(t *testing.T, m manifest, agent bool, delegate string) {
 	checkDeclared(t, "netman-cni", cni.Properties)
 	if cfg := renderWrapperConf(t, "netman-cni", cni.Properties); cfg.DelegateType() != delegate {
 		t.Errorf("delegate %s, want %s", cfg.DelegateType(), delegate)
+	}
+
+	// The flannel delegate needs flanneld on every cell and etcd before them.
+	fl, withFlanneld := cell.job("flanneld")
+	if withFlanneld != (delegate == "flannel") {
+		t.Errorf("flanneld on diego-cell: %v, delegate %s", withFlanneld, delegate)
+	}
+	if withFlanneld {
+		checkDeclared(t, "flanneld", fl.Properties)
+		if dig(fl.Properties, "subnet_file") != dig(cni.Properties, "flannel", "subnet_file") {
+			t.Errorf("flanneld writes %v, the CNI job reads %v", dig(fl.Properties, "subnet_file"), dig(cni.Properties, "flannel", "subnet_file"))
+		}
+		etcd, ok := m.group(t, "diego-api").job("etcd")
+		if !ok || etcd.Release != "netman" {
+			t.Fatal("no etcd job on diego-api")
+		}
+		checkDeclared(t, "etcd", etcd.Properties)
 	}
 
 	pa, ok := cell.job("policy-agent")
@@ -314,10 +362,13 @@ func checkGenerated(t *testing.T, m manifest, agent bool, delegate string) {
 	if !ok || ps.Release != "netman" {
 		t.Fatalf("api's policy-server is not netman's: %+v", ps)
 	}
-	checkDeclared(t, "policy-server", ps.Properties)
+	checkNetmanJobs(t, m)
 	psProps := ps.Properties["policy-server"].(map[string]any)
-	if psProps["ca_cert"] != "((netman_ca.certificate))" {
-		t.Errorf("policy-server.ca_cert = %v", psProps["ca_cert"])
+	if psProps["ca_cert"] != "((network_policy_server.ca))" {
+		t.Errorf("policy-server.ca_cert = %v, want cf-deployment's network_policy_server CA", psProps["ca_cert"])
+	}
+	if _, ok := api.job("policy-server-asg-syncer"); ok {
+		t.Error("api still runs policy-server-asg-syncer")
 	}
 	dir := mustRender(t, "policy-server", substitute(t, ps.Properties, certs), nil)
 	cfgPath := relocate(t, dir, "policy-server", "policy-server.json")
@@ -325,16 +376,22 @@ func checkGenerated(t *testing.T, m manifest, agent bool, delegate string) {
 		t.Errorf("policy-server -validate-config refuses the generated manifest's config: %v\n%s", err, out)
 	}
 
+	// The certificates are cf-deployment's: the internal API's server certificate names
+	// the address agents dial, and the agent's client certificate is from the same CA.
 	vars := map[string]map[string]any{}
 	for _, v := range m.Variables {
 		vars[v.Name] = v.Options
 	}
-	if vars["netman_ca"]["is_ca"] != true || vars["netman_policy_server"]["ca"] != "netman_ca" ||
-		vars["netman_policy_agent"]["ca"] != "netman_ca" {
+	if vars["network_policy_server"]["ca"] != "network_policy_ca" || vars["network_policy_client"]["ca"] != "network_policy_ca" {
 		t.Errorf("certificate variables: %v", vars)
 	}
-	if names, _ := vars["netman_policy_server"]["alternative_names"].([]any); !containsAny(names, mutualtlstest.ServerName) {
+	if names, _ := vars["network_policy_server"]["alternative_names"].([]any); !containsAny(names, mutualtlstest.ServerName) {
 		t.Errorf("server certificate names %v lack %s", names, mutualtlstest.ServerName)
+	}
+	for _, gone := range replacedVariables {
+		if _, ok := vars[gone]; ok {
+			t.Errorf("variable %s is left", gone)
+		}
 	}
 }
 
@@ -354,15 +411,21 @@ func testCerts(t testing.TB) map[string]string {
 	sc, sk := ca.Issue(t, mutualtlstest.ServerLeaf())
 	cc, ck := ca.Issue(t, mutualtlstest.ClientLeaf())
 	uaa := mutualtlstest.NewAuthority(t, "uaa_ca")
+	ec, ek := ca.Issue(t, mutualtlstest.Leaf{CommonName: "api.bosh-lite.com", DNSNames: []string{"api.bosh-lite.com"}})
 	return map[string]string{
-		"((netman_ca.certificate))":                 string(ca.CertPEM),
-		"((netman_policy_server.certificate))":      string(sc),
-		"((netman_policy_server.private_key))":      string(sk),
-		"((netman_policy_agent.certificate))":       string(cc),
-		"((netman_policy_agent.private_key))":       string(ck),
-		"((uaa_ssl.ca))":                            string(uaa.CertPEM),
-		"((network_policy_database_password))":      "generated-password",
-		"https://uaa.((system_domain))/oauth/token": "https://uaa.bosh-lite.com/oauth/token",
+		"((network_policy_server.ca))":                   string(ca.CertPEM),
+		"((network_policy_server.certificate))":          string(sc),
+		"((network_policy_server.private_key))":          string(sk),
+		"((network_policy_client.ca))":                   string(ca.CertPEM),
+		"((network_policy_client.certificate))":          string(cc),
+		"((network_policy_client.private_key))":          string(ck),
+		"((network_policy_server_external.certificate))": string(ec),
+		"((network_policy_server_external.private_key))": string(ek),
+		"((uaa_ssl.ca))":                                 string(uaa.CertPEM),
+		"((uaa_clients_network_policy_secret))":          "generated-secret",
+		"((network_policy_database_password))":           "generated-password",
+		"((mysql_server_certificate.ca))":                string(mutualtlstest.NewAuthority(t, "mysql CA").CertPEM),
+		"https://uaa.((system_domain))/oauth/token":      "https://uaa.bosh-lite.com/oauth/token",
 	}
 }
 

@@ -25,9 +25,10 @@ type packageSpec struct {
 }
 
 const (
-	golangPackage = "golang-1.26-linux"
-	modulesBlob   = "netman-go-modules/go-modules.tar.gz"
-	sourceBlob    = "netman-source/netman-source.tar.gz"
+	golangPackage  = "golang-1.26-linux"
+	modulesPackage = "netman-go-modules"
+	modulesBlob    = "netman-go-modules/go-modules.tar.gz"
+	sourceBlob     = "netman-source/netman-source.tar.gz"
 )
 
 // What each package must install, and how to tell the binary works.
@@ -35,6 +36,8 @@ var packageBinaries = map[string][]binaryCheck{
 	"policy-server": {{"policy-server", helpCheck("-config-file")}, {"netman", helpCheck("")},
 		{"policy-server", versionCheck("policy-server")}, {"netman", versionCheck("policy-server")}},
 	"policy-agent": {{"policy-agent", helpCheck("-config-file")}, {"policy-agent", versionCheck("policy-agent")}},
+	"flanneld":     {{"flanneld", flanneldCheck}},
+	"etcd":         {{"etcd", versionFlagCheck("--version", "etcd Version: 3.6.16")}},
 	"netman-cni": {
 		{"wrapper", cniVersionCheck}, {"wrapper", versionCheck("netman-cni")}, {"bridge", cniVersionCheck}, {"host-local", cniVersionCheck},
 		{"loopback", cniVersionCheck}, {"flannel", cniVersionCheck},
@@ -71,6 +74,30 @@ func versionCheck(pkg string) func(t *testing.T, path string) {
 		if err != nil || !strings.HasPrefix(string(out), want) {
 			t.Errorf("%s --version: %v, %q, want it to start with %q", filepath.Base(path), err, out, want)
 		}
+	}
+}
+
+// versionFlagCheck runs `BIN flag`: it must exit 0 and print want.
+func versionFlagCheck(flag, want string) func(t *testing.T, path string) {
+	return func(t *testing.T, path string) {
+		out, err := exec.Command(path, flag).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), want) {
+			t.Errorf("%s %s: %v\n%s (want %q)", filepath.Base(path), flag, err, out, want)
+		}
+	}
+}
+
+// flanneldCheck: the binary is v0.26.7, and it accepts every flag the flanneld job's
+// start script gives it (flanneld parses them all before --version makes it exit).
+func flanneldCheck(t *testing.T, path string) {
+	versionFlagCheck("--version", "v0.26.7")(t, path)
+	_, tls, _ := etcdTLS(t)
+	dir := mustRender(t, "flanneld", props(tls), etcdLink(2379, 2380, "10.0.1.5"))
+	script := relocateScript(t, dir, "flanneld", "/var/vcap/packages/flanneld/bin/flanneld", path)
+	data, _ := os.ReadFile(script)
+	writeFile(t, script, strings.Replace(string(data), `"${args[@]}"`, `"${args[@]}" --version`, 1), 0o755)
+	if out, err := exec.Command("bash", script).CombinedOutput(); err != nil || !strings.Contains(string(out), "v0.26.7") {
+		t.Errorf("flanneld refuses the job's flags: %v\n%s", err, out)
 	}
 }
 
@@ -207,6 +234,15 @@ func TestPackagingScripts(t *testing.T) {
 		}
 	})
 
+	t.Run(modulesPackage, func(t *testing.T) {
+		// The Go packages depend on it; it installs the blob as it is.
+		got, err := os.ReadFile(filepath.Join(packageInstall(t, modulesPackage), "go-modules.tar.gz"))
+		want, _ := os.ReadFile(modulesBlobPath(t))
+		if err != nil || !bytes.Equal(got, want) {
+			t.Errorf("go-modules.tar.gz is not the module blob (%d bytes, %v)", len(got), err)
+		}
+	})
+
 	for name, binaries := range packageBinaries {
 		t.Run(name, func(t *testing.T) {
 			install := packageInstall(t, name)
@@ -239,6 +275,13 @@ func packageInstall(t testing.TB, name string) string {
 	t.Helper()
 	packageMu.Lock()
 	defer packageMu.Unlock()
+	return packageInstallLocked(t, name)
+}
+
+// packageInstallLocked is packageInstall with packageMu held; it compiles the package's
+// dependencies first, as the director does, and links them into BOSH_PACKAGES_DIR.
+func packageInstallLocked(t testing.TB, name string) string {
+	t.Helper()
 	if dir, ok := packageInstalls[name]; ok {
 		return dir
 	}
@@ -259,8 +302,14 @@ func packageInstall(t testing.TB, name string) string {
 			t.Fatal(err)
 		}
 	}
-	if err := os.Symlink(runtime.GOROOT(), filepath.Join(packagesDir, golangPackage)); err != nil {
-		t.Fatal(err)
+	for _, dep := range readPackageSpec(t, name).Dependencies {
+		target := runtime.GOROOT() // the golang package: the toolchain running the tests
+		if dep != golangPackage {
+			target = packageInstallLocked(t, dep)
+		}
+		if err := os.Symlink(target, filepath.Join(packagesDir, dep)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	files, err := collectPackageFiles(root, releaseBlobsDir(t), readPackageSpec(t, name))
 	if err != nil {

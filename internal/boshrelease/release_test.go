@@ -127,12 +127,19 @@ type renderRequest struct {
 // missing or invalid property) is returned with render.rb's message.
 func render(t testing.TB, job string, props map[string]any, links map[string]any) (string, error) {
 	t.Helper()
+	return renderWith(t, job, props, links, nil)
+}
+
+// renderWith is render with the instance's spec (address, id, ...) given.
+func renderWith(t testing.TB, job string, props, links, spec map[string]any) (string, error) {
+	t.Helper()
 	ruby := testenv.RequireCommand(t, "ruby")
 	out := t.TempDir()
 	req, err := json.Marshal(renderRequest{
 		JobDir:     filepath.Join(repoRoot(t), "jobs", job),
 		OutDir:     out,
 		Properties: props,
+		Spec:       spec,
 		Links:      links,
 	})
 	if err != nil {

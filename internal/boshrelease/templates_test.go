@@ -31,12 +31,12 @@ func policyServerProps(t testing.TB) map[string]any {
 	ca := mutualtlstest.NewAuthority(t, "netman test CA")
 	cert, key := ca.Issue(t, mutualtlstest.ServerLeaf())
 	return map[string]any{
-		"policy-server.ca_cert":           string(ca.CertPEM),
-		"policy-server.server_cert":       string(cert),
-		"policy-server.server_key":        string(key),
-		"policy-server.database.host":     "db.service.cf.internal",
-		"policy-server.database.username": "network_policy",
-		"policy-server.database.password": "p@ss:w/rd?#&%",
+		"policy-server.ca_cert":     string(ca.CertPEM),
+		"policy-server.server_cert": string(cert),
+		"policy-server.server_key":  string(key),
+		"database.host":             "db.service.cf.internal",
+		"database.username":         "network_policy",
+		"database.password":         "p@ss:w/rd?#&%",
 	}
 }
 
@@ -45,11 +45,11 @@ func externalAPIProps(t testing.TB) map[string]any {
 	ca := mutualtlstest.NewAuthority(t, "external CA")
 	cert, key := ca.Issue(t, mutualtlstest.Leaf{CommonName: "api.example.com", DNSNames: []string{"api.example.com"}})
 	return map[string]any{
-		"policy-server.uaa_url":              "https://uaa.service.cf.internal:8443",
-		"policy-server.uaa_ca":               string(mutualtlstest.NewAuthority(t, "UAA CA").CertPEM),
-		"policy-server.jwt_issuer":           "https://uaa.example.com/oauth/token",
-		"policy-server.external_server_cert": string(cert),
-		"policy-server.external_server_key":  string(key),
+		"uaa_ca":                   string(mutualtlstest.NewAuthority(t, "UAA CA").CertPEM),
+		"policy-server.jwt_issuer": "https://uaa.example.com/oauth/token",
+		"enable_tls":               true,
+		"server_cert":              string(cert),
+		"server_key":               string(key),
 	}
 }
 
@@ -203,18 +203,18 @@ func TestInvalidPropertiesAreRefused(t *testing.T) {
 		{"netman-cni", map[string]any{"host_tcp_services": []string{"169.254.0.2"}}, "host_tcp_services"},
 		{"netman-cni", map[string]any{"host_udp_services": []string{"127.0.0.1:53"}}, "host_udp_services"},
 		{"cni-flannel", map[string]any{"host_tcp_services": []string{"169.254.0.2:70000"}}, "host_tcp_services"},
-		{"policy-server", with(ps, map[string]any{"policy-server.database.type": "mysql"}), "policy-server.database.type"},
 		{"policy-server", with(ps, map[string]any{"policy-server.ca_cert": "not a certificate"}), "policy-server.ca_cert"},
 		{"policy-server", with(ps, map[string]any{"policy-server.server_key": ""}), "policy-server.server_key"},
-		{"policy-server", with(ps, map[string]any{"policy-server.database.host": ""}), "policy-server.database.host"},
+		{"policy-server", with(ps, map[string]any{"database.host": ""}), "database.host"},
 		{"policy-agent", with(pa, map[string]any{"poll_interval_seconds": 0}), "poll_interval_seconds"},
 		{"policy-agent", with(pa, map[string]any{"client_key": "x"}), "client_key"},
 		{"policy-server", with(ps, map[string]any{"policy-server.uaa_url": "http://uaa"}), "policy-server.uaa_url"},
-		{"policy-server", with(ps, map[string]any{"policy-server.uaa_ca": "pem"}), "policy-server.uaa_ca"},
-		{"policy-server", with(ps, map[string]any{"policy-server.external_server_cert": "pem"}), "policy-server.external_server_key"},
 		{"policy-server", with(with(ps, ccProps(t)), map[string]any{"policy-server.uaa_client_secret": ""}), "policy-server.uaa_client_secret"},
 		{"policy-server", with(with(ps, externalAPIProps(t)), with(ccProps(t), map[string]any{"policy-server.cc_internal_url": ""})), "policy-server.asg_sync_enabled"},
 		{"policy-server", with(with(ps, externalAPIProps(t)), with(ccProps(t), map[string]any{"policy-server.cc_internal.client_key": ""})), "policy-server.cc_internal.client_key"},
+		{"policy-server", with(ps, map[string]any{"uaa_hostname": "", "uaa_ca": "pem"}), "uaa_ca"},
+		{"policy-server", with(ps, map[string]any{"enable_tls": true}), "server_cert"},
+		{"policy-server", with(ps, map[string]any{"enable_tls": true, "server_cert": "-----BEGIN CERTIFICATE-----"}), "server_key"},
 	}
 	for _, c := range cases {
 		t.Run(c.job+"/"+c.want, func(t *testing.T) {
@@ -425,9 +425,11 @@ func TestPolicyServerTemplateValidates(t *testing.T) {
 		sslmode string
 	}{
 		{"plain", nil, "disable"},
-		{"tls to the database", map[string]any{"policy-server.database.require_ssl": true}, "require"},
-		{"verified tls to the database", map[string]any{"policy-server.database.require_ssl": true,
-			"policy-server.database.ca_cert": string(mutualtlstest.NewAuthority(t, "db CA").CertPEM)}, "verify-full"},
+		{"tls to the database", map[string]any{"database.require_ssl": true}, "require"},
+		{"verified tls to the database", map[string]any{"database.require_ssl": true,
+			"database.ca_cert": string(mutualtlstest.NewAuthority(t, "db CA").CertPEM)}, "verify-full"},
+		{"verified tls to the database, any host name", map[string]any{"database.require_ssl": true, "database.skip_hostname_validation": true,
+			"database.ca_cert": string(mutualtlstest.NewAuthority(t, "db CA").CertPEM)}, "verify-ca"},
 		{"external API with UAA and HTTPS", externalAPIProps(t), "disable"},
 		{"Cloud Controller integration", with(externalAPIProps(t), ccProps(t)), "disable"},
 	} {
@@ -442,7 +444,7 @@ func TestPolicyServerTemplateValidates(t *testing.T) {
 				t.Fatalf("connection_string: %v", err)
 			}
 			pw, _ := u.User.Password()
-			if u.User.Username() != "network_policy" || pw != p["policy-server.database.password"] ||
+			if u.User.Username() != "network_policy" || pw != p["database.password"] ||
 				u.Host != "db.service.cf.internal:5432" || u.Path != "/network_policy" || u.Query().Get("sslmode") != c.sslmode {
 				t.Errorf("connection_string does not carry the database properties: user %q host %q path %q query %q",
 					u.User.Username(), u.Host, u.Path, u.RawQuery)
@@ -454,8 +456,7 @@ func TestPolicyServerTemplateValidates(t *testing.T) {
 				}
 			}
 			for prop, field := range map[string]string{
-				"policy-server.uaa_ca": "uaa_ca_cert_file", "policy-server.external_server_cert": "external_server_cert_file",
-				"policy-server.external_server_key": "external_server_key_file",
+				"uaa_ca": "uaa_ca_cert_file", "server_cert": "external_server_cert_file", "server_key": "external_server_key_file",
 			} {
 				file, _ := cfg[field].(string)
 				if _, set := p[prop]; set != (file != "") {
@@ -468,8 +469,9 @@ func TestPolicyServerTemplateValidates(t *testing.T) {
 					}
 				}
 			}
-			if _, set := p["policy-server.uaa_url"]; set && cfg["uaa_url"] != p["policy-server.uaa_url"] {
-				t.Errorf("uaa_url %v", cfg["uaa_url"])
+			// cf-networking's uaa_hostname and uaa_port give the URL netman fetches token keys from.
+			if cfg["uaa_url"] != "https://uaa.service.cf.internal:8443" {
+				t.Errorf("uaa_url %v, want the one uaa_hostname and uaa_port default to", cfg["uaa_url"])
 			}
 			out, err := exec.Command(bin, "-config-file", cfgPath, "-validate-config").CombinedOutput()
 			if err != nil {
@@ -495,20 +497,20 @@ func TestPolicyServerJobRuns(t *testing.T) {
 	pw, _ := dsn.User.Password()
 	ports := freeport.Take(t, 4)
 	p := with(policyServerProps(t), map[string]any{
-		"policy-server.listen_ip":                        "127.0.0.1",
-		"policy-server.listen_port":                      ports[0],
-		"policy-server.internal_listen_port":             ports[1],
-		"policy-server.health_check_port":                ports[2],
-		"policy-server.debug_server_port":                ports[3],
-		"policy-server.health_check_timeout_seconds":     30,
-		"policy-server.database.host":                    host,
-		"policy-server.database.port":                    port,
-		"policy-server.database.name":                    strings.TrimPrefix(dsn.Path, "/"),
-		"policy-server.database.username":                dsn.User.Username(),
-		"policy-server.database.password":                pw,
-		"policy-server.database.max_open_connections":    4,
-		"policy-server.database.max_idle_connections":    2,
-		"policy-server.database.connect_timeout_seconds": 5,
+		"policy-server.listen_ip":                    "127.0.0.1",
+		"policy-server.listen_port":                  ports[0],
+		"policy-server.internal_listen_port":         ports[1],
+		"policy-server.health_check_port":            ports[2],
+		"policy-server.debug_server_port":            ports[3],
+		"policy-server.health_check_timeout_seconds": 30,
+		"database.host":                              host,
+		"database.port":                              port,
+		"database.name":                              strings.TrimPrefix(dsn.Path, "/"),
+		"database.username":                          dsn.User.Username(),
+		"database.password":                          pw,
+		"max_open_connections":                       4,
+		"max_idle_connections":                       2,
+		"database.connect_timeout_seconds":           5,
 	})
 	dir := mustRender(t, "policy-server", props(p), nil)
 	cfgPath := relocate(t, dir, "policy-server", "policy-server.json")
@@ -634,4 +636,104 @@ func buildCmd(t testing.TB, name string) string {
 	}
 	buildCache[name] = bin
 	return bin
+}
+
+// TestPolicyServerTakesCFNetworkingProperties renders the job with the properties
+// cf-deployment gives cf-networking's policy-server job (after use-postgres.yml) plus the
+// internal API's certificates netman's ops file sets, and hands the result to the binary.
+func TestPolicyServerTakesCFNetworkingProperties(t *testing.T) {
+	internal := policyServerProps(t)
+	external := externalAPIProps(t)
+	p := map[string]any{
+		"uaa_client_secret":                   "secret",
+		"uaa_ca":                              external["uaa_ca"],
+		"enable_tls":                          true,
+		"server_cert":                         external["server_cert"],
+		"server_key":                          external["server_key"],
+		"database.type":                       "postgres",
+		"database.host":                       "sql-db.service.cf.internal",
+		"database.port":                       5524,
+		"database.name":                       "network_policy",
+		"database.username":                   "network_policy",
+		"database.password":                   "pw",
+		"policy-server.ca_cert":               internal["policy-server.ca_cert"],
+		"policy-server.server_cert":           internal["policy-server.server_cert"],
+		"policy-server.server_key":            internal["policy-server.server_key"],
+		"enable_space_developer_self_service": true, // cf-networking's; not declared, so BOSH hides it
+	}
+	dir := mustRender(t, "policy-server", props(p), nil)
+	cfgPath := relocate(t, dir, "policy-server", "policy-server.json")
+	cfg := readJSON(t, cfgPath)
+	u, _ := url.Parse(cfg["database"].(map[string]any)["connection_string"].(string))
+	if u == nil || u.Host != "sql-db.service.cf.internal:5524" || u.Path != "/network_policy" {
+		t.Errorf("connection string %v", cfg["database"])
+	}
+	if cfg["uaa_url"] != "https://uaa.service.cf.internal:8443" || cfg["external_server_cert_file"] == nil {
+		t.Errorf("UAA URL %v, external TLS %v: the external API is not served over TLS", cfg["uaa_url"], cfg["external_server_cert_file"])
+	}
+	if out, err := exec.Command(buildCmd(t, "policy-server"), "-config-file", cfgPath, "-validate-config").CombinedOutput(); err != nil {
+		t.Fatalf("policy-server -validate-config: %v\n%s", err, out)
+	}
+
+	// Without database.host the database link's provider is the host (use-postgres.yml's
+	// postgres job provides one).
+	linked := mustRender(t, "policy-server", props(without(p, "database.host")),
+		map[string]any{"database": map[string]any{"address": "q-s0.database.default.cf.bosh"}})
+	cfg = readJSON(t, filepath.Join(linked, "config", "policy-server.json"))
+	if u, _ := url.Parse(cfg["database"].(map[string]any)["connection_string"].(string)); u == nil || u.Hostname() != "q-s0.database.default.cf.bosh" {
+		t.Errorf("connection string with the database link: %v", cfg["database"])
+	}
+	if _, err := render(t, "policy-server", props(without(p, "database.host")), nil); err == nil || !strings.Contains(err.Error(), "database.host") {
+		t.Errorf("no host and no link: %v, want an error naming database.host", err)
+	}
+}
+
+// TestPolicyServerPreStartRefusesMySQL: cf-deployment's default database is MySQL. The job
+// renders, and pre-start stops within seconds naming Postgres and the ops file to apply,
+// instead of retrying migrations for minutes.
+func TestPolicyServerPreStartRefusesMySQL(t *testing.T) {
+	dir := mustRender(t, "policy-server", props(with(policyServerProps(t), map[string]any{
+		"database.type": "mysql", "database.port": 3306,
+	})), nil)
+	start := time.Now()
+	out, err := exec.Command("bash", filepath.Join(dir, "bin", "pre-start")).CombinedOutput()
+	if err == nil {
+		t.Fatalf("pre-start succeeded with database.type mysql:\n%s", out)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("pre-start took %v to refuse MySQL", took)
+	}
+	for _, want := range []string{"needs Postgres", `database.type is "mysql"`, "operations/use-postgres.yml"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("pre-start output does not say %q:\n%s", want, out)
+		}
+	}
+}
+
+// TestPromScraperConfigs: cf-deployment's prom_scraper scrapes the targets that jobs list in
+// config/prom_scraper_config.yml, on 127.0.0.1; both netman programs serve /metrics there.
+func TestPromScraperConfigs(t *testing.T) {
+	for job, c := range map[string]struct {
+		props map[string]any
+		port  string
+	}{
+		"policy-server": {with(policyServerProps(t), map[string]any{"policy-server.debug_server_port": 22999}), "policy-server.debug_server_port"},
+		"policy-agent":  {with(policyAgentProps(t), map[string]any{"debug_server_port": 22998}), "debug_server_port"},
+	} {
+		t.Run(job, func(t *testing.T) {
+			dir := mustRender(t, job, props(c.props), nil)
+			var target struct {
+				Port     int    `json:"port"`
+				SourceID string `json:"source_id"`
+				Instance string `json:"instance_id"`
+				Scheme   string `json:"scheme"`
+				Path     string `json:"path"`
+			}
+			yamlFile(t, filepath.Join(dir, "config", "prom_scraper_config.yml"), &target)
+			if target.Port != c.props[c.port] || target.SourceID != job || target.Scheme != "http" ||
+				target.Path != "/metrics" || target.Instance != "test-id" {
+				t.Errorf("prom_scraper target %+v, want port %v (%s), source_id %s, http, /metrics", target, c.props[c.port], c.port, job)
+			}
+		})
+	}
 }
