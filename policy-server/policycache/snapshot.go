@@ -30,8 +30,9 @@ type Policy struct {
 	encoded     [][]byte
 	// prefix is the first 8 bytes of Source.ID, big-endian and zero-padded: comparing
 	// it orders two policies whenever it differs (as it does for almost any two GUIDs),
-	// which makes sorting a poll's answer cheap.
-	prefix uint64
+	// which makes sorting a poll's answer cheap. dprefix is the same of Destination.ID,
+	// which orders two policies of one source.
+	prefix, dprefix uint64
 }
 
 func newPolicy(src, dst *Group, proto string, start, end int) *Policy {
@@ -41,9 +42,13 @@ func newPolicy(src, dst *Group, proto string, start, end int) *Policy {
 }
 
 func (p *Policy) setPrefix() {
+	p.prefix, p.dprefix = prefixOf(p.Source.ID), prefixOf(p.Destination.ID)
+}
+
+func prefixOf(id string) uint64 {
 	var b [8]byte
-	copy(b[:], p.Source.ID)
-	p.prefix = binary.BigEndian.Uint64(b[:])
+	copy(b[:], id)
+	return binary.BigEndian.Uint64(b[:])
 }
 
 // Encoded is the policy as encoder i of Options.Encoders wrote it.
@@ -103,6 +108,8 @@ type Snapshot struct {
 	encoders []Encoder
 
 	bodies []lazyBody
+	// scratch holds lookups' sort buffers; every snapshot of a cache shares it.
+	scratch *sync.Pool
 }
 
 type chunk struct{ ps []*Policy }
@@ -149,7 +156,7 @@ func (s *Snapshot) Body(i int, encode func(*Snapshot) []byte) []byte {
 }
 
 // Lookup returns the policies that name one of ids as source or destination, in order,
-// each once. ids must hold no duplicates. The result must not be modified.
+// each once. ids must hold no duplicates.
 func (s *Snapshot) Lookup(ids []string) []*Policy {
 	ps, _ := s.LookupChanged(ids)
 	return ps
@@ -160,32 +167,93 @@ func (s *Snapshot) Lookup(ids []string) []*Policy {
 // API's ETag of a filtered list, so a long poll wakes only the clients whose answer
 // changed. With no ids it is Version (the answer is the full list).
 func (s *Snapshot) LookupChanged(ids []string) ([]*Policy, int64) {
+	return s.AppendLookup(nil, ids)
+}
+
+// AppendLookup is LookupChanged appending the answer to dst, so that a caller can reuse
+// one buffer for many answers.
+func (s *Snapshot) AppendLookup(dst []*Policy, ids []string) ([]*Policy, int64) {
 	if len(ids) == 0 {
-		return nil, s.Version
+		return dst, s.Version
 	}
 	changed := s.Floor
 	if len(ids) == 1 {
 		if e := s.entry(ids[0]); e != nil {
-			return e.ps, max(changed, e.modified)
+			return append(dst, e.ps...), max(changed, e.modified)
 		}
-		return nil, changed
+		return dst, changed
 	}
-	var out []*Policy
-	lists := 0
+	sc, _ := s.scratch.Get().(*lookupScratch)
+	if sc == nil {
+		sc = new(lookupScratch)
+	}
+	keys, lists := sc.keys[:0], 0
 	for _, id := range ids {
-		if e := s.entry(id); e != nil {
-			changed = max(changed, e.modified)
-			if len(e.ps) > 0 {
-				out = append(out, e.ps...)
-				lists++
+		e := s.entry(id)
+		if e == nil {
+			continue
+		}
+		changed = max(changed, e.modified)
+		if len(e.ps) > 0 {
+			lists++
+			for _, p := range e.ps {
+				keys = append(keys, sortKey{src: p.prefix, dst: p.dprefix, g: p.Source, p: p})
 			}
 		}
 	}
 	if lists > 1 {
-		slices.SortFunc(out, Compare)
-		out = slices.Compact(out) // a policy between two requested groups is in both lists
+		// The lists are sorted, but a poll's ~100 lists of a few policies each sort
+		// faster together than they merge. The keys hold what orders almost any two
+		// policies, so sorting them reads no policy: the policies are scattered over
+		// the heap, and reading each of them again and again was most of a poll's cost.
+		slices.SortFunc(keys, compareKeys)
 	}
-	return out, changed
+	for i, k := range keys {
+		// A policy between two requested groups is in both lists, and so twice here,
+		// side by side.
+		if i == 0 || k.p != keys[i-1].p {
+			dst = append(dst, k.p)
+		}
+	}
+	if cap(keys) <= 1<<16 {
+		clear(keys) // keep no policy alive through the pool
+		sc.keys = keys[:0]
+		s.scratch.Put(sc)
+	}
+	return dst, changed
+}
+
+// sortKey is a policy in a lookup's sort: the first 8 bytes of its source and
+// destination ids (Policy.prefix), its source group, and the policy.
+type sortKey struct {
+	src, dst uint64
+	g        *Group
+	p        *Policy
+}
+
+type lookupScratch struct{ keys []sortKey }
+
+// compareKeys orders as Compare does, reading the policies only to break the ties the
+// prefixes leave.
+func compareKeys(a, b sortKey) int {
+	if a.src != b.src {
+		if a.src < b.src {
+			return -1
+		}
+		return 1
+	}
+	if a.g != b.g {
+		// Two sources with one prefix (or one id in two groups: never within a
+		// snapshot, but the full comparison is right either way).
+		return Compare(a.p, b.p)
+	}
+	if a.dst != b.dst {
+		if a.dst < b.dst {
+			return -1
+		}
+		return 1
+	}
+	return Compare(a.p, b.p)
 }
 
 func (s *Snapshot) shardOf(id string) int {
@@ -207,6 +275,7 @@ func newSnapshot(version int64, encoders []Encoder, seed maphash.Seed) *Snapshot
 		seed:     seed,
 		encoders: encoders,
 		bodies:   make([]lazyBody, len(encoders)),
+		scratch:  new(sync.Pool),
 	}
 }
 
@@ -302,6 +371,7 @@ var errInconsistent = errors.New("change does not fit the snapshot")
 func (s *Snapshot) apply(version int64, changes []models.Change) (*Snapshot, error) {
 	next := newSnapshot(version, s.encoders, s.seed)
 	next.Floor, next.n, next.groups, next.tombs = s.Floor, s.n, s.groups, s.tombs
+	next.scratch = s.scratch
 	next.chunks = slices.Clone(s.chunks)
 	*next.shards = *s.shards
 	a := applier{s: next, chunks: map[*chunk]bool{}, shards: map[int]bool{}, entries: map[*entry]bool{}}

@@ -62,7 +62,7 @@ func BenchmarkPoll100IDs(b *testing.B) {
 	preEncoded := benchMux([]httpapi.Route{{Name: "policies_v0", Method: http.MethodGet, Path: internalapi.PoliciesPath,
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			httpapi.WriteJSON(w, http.StatusOK, bodies[r.URL.Path+"?"+r.URL.RawQuery])
-		})}})
+		}), Query: []string{"id"}}})
 	for _, c := range []struct {
 		name string
 		h    http.Handler

@@ -43,7 +43,14 @@ type reader struct {
 	// for policies_last_updated.
 	filtered bool
 	enc      int
-	bufs     sync.Pool
+	bufs     sync.Pool // of *buffers
+}
+
+// buffers are one filtered answer's: reused, because a poll's answer is rebuilt on
+// every request.
+type buffers struct {
+	found []*policycache.Policy
+	body  []byte
 }
 
 func newList(source PolicySource, maxIDs, enc int) *reader {
@@ -89,6 +96,14 @@ func (h *reader) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		defer t.Stop()
 		expired = t.C
 	}
+	var bufs *buffers
+	if !all {
+		bufs, _ = h.bufs.Get().(*buffers)
+		if bufs == nil {
+			bufs = new(buffers)
+		}
+		defer h.putBuffers(bufs)
+	}
 	for {
 		snap, confirmed, err := h.source.Serve(ctx)
 		if err != nil {
@@ -99,7 +114,8 @@ func (h *reader) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		etag := snap.Version
 		var found []*policycache.Policy
 		if !all {
-			found, etag = snap.LookupChanged(ids)
+			found, etag = snap.AppendLookup(bufs.found[:0], ids)
+			bufs.found = found
 		}
 		current := tags.current(etag, snap.Version)
 		ahead := tags.ahead(snap.Version)
@@ -118,7 +134,7 @@ func (h *reader) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			w.WriteHeader(http.StatusNotModified)
 			return
 		}
-		h.writeBody(w, snap, found, all)
+		h.writeBody(w, snap, found, all, bufs)
 		return
 	}
 }
@@ -133,7 +149,7 @@ func (h *reader) setHeaders(w http.ResponseWriter, snap *policycache.Snapshot, e
 	}
 }
 
-func (h *reader) writeBody(w http.ResponseWriter, snap *policycache.Snapshot, found []*policycache.Policy, all bool) {
+func (h *reader) writeBody(w http.ResponseWriter, snap *policycache.Snapshot, found []*policycache.Policy, all bool, bufs *buffers) {
 	switch {
 	case h.enc < 0:
 		httpapi.WriteJSON(w, http.StatusOK, strconv.AppendInt(nil, snap.Version, 10))
@@ -141,18 +157,19 @@ func (h *reader) writeBody(w http.ResponseWriter, snap *policycache.Snapshot, fo
 		// Every agent asking for everything gets the same bytes: made once per snapshot.
 		httpapi.WriteJSON(w, http.StatusOK, snap.Body(h.enc, encodeSnapshot(h.enc)))
 	default:
-		bp, _ := h.bufs.Get().(*[]byte)
-		if bp == nil {
-			bp = new([]byte)
-		}
-		body := appendList((*bp)[:0], h.enc, found)
-		httpapi.WriteJSON(w, http.StatusOK, body)
-		// Keep buffers of ordinary polls for reuse, not the rare huge ones.
-		if cap(body) <= 1<<20 {
-			*bp = body
-			h.bufs.Put(bp)
-		}
+		bufs.body = appendList(bufs.body[:0], h.enc, found)
+		httpapi.WriteJSON(w, http.StatusOK, bufs.body)
 	}
+}
+
+// putBuffers keeps the buffers of ordinary polls for reuse, not the rare huge ones.
+func (h *reader) putBuffers(b *buffers) {
+	if cap(b.body) > 1<<20 || cap(b.found) > 1<<14 {
+		return
+	}
+	clear(b.found) // keep no snapshot alive through the pool
+	b.found = b.found[:0]
+	h.bufs.Put(b)
 }
 
 // maxWait caps the wait parameter; the request timeout caps it further.
