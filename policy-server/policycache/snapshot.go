@@ -23,22 +23,27 @@ type Group struct {
 // Policy is the compact form of models.Policy, with its encoded forms (see Encoder).
 // It is never modified once in a snapshot.
 type Policy struct {
-	Source      *Group
-	Destination *Group
-	Protocol    string
-	Start, End  int32
-	encoded     [][]byte
 	// prefix is the first 8 bytes of Source.ID, big-endian and zero-padded: comparing
 	// it orders two policies whenever it differs (as it does for almost any two GUIDs),
 	// which makes sorting a poll's answer cheap. dprefix is the same of Destination.ID,
-	// which orders two policies of one source.
+	// which orders two policies of one source. These, Source and encoded, which a
+	// poll reads, come first so that they share a cache line.
 	prefix, dprefix uint64
+	Source          *Group
+	encoded         []byte // see encodeAll
+	Destination     *Group
+	Protocol        string
+	Start, End      int32
 }
 
 func newPolicy(src, dst *Group, proto string, start, end int) *Policy {
 	p := &Policy{Source: src, Destination: dst, Protocol: models.InternProtocol(proto), Start: int32(start), End: int32(end)}
 	p.setPrefix()
 	return p
+}
+
+func (p *Policy) key() sortKey {
+	return sortKey{src: p.prefix, dst: p.dprefix, g: p.Source, p: p}
 }
 
 func (p *Policy) setPrefix() {
@@ -52,7 +57,11 @@ func prefixOf(id string) uint64 {
 }
 
 // Encoded is the policy as encoder i of Options.Encoders wrote it.
-func (p *Policy) Encoded(i int) []byte { return p.encoded[i] }
+func (p *Policy) Encoded(i int) []byte {
+	start := binary.LittleEndian.Uint32(p.encoded[4*i:])
+	end := binary.LittleEndian.Uint32(p.encoded[4*i+4:])
+	return p.encoded[start:end:end]
+}
 
 // Encoder appends one policy's wire form to b. The cache runs every encoder once per
 // policy, when the policy enters a snapshot, so that answering a poll is copying bytes.
@@ -116,12 +125,12 @@ type chunk struct{ ps []*Policy }
 
 type shard struct{ groups map[string]*entry }
 
-// entry is a group and its policies (as source or destination), in order, with the
-// version that last changed them. When a group loses its last policy its entry stays,
-// empty, as a tombstone, so that LookupChanged sees the removal.
+// entry is a group and its policies (as source or destination) in order, as sort keys,
+// with the version that last changed them. When a group loses its last policy its entry
+// stays, empty, as a tombstone, so that LookupChanged sees the removal.
 type entry struct {
 	g        *Group
-	ps       []*Policy
+	ps       []sortKey
 	modified int64
 }
 
@@ -179,7 +188,10 @@ func (s *Snapshot) AppendLookup(dst []*Policy, ids []string) ([]*Policy, int64) 
 	changed := s.Floor
 	if len(ids) == 1 {
 		if e := s.entry(ids[0]); e != nil {
-			return append(dst, e.ps...), max(changed, e.modified)
+			for _, k := range e.ps {
+				dst = append(dst, k.p)
+			}
+			return dst, max(changed, e.modified)
 		}
 		return dst, changed
 	}
@@ -196,16 +208,15 @@ func (s *Snapshot) AppendLookup(dst []*Policy, ids []string) ([]*Policy, int64) 
 		changed = max(changed, e.modified)
 		if len(e.ps) > 0 {
 			lists++
-			for _, p := range e.ps {
-				keys = append(keys, sortKey{src: p.prefix, dst: p.dprefix, g: p.Source, p: p})
-			}
+			keys = append(keys, e.ps...)
 		}
 	}
 	if lists > 1 {
-		// The lists are sorted, but a poll's ~100 lists of a few policies each sort
-		// faster together than they merge. The keys hold what orders almost any two
-		// policies, so sorting them reads no policy: the policies are scattered over
-		// the heap, and reading each of them again and again was most of a poll's cost.
+		// The lists are sorted, but for a poll's ~100 lists of a few policies each one
+		// sort of all their keys takes no more comparisons than a 100-way merge, and is
+		// simpler. The keys hold what orders almost any two policies, so gathering and
+		// sorting them reads no policy: the policies are scattered over the heap, and
+		// comparing the policies themselves was a third of a poll's CPU.
 		slices.SortFunc(keys, compareKeys)
 	}
 	for i, k := range keys {
@@ -223,8 +234,9 @@ func (s *Snapshot) AppendLookup(dst []*Policy, ids []string) ([]*Policy, int64) 
 	return dst, changed
 }
 
-// sortKey is a policy in a lookup's sort: the first 8 bytes of its source and
-// destination ids (Policy.prefix), its source group, and the policy.
+// sortKey is a policy as a group's list holds it: with the first 8 bytes of its source
+// and destination ids (Policy.prefix) and its source group, which order it against
+// almost any other policy without reading either.
 type sortKey struct {
 	src, dst uint64
 	g        *Group
@@ -329,7 +341,7 @@ func build(version int64, all []models.Policy, encoders []Encoder, seed maphash.
 			}
 			s.shards[h].groups[g.ID] = e
 		}
-		e.ps = append(e.ps, p) // policies come in order, so each list is sorted
+		e.ps = append(e.ps, p.key()) // policies come in order, so each list is sorted
 	}
 	for _, p := range ps {
 		add(p.Source, p)
@@ -340,23 +352,30 @@ func build(version int64, all []models.Policy, encoders []Encoder, seed maphash.
 	return s
 }
 
+// encodeAll writes each policy's encoded forms, for k encoders, as one run of bytes: k+1
+// little-endian uint32 offsets into the run (where form 0 starts, then where each form
+// ends), then the forms. Reading a form is then one step from the policy, with the
+// offsets in the same cache line as the form's first bytes; a slice per form would add
+// a step, and a cache miss per policy a poll copies.
 func encodeAll(ps []*Policy, encoders []Encoder) {
 	if len(encoders) == 0 {
 		return
 	}
+	header := 4 * (len(encoders) + 1)
 	var buf []byte
-	slots := make([][]byte, len(ps)*len(encoders))
 	for i, p := range ps {
-		p.encoded = slots[i*len(encoders) : (i+1)*len(encoders) : (i+1)*len(encoders)]
-		for j, enc := range encoders {
-			if cap(buf)-len(buf) < 512 {
-				// Big buffers for a full load, a small one for a single change.
-				buf = make([]byte, 0, min(256<<10, (len(ps)-i)*len(encoders)*512))
-			}
-			start := len(buf)
-			buf = enc(buf, p)
-			p.encoded[j] = buf[start:len(buf):len(buf)]
+		if cap(buf)-len(buf) < header+len(encoders)*512 {
+			// Big buffers for a full load, a small one for a single change.
+			buf = make([]byte, 0, min(256<<10, header+(len(ps)-i)*len(encoders)*512))
 		}
+		start := len(buf)
+		buf = append(buf, make([]byte, header)...)
+		binary.LittleEndian.PutUint32(buf[start:], uint32(header))
+		for j, enc := range encoders {
+			buf = enc(buf, p)
+			binary.LittleEndian.PutUint32(buf[start+4*(j+1):], uint32(len(buf)-start))
+		}
+		p.encoded = buf[start:len(buf):len(buf)]
 	}
 }
 
@@ -531,8 +550,9 @@ func (a *applier) add(m models.Policy) error {
 }
 
 func insertSorted(e *entry, p *Policy) {
-	i, _ := slices.BinarySearchFunc(e.ps, p, Compare)
-	e.ps = slices.Insert(e.ps, i, p)
+	k := p.key()
+	i, _ := slices.BinarySearchFunc(e.ps, k, compareKeys)
+	e.ps = slices.Insert(e.ps, i, k)
 }
 
 func (a *applier) remove(m models.Policy) error {
@@ -557,7 +577,7 @@ func (a *applier) remove(m models.Policy) error {
 		if e == nil {
 			return fmt.Errorf("%w: group %q missing from the index", errInconsistent, g.ID)
 		}
-		if i := slices.Index(e.ps, p); i >= 0 {
+		if i := slices.IndexFunc(e.ps, func(k sortKey) bool { return k.p == p }); i >= 0 {
 			e.ps = slices.Delete(e.ps, i, i+1)
 		}
 		e.modified = a.version
