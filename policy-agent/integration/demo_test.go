@@ -2,17 +2,17 @@ package integration_test
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
-	"netman/internal/testsupport/syncbuf"
 	"netman/internal/testsupport/testenv"
+	"netman/internal/testsupport/testproc"
 )
 
 // TestDemoInterruptedLeavesNothing runs scripts/demo (what `make demo` runs), refuses a
@@ -36,42 +36,11 @@ func TestDemoInterruptedLeavesNothing(t *testing.T) {
 	}
 	env = append(env, "NETMAN_DEMO_BIN="+dir, "CNI_PATH="+cniPath)
 
-	var out syncbuf.Buffer
 	cmd := exec.Command(demo)
 	cmd.Env = env
-	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		select {
-		case <-done:
-		default:
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("---- demo output ----\n%s", out.String())
-		}
-	})
-
+	run := testproc.Start(t, "demo", cmd)
 	const marker = "agent running, no policy"
-	deadline := time.Now().Add(3 * time.Minute)
-	for !strings.Contains(out.String(), marker) {
-		select {
-		case err := <-done:
-			done <- err
-			t.Fatalf("the demo ended (%v) before %q", err, marker)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no %q from the demo in 3 minutes", marker)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	run.WaitOutput(t, fmt.Sprintf("%q", marker), 3*time.Minute, func(out string) bool { return strings.Contains(out, marker) })
 
 	second := exec.Command(demo)
 	second.Env = env
@@ -81,19 +50,11 @@ func TestDemoInterruptedLeavesNothing(t *testing.T) {
 		t.Errorf("a second demo while one runs: %v, %q; want exit 1 saying another one runs", err, b)
 	}
 
-	if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGINT); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err = <-done:
-		done <- err
-	case <-time.After(time.Minute):
-		t.Fatal("the demo did not end within a minute of SIGINT")
-	}
+	err = run.Interrupt(t, time.Minute)
 	if !errors.As(err, &exit) || exit.ExitCode() != 130 {
 		t.Errorf("interrupted demo: %v, want exit status 130", err)
 	}
-	text := out.String()
+	text := run.Output()
 	if !strings.Contains(text, "logs are in /tmp/netman-demo-logs.") {
 		t.Error("the interrupted demo did not say where the logs are")
 	}

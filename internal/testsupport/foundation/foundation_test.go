@@ -8,12 +8,11 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"netman/internal/testsupport/foundation"
-	"netman/internal/testsupport/syncbuf"
+	"netman/internal/testsupport/testproc"
 )
 
 // leftovers lists what still carries prefix: namespaces, /etc/netns entries, temp
@@ -89,56 +88,18 @@ func TestInterruptRemovesEverything(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
-	var out syncbuf.Buffer
-	cmd := exec.Command(filepath.Join(bin, "overlaydemo"), "-root", opts.Root, "-bin", bin, "-cni-path", opts.CNIPath, "-overlay-bin", opts.OverlayBin)
-	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		select {
-		case <-done:
-		default:
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("---- overlaydemo output ----\n%s", out.String())
-		}
-	})
-	deadline := time.Now().Add(3 * time.Minute)
+	demo := testproc.Start(t, "overlaydemo", exec.Command(filepath.Join(bin, "overlaydemo"), "-root", opts.Root, "-bin", bin, "-cni-path", opts.CNIPath, "-overlay-bin", opts.OverlayBin))
 	var prefix string
-	for prefix == "" || !strings.Contains(out.String(), "foundation "+prefix+" is up") {
-		if m := prefixRE.FindStringSubmatch(out.String()); m != nil {
+	demo.WaitOutput(t, "foundation up", 3*time.Minute, func(out string) bool {
+		if m := prefixRE.FindStringSubmatch(out); m != nil {
 			prefix = m[1]
 		}
-		select {
-		case err := <-done:
-			done <- err
-			t.Fatalf("overlaydemo ended (%v) before its foundation was up", err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the foundation was not up within 3 minutes")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return prefix != "" && strings.Contains(out, "foundation "+prefix+" is up")
+	})
 	if len(leftovers(t, prefix)) == 0 {
 		t.Fatal("the running foundation has nothing with its prefix: the check below would prove nothing")
 	}
-	if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGINT); err != nil {
-		t.Fatal(err)
-	}
-	var err error
-	select {
-	case err = <-done:
-		done <- err
-	case <-time.After(time.Minute):
-		t.Fatal("overlaydemo did not end within a minute of SIGINT")
-	}
+	err := demo.Interrupt(t, time.Minute)
 	var exit *exec.ExitError
 	if !errors.As(err, &exit) || exit.ExitCode() != 130 {
 		t.Errorf("interrupted overlaydemo: %v, want exit status 130", err)
