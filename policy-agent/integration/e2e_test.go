@@ -39,21 +39,6 @@ func reach(t *testing.T, from ns.NetNS, proto, addr string) bool {
 	return ok
 }
 
-// until probes every 50ms until reach gives want, and returns how long that took.
-func until(t *testing.T, from ns.NetNS, proto, addr string, want bool, limit time.Duration) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for {
-		if ok, _ := rulestest.Reach(from, proto, addr, time.Second); ok == want {
-			return time.Since(start)
-		}
-		if time.Since(start) > limit {
-			t.Fatalf("%s %s: reachable did not become %v within %v", proto, addr, want, limit)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // watch probes in the background until stop is called and counts wrong verdicts.
 func watch(from ns.NetNS, proto, addr string, want bool) (stop func() (probes, wrong int64)) {
 	var n, bad atomic.Int64
@@ -156,7 +141,7 @@ func TestEndToEnd(t *testing.T) {
 
 	t.Run("policy added: allowed within two poll intervals, only that way and port", func(t *testing.T) {
 		srv.policy(t, "add", appA, appB, "tcp", 8080)
-		took := until(t, nsA, "tcp", a2b8080, true, 10*time.Second)
+		took := rulestest.Until(t, nsA, "tcp", a2b8080, true, 10*time.Second)
 		t.Logf("A -> B tcp 8080 allowed %v after the policy was added (poll interval %v)", took.Round(time.Millisecond), pollInterval)
 		if took > withinTwoPolls {
 			t.Errorf("took %v, more than two poll intervals (%v)", took, withinTwoPolls)
@@ -172,7 +157,7 @@ func TestEndToEnd(t *testing.T) {
 		}
 
 		srv.policy(t, "add", appA, appB, "udp", 8080)
-		took = until(t, nsA, "udp", a2b8080, true, 10*time.Second)
+		took = rulestest.Until(t, nsA, "udp", a2b8080, true, 10*time.Second)
 		t.Logf("A -> B udp 8080 allowed %v after its policy was added", took.Round(time.Millisecond))
 		if took > withinTwoPolls {
 			t.Errorf("udp took %v, more than two poll intervals (%v)", took, withinTwoPolls)
@@ -265,13 +250,13 @@ func TestEndToEnd(t *testing.T) {
 
 	t.Run("policy removed: blocked again", func(t *testing.T) {
 		srv.policy(t, "remove", appA, appB, "tcp", 8080)
-		took := until(t, nsA, "tcp", a2b8080, false, 10*time.Second)
+		took := rulestest.Until(t, nsA, "tcp", a2b8080, false, 10*time.Second)
 		t.Logf("A -> B tcp 8080 refused %v after the policy was removed", took.Round(time.Millisecond))
 		if took > withinTwoPolls {
 			t.Errorf("took %v, more than two poll intervals", took)
 		}
 		srv.policy(t, "remove", appA, appB, "udp", 8080)
-		until(t, nsA, "udp", a2b8080, false, withinTwoPolls)
+		rulestest.Until(t, nsA, "udp", a2b8080, false, withinTwoPolls)
 	})
 
 	t.Run("every log line is a JSON object with a level and a message", func(t *testing.T) {
@@ -296,7 +281,7 @@ func TestEndToEnd(t *testing.T) {
 		srv.policy(t, "add", appA, appC, "tcp", 8080)
 		nsC, ipC, deleteC := addContainer(top, bins["wrapper"], cniPath, cell, store, "container-c", appC, dir)
 		rulestest.Serve(top, nsC, 8080)
-		took := until(t, nsA, "tcp", ipC+":8080", true, 10*time.Second)
+		took := rulestest.Until(t, nsA, "tcp", ipC+":8080", true, 10*time.Second)
 		t.Logf("A -> new container C allowed %v after the wrapper's ADD", took.Round(time.Millisecond))
 		if took > withinTwoPolls {
 			t.Errorf("took %v, more than two poll intervals", took)

@@ -206,6 +206,23 @@ func Reach(n ns.NetNS, proto, addr string, timeout time.Duration) (bool, error) 
 	return ok, err
 }
 
+// Until probes from n every 50 ms until Reach gives want, and returns how long that
+// took; it fails the test when that has not happened within limit. Enforcement is
+// applied by another process (an agent's cycle), so its moment is only seen by probing.
+func Until(t testing.TB, n ns.NetNS, proto, addr string, want bool, limit time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for {
+		if ok, _ := Reach(n, proto, addr, time.Second); ok == want {
+			return time.Since(start)
+		}
+		if time.Since(start) > limit {
+			t.Fatalf("%s %s: reachable did not become %v within %v", proto, addr, want, limit)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 func isRefused(err error) bool { return errors.Is(err, syscall.ECONNREFUSED) }
 
 // NoICMPRateLimit lifts the kernel's per-peer limit on ICMP errors in the namespace of the

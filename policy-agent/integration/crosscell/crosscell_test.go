@@ -13,6 +13,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 
 	"netman/internal/testsupport/foundation"
+	"netman/lib/rules/rulestest"
 )
 
 // TestFoundationUp: every cell leased a subnet from etcd, and containers get 1450 on the
@@ -353,5 +354,5 @@ func TestPolicyServerReplicaDown(t *testing.T) {
 		}
 	})
 	// An agent's first request after the replica went may fail and back off a cycle or two.
-	untilWithin(t, nsA, "tcp", addr(b, 8080), true, 30*time.Second)
+	rulestest.Until(t, nsA, "tcp", addr(b, 8080), true, 30*time.Second)
 }

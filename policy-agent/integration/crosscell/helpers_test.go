@@ -80,19 +80,5 @@ func reach(t *testing.T, from ns.NetNS, proto, to string) bool {
 // until probes until the verdict is want, failing after converge.
 func until(t *testing.T, from ns.NetNS, proto, to string, want bool) time.Duration {
 	t.Helper()
-	return untilWithin(t, from, proto, to, want, converge)
-}
-
-func untilWithin(t *testing.T, from ns.NetNS, proto, to string, want bool, converge time.Duration) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for {
-		if ok, _ := rulestest.Reach(from, proto, to, time.Second); ok == want {
-			return time.Since(start)
-		}
-		if time.Since(start) > converge {
-			t.Fatalf("%s %s: reachable did not become %v within %v", proto, to, want, converge)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return rulestest.Until(t, from, proto, to, want, converge)
 }
