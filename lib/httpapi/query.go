@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"net/http"
 	"net/url"
 	"slices"
@@ -9,7 +10,9 @@ import (
 )
 
 // checkQuery refuses a request whose query string does not parse or names a
-// parameter outside allowed, before h runs.
+// parameter outside allowed, before h runs. h reads the parsed query with Query: a
+// poll's query holds thousands of bytes of ids, and parsing them once is a noticeable
+// part of answering it.
 func checkQuery(allowed []string, h http.Handler) http.Handler {
 	accepts := "this route takes no query parameters"
 	if len(allowed) > 0 {
@@ -38,7 +41,7 @@ func checkQuery(allowed []string, h http.Handler) http.Handler {
 			WriteError(w, r, http.StatusBadRequest, "unknown query parameter "+quoteAll(unknown)+": "+accepts)
 			return
 		}
-		h.ServeHTTP(w, r)
+		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), queryKey{}, q)))
 	})
 }
 
@@ -48,4 +51,16 @@ func quoteAll(names []string) string {
 		q[i] = strconv.Quote(n)
 	}
 	return strings.Join(q, ", ")
+}
+
+type queryKey struct{}
+
+// Query is r's parsed query string: the one the mux parsed to check it, or, for a
+// handler served some other way, r.URL.RawQuery parsed now. An error means the query
+// string does not parse (and Query() would have dropped the bad part silently).
+func Query(r *http.Request) (url.Values, error) {
+	if q, ok := r.Context().Value(queryKey{}).(url.Values); ok {
+		return q, nil
+	}
+	return url.ParseQuery(r.URL.RawQuery)
 }

@@ -1,7 +1,6 @@
 package api
 
 import (
-	"fmt"
 	"net/url"
 )
 
@@ -25,13 +24,10 @@ type Filter struct {
 // FilterParams are the query parameters of a Filter.
 var FilterParams = []string{"id", "source_id", "dest_id"}
 
-// ParseFilter reads a Filter from a query string.
-func ParseFilter(rawQuery string, max int) (Filter, error) {
-	q, err := url.ParseQuery(rawQuery)
-	if err != nil {
-		return Filter{}, fmt.Errorf("invalid query string: %v", err)
-	}
+// ParseFilter reads a Filter from a parsed query (httpapi.Query).
+func ParseFilter(q url.Values, max int) (Filter, error) {
 	var f Filter
+	var err error
 	if f.IDs, f.HasIDs, err = idParam(q, "id", max); err != nil {
 		return Filter{}, err
 	}

@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"net/url"
 	"slices"
 	"testing"
 
@@ -30,7 +31,12 @@ func TestParseIDs(t *testing.T) {
 		{"id=caf%C3%A9", 5, []string{"café"}, false, false},
 	}
 	for _, tc := range cases {
-		ids, all, err := api.ParseIDs(tc.query, tc.max)
+		q, err := url.ParseQuery(tc.query)
+		var ids []string
+		all := false
+		if err == nil {
+			ids, all, err = api.ParseIDs(q, tc.max)
+		}
 		if (err != nil) != tc.err || all != tc.all || !slices.Equal(ids, tc.ids) {
 			t.Errorf("ParseIDs(%q, %d) = %q, %v, %v", tc.query, tc.max, ids, all, err)
 		}

@@ -18,7 +18,12 @@ type PolicyLister interface {
 // in the wire shape that shape makes of the store's policies.
 func ListPolicies(store PolicyLister, maxIDs int, shape func([]models.Policy) any) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ids, all, err := ParseIDs(r.URL.RawQuery, maxIDs)
+		q, err := httpapi.Query(r)
+		if err != nil {
+			httpapi.WriteError(w, r, http.StatusBadRequest, "invalid query string: "+err.Error())
+			return
+		}
+		ids, all, err := ParseIDs(q, maxIDs)
 		if err != nil {
 			httpapi.WriteError(w, r, http.StatusBadRequest, err.Error())
 			return

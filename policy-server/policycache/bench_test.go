@@ -93,9 +93,10 @@ func BenchmarkLookup(b *testing.B) {
 				sets[i] = slices.Compact(sets[i])
 			}
 			b.ReportAllocs()
+			var hits []Hit
 			i := 0
 			for b.Loop() {
-				snap.Lookup(sets[i%len(sets)])
+				hits, _ = snap.AppendLookup(hits[:0], sets[i%len(sets)])
 				i++
 			}
 		})

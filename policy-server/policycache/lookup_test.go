@@ -1,6 +1,7 @@
 package policycache
 
 import (
+	"bytes"
 	"fmt"
 	"hash/maphash"
 	"math/rand/v2"
@@ -48,7 +49,7 @@ func TestLookupMatchesReference(t *testing.T) {
 		for _, p := range held {
 			all = append(all, p)
 		}
-		snap := build(1, all, nil, maphash.MakeSeed())
+		snap := build(1, all, []Encoder{jsonish, appendKey}, maphash.MakeSeed())
 		for step := range 40 {
 			check(t, fmt.Sprintf("round %d step %d", round, step), snap, held, groups, rng)
 			// One change: a new policy, or the removal of one the snapshot holds.
@@ -88,10 +89,15 @@ func check(t *testing.T, what string, snap *Snapshot, held map[models.PolicyKey]
 		}
 		slices.SortFunc(want, models.PolicyKey.Compare)
 		var got []models.PolicyKey
-		reused := make([]*Policy, rng.IntN(3), 8) // an answer appends after what dst holds
+		reused := make([]Hit, rng.IntN(3), 8) // an answer appends after what dst holds
 		found, _ := snap.AppendLookup(reused, ids)
-		for _, p := range found[len(reused):] {
-			got = append(got, p.Key())
+		for _, h := range found[len(reused):] {
+			got = append(got, h.Policy().Key())
+			for i := range snap.encoders {
+				if !bytes.Equal(h.Encoded(i), h.Policy().Encoded(i)) {
+					t.Fatalf("%s: hit %v: form %d is %q, the policy's %q", what, h.Policy().Key(), i, h.Encoded(i), h.Policy().Encoded(i))
+				}
+			}
 		}
 		if len(ids) == 0 {
 			want = nil // no ids: the caller serves the full list instead
@@ -100,4 +106,9 @@ func check(t *testing.T, what string, snap *Snapshot, held map[models.PolicyKey]
 			t.Fatalf("%s: ids %q:\n got %v\nwant %v", what, ids, got, want)
 		}
 	}
+}
+
+// appendKey is a second encoder, so that a lookup is seen to find each form of a policy.
+func appendKey(b []byte, p *Policy) []byte {
+	return fmt.Appendf(b, "%v", p.Key())
 }

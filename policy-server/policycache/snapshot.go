@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"iter"
-	"maps"
+	"math/bits"
 	"slices"
 	"sync"
 
@@ -43,7 +43,7 @@ func newPolicy(src, dst *Group, proto string, start, end int) *Policy {
 }
 
 func (p *Policy) key() sortKey {
-	return sortKey{src: p.prefix, dst: p.dprefix, g: p.Source, p: p}
+	return sortKey{src: p.prefix, dst: p.dprefix, g: p.Source, p: p, forms: p.encoded}
 }
 
 func (p *Policy) setPrefix() {
@@ -57,11 +57,28 @@ func prefixOf(id string) uint64 {
 }
 
 // Encoded is the policy as encoder i of Options.Encoders wrote it.
-func (p *Policy) Encoded(i int) []byte {
-	start := binary.LittleEndian.Uint32(p.encoded[4*i:])
-	end := binary.LittleEndian.Uint32(p.encoded[4*i+4:])
-	return p.encoded[start:end:end]
+func (p *Policy) Encoded(i int) []byte { return form(p.encoded, i) }
+
+// form is form i of a run of encoded forms (see encodeAll).
+func form(run []byte, i int) []byte {
+	start := binary.LittleEndian.Uint32(run[4*i:])
+	end := binary.LittleEndian.Uint32(run[4*i+4:])
+	return run[start:end:end]
 }
+
+// Hit is one policy of a lookup's answer, with its encoded forms at hand: reading them
+// through the Hit takes one step fewer than through the Policy, and a poll's answer is
+// hundreds of policies scattered over the heap.
+type Hit struct {
+	p     *Policy
+	forms []byte
+}
+
+// Policy is the policy.
+func (h Hit) Policy() *Policy { return h.p }
+
+// Encoded is h.Policy().Encoded(i).
+func (h Hit) Encoded(i int) []byte { return form(h.forms, i) }
 
 // Encoder appends one policy's wire form to b. The cache runs every encoder once per
 // policy, when the policy enters a snapshot, so that answering a poll is copying bytes.
@@ -91,12 +108,13 @@ func Compare(a, b *Policy) int {
 
 // Sizes of the persistent structure. A change copies one chunk of the ordered list
 // (at most chunkMax pointers), the list of chunks (n/chunkMax/2 or so), the array of
-// shards (nShards pointers) and one shard per group it touches (groups/nShards
-// entries): at 100k policies and 50k groups a few microseconds, where copying the whole
-// snapshot would take tens of milliseconds.
+// shards (nShards slice headers) and one shard's table per group it touches (about
+// 2*groups/nShards entries): at 100k policies and 50k groups a few microseconds, where
+// copying the whole snapshot would take tens of milliseconds.
 const (
-	chunkMax = 1024
-	nShards  = 1024
+	chunkMax  = 1024
+	shardBits = 10
+	nShards   = 1 << shardBits
 )
 
 // Snapshot is every policy at one store version, in the stable order (Compare), indexed
@@ -112,7 +130,7 @@ type Snapshot struct {
 	groups   int      // entries with policies
 	tombs    int      // entries of groups whose last policy was removed (see entry)
 	chunks   []*chunk // the policies in order, split into runs of at most chunkMax
-	shards   *[nShards]*shard
+	shards   *[nShards]shard
 	seed     maphash.Seed
 	encoders []Encoder
 
@@ -123,15 +141,68 @@ type Snapshot struct {
 
 type chunk struct{ ps []*Policy }
 
-type shard struct{ groups map[string]*entry }
+// shard is the groups whose id hashes to it, in an open-addressing table (linear
+// probing) of entries held by value: finding a group reads one slot, then its id and its
+// list, which are independent reads, where a Go map of pointers took four or five
+// dependent ones. Entries are never removed one by one (see forgetRemoved), so a probe
+// ends at the first empty slot.
+type shard struct {
+	slots []entry // a power of two long, at most half full; nil when the shard is empty
+	used  int
+}
 
 // entry is a group and its policies (as source or destination) in order, as sort keys,
 // with the version that last changed them. When a group loses its last policy its entry
-// stays, empty, as a tombstone, so that LookupChanged sees the removal.
+// stays, empty, as a tombstone, so that LookupChanged sees the removal. It is one cache
+// line: hash and id say which group the slot holds (g == nil: an empty slot).
 type entry struct {
+	hash     uint64
+	id       string
 	g        *Group
 	ps       []sortKey
 	modified int64
+}
+
+// find returns the index of id's slot (h its hash), or -1.
+func (sh *shard) find(h uint64, id string) int {
+	if sh.used == 0 {
+		return -1
+	}
+	mask := uint64(len(sh.slots) - 1)
+	for i := (h >> shardBits) & mask; ; i = (i + 1) & mask {
+		e := &sh.slots[i]
+		if e.g == nil {
+			return -1
+		}
+		if e.hash == h && e.id == id {
+			return int(i)
+		}
+	}
+}
+
+// tableSize is the table length for n entries: at most half full.
+func tableSize(n int) int { return max(8, 1<<bits.Len(uint(2*n-1))) }
+
+// insert adds e, whose group the shard does not hold, and returns its index. It may
+// move every entry (pointers into slots do not survive it).
+func (sh *shard) insert(e entry) int {
+	if 2*(sh.used+1) > len(sh.slots) {
+		old := sh.slots
+		sh.slots, sh.used = make([]entry, max(8, 2*len(old))), 0
+		for _, o := range old {
+			if o.g != nil {
+				sh.insert(o)
+			}
+		}
+	}
+	mask := uint64(len(sh.slots) - 1)
+	for i := (e.hash >> shardBits) & mask; ; i = (i + 1) & mask {
+		if sh.slots[i].g == nil {
+			sh.slots[i] = e
+			sh.used++
+			return int(i)
+		}
+	}
 }
 
 type lazyBody struct {
@@ -176,12 +247,18 @@ func (s *Snapshot) Lookup(ids []string) []*Policy {
 // API's ETag of a filtered list, so a long poll wakes only the clients whose answer
 // changed. With no ids it is Version (the answer is the full list).
 func (s *Snapshot) LookupChanged(ids []string) ([]*Policy, int64) {
-	return s.AppendLookup(nil, ids)
+	hits, changed := s.AppendLookup(nil, ids)
+	ps := make([]*Policy, len(hits))
+	for i, h := range hits {
+		ps[i] = h.p
+	}
+	return ps, changed
 }
 
-// AppendLookup is LookupChanged appending the answer to dst, so that a caller can reuse
-// one buffer for many answers.
-func (s *Snapshot) AppendLookup(dst []*Policy, ids []string) ([]*Policy, int64) {
+// AppendLookup is LookupChanged appending the answer to dst as Hits, so that a caller
+// can reuse one buffer for many answers and copy the encoded forms without reading the
+// policies. Duplicates in ids are harmless.
+func (s *Snapshot) AppendLookup(dst []Hit, ids []string) ([]Hit, int64) {
 	if len(ids) == 0 {
 		return dst, s.Version
 	}
@@ -189,7 +266,7 @@ func (s *Snapshot) AppendLookup(dst []*Policy, ids []string) ([]*Policy, int64) 
 	if len(ids) == 1 {
 		if e := s.entry(ids[0]); e != nil {
 			for _, k := range e.ps {
-				dst = append(dst, k.p)
+				dst = append(dst, Hit{p: k.p, forms: k.forms})
 			}
 			return dst, max(changed, e.modified)
 		}
@@ -199,55 +276,164 @@ func (s *Snapshot) AppendLookup(dst []*Policy, ids []string) ([]*Policy, int64) 
 	if sc == nil {
 		sc = new(lookupScratch)
 	}
-	keys, lists := sc.keys[:0], 0
+	// The reads a lookup makes are cache misses (a poll's groups are scattered over a
+	// snapshot of a hundred megabytes), so they go in stages, each a short loop of reads
+	// that do not depend on one another, which the CPU then makes many at a time instead
+	// of one after the other: the slots, then the ids in them and the lists.
+	found := sc.found[:0]
 	for _, id := range ids {
-		e := s.entry(id)
+		h := maphash.String(s.seed, id)
+		found = append(found, s.candidate(h))
+	}
+	runs := sc.runs[:0]
+	for i, e := range found {
 		if e == nil {
 			continue
 		}
+		if e.id != ids[i] {
+			// Another group with the same 64-bit hash, or a slot further on.
+			if e = s.entry(ids[i]); e == nil {
+				continue
+			}
+		}
 		changed = max(changed, e.modified)
-		if len(e.ps) > 0 {
-			lists++
-			keys = append(keys, e.ps...)
+		for j := range e.ps {
+			// Reading src here, in a loop of independent reads, brings each key into
+			// the cache for the merge, whose comparisons depend on one another.
+			k := &e.ps[j]
+			runs = append(runs, item{k.src, k.dst, k.g, k})
 		}
 	}
-	if lists > 1 {
-		// The lists are sorted, but for a poll's ~100 lists of a few policies each one
-		// sort of all their keys takes no more comparisons than a 100-way merge, and is
-		// simpler. The keys hold what orders almost any two policies, so gathering and
-		// sorting them reads no policy: the policies are scattered over the heap, and
-		// comparing the policies themselves was a third of a poll's CPU.
-		slices.SortFunc(keys, compareKeys)
-	}
-	for i, k := range keys {
+	// The items hold what orders almost any two policies, so sorting them reads no
+	// policy.
+	keys, spare := sortItems(runs, sc.tmp)
+	for i, it := range keys {
 		// A policy between two requested groups is in both lists, and so twice here,
 		// side by side.
-		if i == 0 || k.p != keys[i-1].p {
-			dst = append(dst, k.p)
+		if i == 0 || it.k.p != keys[i-1].k.p {
+			dst = append(dst, Hit{p: it.k.p, forms: it.k.forms})
 		}
 	}
-	if cap(keys) <= 1<<16 {
-		clear(keys) // keep no policy alive through the pool
-		sc.keys = keys[:0]
+	if cap(keys) <= 1<<16 && cap(spare) <= 1<<16 {
+		// Keep no snapshot alive through the pool.
+		clear(found)
+		clear(keys[:cap(keys)])
+		clear(spare[:cap(spare)])
+		sc.found, sc.runs, sc.tmp = found[:0], keys[:0], spare[:0]
 		s.scratch.Put(sc)
 	}
 	return dst, changed
 }
 
+// candidate returns the entry in the first slot of hash h's probe sequence that has hash
+// h, or nil at an empty slot: the entry of the id with that hash, unless another id
+// with the same 64-bit hash comes first (the caller checks the id).
+func (s *Snapshot) candidate(h uint64) *entry {
+	sh := &s.shards[h&(nShards-1)]
+	if sh.used == 0 {
+		return nil
+	}
+	mask := uint64(len(sh.slots) - 1)
+	for i := (h >> shardBits) & mask; ; i = (i + 1) & mask {
+		e := &sh.slots[i]
+		if e.g == nil {
+			return nil
+		}
+		if e.hash == h {
+			return e
+		}
+	}
+}
+
+// sortItems sorts items as less orders them, with tmp as the second buffer, and returns
+// the sorted items and the other buffer, for reuse. A poll's few hundred items sort
+// fastest by a radix sort on src (eight passes of moves, no comparisons, where the
+// comparisons of a merge or quicksort are each a branch the CPU cannot predict), then
+// by less within each run of one src: a group's own policies as source, and the
+// policies of one unrequested source to several requested destinations.
+func sortItems(items, tmp []item) (sorted, spare []item) {
+	n := len(items)
+	if n < 2 {
+		return items, tmp
+	}
+	var counts [8][256]uint32
+	for _, it := range items {
+		for d := range 8 {
+			counts[d][byte(it.src>>(8*d))]++
+		}
+	}
+	tmp = slices.Grow(tmp[:0], n)[:n]
+	for d := range 8 {
+		c := &counts[d]
+		if c[byte(items[0].src>>(8*d))] == uint32(n) {
+			continue // every item has this digit
+		}
+		var sum uint32
+		for i, k := range c {
+			c[i], sum = sum, sum+k
+		}
+		for _, it := range items {
+			b := byte(it.src >> (8 * d))
+			tmp[c[b]] = it
+			c[b]++
+		}
+		items, tmp = tmp, items
+	}
+	for i := 0; i < n; {
+		j := i + 1
+		for j < n && items[j].src == items[i].src {
+			j++
+		}
+		if run := items[i:j]; len(run) > 16 {
+			slices.SortFunc(run, func(a, b item) int { return compareKeys(a.k, b.k) })
+		} else {
+			for x := 1; x < len(run); x++ {
+				for y := x; y > 0 && less(run[y], run[y-1]); y-- {
+					run[y], run[y-1] = run[y-1], run[y]
+				}
+			}
+		}
+		i = j
+	}
+	return items, tmp
+}
+
+// less is compareKeys(a.k, b.k) < 0, reading the keys only for the rare ties.
+func less(a, b item) bool {
+	switch {
+	case a.src != b.src:
+		return a.src < b.src
+	case a.g == b.g && a.dst != b.dst:
+		return a.dst < b.dst
+	}
+	return compareKeys(a.k, b.k) < 0
+}
+
+// item is a key as a lookup merges it: what orders it at hand, the rest a step away.
+type item struct {
+	src, dst uint64
+	g        *Group
+	k        *sortKey
+}
+
 // sortKey is a policy as a group's list holds it: with the first 8 bytes of its source
 // and destination ids (Policy.prefix) and its source group, which order it against
-// almost any other policy without reading either.
+// almost any other policy without reading either, and its encoded forms.
 type sortKey struct {
 	src, dst uint64
 	g        *Group
 	p        *Policy
+	forms    []byte
 }
 
-type lookupScratch struct{ keys []sortKey }
+type lookupScratch struct {
+	found     []*entry
+	runs, tmp []item
+}
 
 // compareKeys orders as Compare does, reading the policies only to break the ties the
 // prefixes leave.
-func compareKeys(a, b sortKey) int {
+func compareKeys(a, b *sortKey) int {
 	if a.src != b.src {
 		if a.src < b.src {
 			return -1
@@ -268,22 +454,22 @@ func compareKeys(a, b sortKey) int {
 	return Compare(a.p, b.p)
 }
 
-func (s *Snapshot) shardOf(id string) int {
-	return int(maphash.String(s.seed, id) % nShards)
-}
+func (s *Snapshot) hash(id string) uint64 { return maphash.String(s.seed, id) }
 
+// entry returns id's entry, or nil.
 func (s *Snapshot) entry(id string) *entry {
-	sh := s.shards[s.shardOf(id)]
-	if sh == nil {
-		return nil
+	h := s.hash(id)
+	sh := &s.shards[h&(nShards-1)]
+	if i := sh.find(h, id); i >= 0 {
+		return &sh.slots[i]
 	}
-	return sh.groups[id]
+	return nil
 }
 
 func newSnapshot(version int64, encoders []Encoder, seed maphash.Seed) *Snapshot {
 	return &Snapshot{
 		Version:  version,
-		shards:   new([nShards]*shard),
+		shards:   new([nShards]shard),
 		seed:     seed,
 		encoders: encoders,
 		bodies:   make([]lazyBody, len(encoders)),
@@ -328,27 +514,27 @@ func build(version int64, all []models.Policy, encoders []Encoder, seed maphash.
 		s.chunks = append(s.chunks, &chunk{ps: slices.Clip(ps[i:min(i+chunkMax/2, len(ps))])})
 	}
 	s.n = len(ps)
-	entries := make(map[*Group]*entry, len(groups))
-	add := func(g *Group, p *Policy) {
-		e := entries[g]
-		if e == nil {
-			e = &entry{g: g, modified: version}
-			entries[g] = e
-			s.groups++
-			h := s.shardOf(g.ID)
-			if s.shards[h] == nil {
-				s.shards[h] = &shard{groups: map[string]*entry{}}
-			}
-			s.shards[h].groups[g.ID] = e
-		}
-		e.ps = append(e.ps, p.key()) // policies come in order, so each list is sorted
-	}
+	lists := make(map[*Group][]sortKey, len(groups))
 	for _, p := range ps {
-		add(p.Source, p)
+		// Policies come in order, so each list is sorted.
+		lists[p.Source] = append(lists[p.Source], p.key())
 		if p.Destination != p.Source {
-			add(p.Destination, p)
+			lists[p.Destination] = append(lists[p.Destination], p.key())
 		}
 	}
+	var counts [nShards]int
+	for g := range lists {
+		counts[s.hash(g.ID)&(nShards-1)]++
+	}
+	for i, n := range counts {
+		if n > 0 {
+			s.shards[i].slots = make([]entry, tableSize(n))
+		}
+	}
+	for g, ps := range lists {
+		s.shards[s.hash(g.ID)&(nShards-1)].insert(entry{hash: s.hash(g.ID), id: g.ID, g: g, ps: ps, modified: version})
+	}
+	s.groups = len(lists)
 	return s
 }
 
@@ -393,7 +579,7 @@ func (s *Snapshot) apply(version int64, changes []models.Change) (*Snapshot, err
 	next.scratch = s.scratch
 	next.chunks = slices.Clone(s.chunks)
 	*next.shards = *s.shards
-	a := applier{s: next, chunks: map[*chunk]bool{}, shards: map[int]bool{}, entries: map[*entry]bool{}}
+	a := applier{s: next, chunks: map[*chunk]bool{}, shards: map[int]bool{}, entries: map[string]bool{}}
 	for _, c := range changes {
 		a.version = c.Version
 		for _, m := range c.Policies {
@@ -420,8 +606,8 @@ type applier struct {
 	s       *Snapshot
 	version int64 // of the change being applied
 	chunks  map[*chunk]bool
-	shards  map[int]bool
-	entries map[*entry]bool
+	shards  map[int]bool    // by index
+	entries map[string]bool // by group id: the entry's list is its own copy
 }
 
 func probe(m models.Policy) *Policy {
@@ -431,36 +617,38 @@ func probe(m models.Policy) *Policy {
 
 // ownEntry returns the new snapshot's own copy of id's entry, creating the entry (with
 // tag) when create is set and it does not exist; nil when it does not exist otherwise.
+// The pointer is good until the next call that creates an entry (which may move the
+// shard's table).
 func (a *applier) ownEntry(id, tag string, create bool) (*entry, error) {
-	h := a.s.shardOf(id)
-	sh := a.s.shards[h]
-	if !a.shards[h] {
-		copied := &shard{groups: map[string]*entry{}}
-		if sh != nil {
-			copied.groups = maps.Clone(sh.groups)
-		}
-		a.s.shards[h], a.shards[h] = copied, true
-		sh = copied
+	h := a.s.hash(id)
+	si := int(h & (nShards - 1))
+	sh := &a.s.shards[si]
+	if !a.shards[si] {
+		sh.slots = slices.Clone(sh.slots)
+		a.shards[si] = true
 	}
-	e := sh.groups[id]
+	var e *entry
+	if i := sh.find(h, id); i >= 0 {
+		e = &sh.slots[i]
+	}
 	switch {
 	case (e == nil || len(e.ps) == 0) && !create:
 		return nil, nil
-	case e == nil || len(e.ps) == 0:
-		// A new group, or one that had lost its policies: its tag may be a new one.
-		if e != nil {
-			a.s.tombs--
-		}
+	case e == nil:
+		// A new group: its tag may be a new one.
 		a.s.groups++
-		e = &entry{g: &Group{ID: id, Tag: tag}}
+		e = &sh.slots[sh.insert(entry{hash: h, id: id, g: &Group{ID: id, Tag: tag}})]
+	case len(e.ps) == 0:
+		// A group that had lost its policies: its tag may be a new one.
+		a.s.tombs--
+		a.s.groups++
+		e.g, e.ps = &Group{ID: id, Tag: tag}, nil
 	case e.g.Tag != tag:
 		return nil, fmt.Errorf("%w: group %q has tag %s, the change says %s", errInconsistent, id, e.g.Tag, tag)
-	case !a.entries[e]:
-		e = &entry{g: e.g, ps: slices.Clone(e.ps), modified: e.modified}
-	default:
-		return e, nil
+	case !a.entries[id]:
+		e.ps = slices.Clone(e.ps)
 	}
-	sh.groups[id], a.entries[e] = e, true
+	a.entries[id] = true
 	return e, nil
 }
 
@@ -468,17 +656,23 @@ func (a *applier) ownEntry(id, tag string, create bool) (*entry, error) {
 // holds an older answer gets a new one once. O(groups), when tombstones outnumber half
 // the groups.
 func (s *Snapshot) forgetRemoved() {
-	for h, sh := range s.shards {
-		if sh == nil {
-			continue
-		}
-		kept := &shard{groups: make(map[string]*entry, len(sh.groups))}
-		for id, e := range sh.groups {
+	for i, sh := range s.shards {
+		n := 0
+		for _, e := range sh.slots {
 			if len(e.ps) > 0 {
-				kept.groups[id] = e
+				n++
 			}
 		}
-		s.shards[h] = kept
+		var kept shard
+		if n > 0 {
+			kept.slots = make([]entry, tableSize(n))
+			for _, e := range sh.slots {
+				if len(e.ps) > 0 {
+					kept.insert(e)
+				}
+			}
+		}
+		s.shards[i] = kept
 	}
 	s.tombs, s.Floor = 0, s.Version
 }
@@ -516,6 +710,7 @@ func (a *applier) add(m models.Policy) error {
 		if dst, err = a.ownEntry(m.Destination.ID, m.Destination.Tag, true); err != nil {
 			return err
 		}
+		src = a.s.entry(m.Source.ID) // creating dst may have moved src's table
 	} else if m.Destination.Tag != m.Source.Tag {
 		return fmt.Errorf("%w: group %q with two tags", errInconsistent, m.Source.ID)
 	}
@@ -551,7 +746,7 @@ func (a *applier) add(m models.Policy) error {
 
 func insertSorted(e *entry, p *Policy) {
 	k := p.key()
-	i, _ := slices.BinarySearchFunc(e.ps, k, compareKeys)
+	i, _ := slices.BinarySearchFunc(e.ps, &k, func(a sortKey, b *sortKey) int { return compareKeys(&a, b) })
 	e.ps = slices.Insert(e.ps, i, k)
 }
 

@@ -14,7 +14,12 @@ import (
 // developer sees only the policies of apps visible to them.
 func (a *API) listPolicies(shape func([]models.Policy) any) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		f, err := api.ParseFilter(r.URL.RawQuery, a.maxIDs)
+		q, err := httpapi.Query(r)
+		if err != nil {
+			httpapi.WriteError(w, r, http.StatusBadRequest, "invalid query string: "+err.Error())
+			return
+		}
+		f, err := api.ParseFilter(q, a.maxIDs)
 		if err != nil {
 			httpapi.WriteError(w, r, http.StatusBadRequest, err.Error())
 			return

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strconv"
 	"testing"
 	"time"
@@ -64,7 +65,8 @@ func TestV1ListIsTheWireShape(t *testing.T) {
 		if q == "" {
 			ps, err = e.st.All(ctx)
 		} else {
-			ids, _, _ := api.ParseIDs(q[1:], 100)
+			query, _ := url.ParseQuery(q[1:])
+			ids, _, _ := api.ParseIDs(query, 100)
 			ps, err = e.st.ByGroupIDs(ctx, ids)
 		}
 		if err != nil {

@@ -65,23 +65,23 @@ func appendPolicyV1(b []byte, p *policycache.Policy) []byte {
 	return append(b, "}}}"...)
 }
 
-// appendList appends a list body around the encoded forms enc of ps: v0 is
+// appendList appends a list body around the encoded forms enc of the hits: v0 is
 // {"policies":[...]}, v1 {"total_policies":N,"policies":[...]}.
-func appendList(b []byte, enc int, ps []*policycache.Policy) []byte {
-	// First only the sizes: the policies and their forms are scattered over the heap,
-	// and with no copy in between, the CPU fetches many of them at once instead of
-	// waiting for each in turn. The copies then find them in its caches.
-	size := len(b) + 48 + len(ps)
-	for _, p := range ps {
-		size += len(p.Encoded(enc))
+func appendList(b []byte, enc int, hits []policycache.Hit) []byte {
+	// First only the sizes: the forms are scattered over the heap, and with no copy in
+	// between, the CPU fetches the first line of many of them at once instead of
+	// waiting for each in turn.
+	size := len(b) + 48 + len(hits)
+	for _, h := range hits {
+		size += len(h.Encoded(enc))
 	}
 	b = slices.Grow(b, size-len(b))
-	b = appendListStart(b, enc, len(ps))
-	for i, p := range ps {
+	b = appendListStart(b, enc, len(hits))
+	for i, h := range hits {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = append(b, p.Encoded(enc)...)
+		b = append(b, h.Encoded(enc)...)
 	}
 	return append(b, "]}"...)
 }

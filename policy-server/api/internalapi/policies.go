@@ -49,7 +49,7 @@ type reader struct {
 // buffers are one filtered answer's: reused, because a poll's answer is rebuilt on
 // every request.
 type buffers struct {
-	found []*policycache.Policy
+	found []policycache.Hit
 	body  []byte
 }
 
@@ -62,7 +62,7 @@ func newLastUpdated(source PolicySource) *reader {
 }
 
 func (h *reader) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	q, err := url.ParseQuery(r.URL.RawQuery)
+	q, err := httpapi.Query(r)
 	if err != nil {
 		httpapi.WriteError(w, r, http.StatusBadRequest, fmt.Sprintf("invalid query string: %v", err))
 		return
@@ -70,7 +70,7 @@ func (h *reader) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var ids []string
 	all := true
 	if h.filtered {
-		if ids, all, err = api.ParseIDs(r.URL.RawQuery, h.maxIDs); err != nil {
+		if ids, all, err = api.ParseIDs(q, h.maxIDs); err != nil {
 			httpapi.WriteError(w, r, http.StatusBadRequest, err.Error())
 			return
 		}
@@ -112,7 +112,7 @@ func (h *reader) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		etag := snap.Version
-		var found []*policycache.Policy
+		var found []policycache.Hit
 		if !all {
 			found, etag = snap.AppendLookup(bufs.found[:0], ids)
 			bufs.found = found
@@ -149,7 +149,7 @@ func (h *reader) setHeaders(w http.ResponseWriter, snap *policycache.Snapshot, e
 	}
 }
 
-func (h *reader) writeBody(w http.ResponseWriter, snap *policycache.Snapshot, found []*policycache.Policy, all bool, bufs *buffers) {
+func (h *reader) writeBody(w http.ResponseWriter, snap *policycache.Snapshot, found []policycache.Hit, all bool, bufs *buffers) {
 	switch {
 	case h.enc < 0:
 		httpapi.WriteJSON(w, http.StatusOK, strconv.AppendInt(nil, snap.Version, 10))
