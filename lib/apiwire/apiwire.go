@@ -58,18 +58,19 @@ type InternalPoliciesV1 struct {
 	Policies      []InternalPolicyV1 `json:"policies"`
 }
 
-// InternalPolicyV1 is a policy as agents see it through v1: with both tags.
+// InternalPolicyV1 is a policy as agents see it through v1: with both tags. Its fields
+// are in the order of v0's (the server keeps the bytes the two share once).
 type InternalPolicyV1 struct {
-	Source      InternalSource        `json:"source"`
 	Destination InternalDestinationV1 `json:"destination"`
+	Source      InternalSource        `json:"source"`
 }
 
-// InternalDestinationV1 is the destination group, its tag, protocol and ports.
+// InternalDestinationV1 is the destination group, its ports, protocol and tag.
 type InternalDestinationV1 struct {
 	ID       string `json:"id"`
-	Tag      string `json:"tag"`
-	Protocol string `json:"protocol"`
 	Ports    Ports  `json:"ports"`
+	Protocol string `json:"protocol"`
+	Tag      string `json:"tag"`
 }
 
 // The external API (bearer tokens): policies without tags.

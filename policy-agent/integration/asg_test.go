@@ -54,7 +54,7 @@ func TestSecurityGroupChangeReachesOneContainer(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := httptest.NewUnstartedServer(httpapi.NewMux(httpapi.Middleware{Server: "internal", Logger: slog.New(slog.DiscardHandler)},
-		internalapi.V1Routes(policycache.New(st, policycache.Options{Encoders: internalapi.Encoders()}), st, 0)))
+		internalapi.V1Routes(policycache.New(st, policycache.Options{Encoding: internalapi.Encoding()}), st, 0)))
 	srv.TLS = serverTLS
 	srv.StartTLS()
 	defer srv.Close()

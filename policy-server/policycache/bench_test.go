@@ -52,7 +52,7 @@ func jsonish(b []byte, p *Policy) []byte {
 // against BenchmarkFullLoad, which is what every change cost before the change log.
 func BenchmarkApplyOneChange(b *testing.B) {
 	all, ids := benchPolicies(100_000)
-	snap := build(1, all, []Encoder{jsonish, jsonish}, maphash.MakeSeed())
+	snap := build(1, all, Separately(jsonish, jsonish), maphash.MakeSeed())
 	p := models.Policy{
 		Source:      models.Source{ID: ids[10], Tag: fmt.Sprintf("%04X", 11)},
 		Destination: models.Destination{ID: ids[20], Tag: fmt.Sprintf("%04X", 21), Protocol: "udp", Ports: models.Ports{Start: 53, End: 53}},
@@ -73,14 +73,14 @@ func BenchmarkFullLoad(b *testing.B) {
 	seed := maphash.MakeSeed()
 	b.ReportAllocs()
 	for b.Loop() {
-		build(1, all, []Encoder{jsonish, jsonish}, seed)
+		build(1, all, Separately(jsonish, jsonish), seed)
 	}
 }
 
 // BenchmarkLookup: the snapshot's share of a poll naming 10 and 100 app ids.
 func BenchmarkLookup(b *testing.B) {
 	all, ids := benchPolicies(100_000)
-	snap := build(1, all, nil, maphash.MakeSeed())
+	snap := build(1, all, Encoding{}, maphash.MakeSeed())
 	for _, n := range []int{10, 100} {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
 			rng := rand.New(rand.NewPCG(1, 1))

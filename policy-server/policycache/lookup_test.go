@@ -49,7 +49,7 @@ func TestLookupMatchesReference(t *testing.T) {
 		for _, p := range held {
 			all = append(all, p)
 		}
-		snap := build(1, all, []Encoder{jsonish, appendKey}, maphash.MakeSeed())
+		snap := build(1, all, Separately(jsonish, appendKey), maphash.MakeSeed())
 		for step := range 40 {
 			check(t, fmt.Sprintf("round %d step %d", round, step), snap, held, groups, rng)
 			// One change: a new policy, or the removal of one the snapshot holds.
@@ -93,9 +93,9 @@ func check(t *testing.T, what string, snap *Snapshot, held map[models.PolicyKey]
 		found, _ := snap.AppendLookup(reused, ids)
 		for _, h := range found[len(reused):] {
 			got = append(got, h.Policy().Key())
-			for i := range snap.encoders {
-				if !bytes.Equal(h.Encoded(i), h.Policy().Encoded(i)) {
-					t.Fatalf("%s: hit %v: form %d is %q, the policy's %q", what, h.Policy().Key(), i, h.Encoded(i), h.Policy().Encoded(i))
+			for i := range snap.encoding.Forms {
+				if got, want := h.AppendEncoded(nil, i), h.Policy().AppendEncoded(nil, i); !bytes.Equal(got, want) || len(got) != h.EncodedLen(i) {
+					t.Fatalf("%s: hit %v: form %d is %q (length %d), the policy's %q", what, h.Policy().Key(), i, got, h.EncodedLen(i), want)
 				}
 			}
 		}

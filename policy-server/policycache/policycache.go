@@ -72,9 +72,9 @@ type Options struct {
 	// 1s, and never past the request's deadline). While checks are known to fail,
 	// requests do not wait.
 	FallbackWait time.Duration
-	// Encoders write each policy's wire forms once, when it enters a snapshot
-	// (Policy.Encoded).
-	Encoders []Encoder
+	// Encoding writes each policy's wire forms once, when it enters a snapshot
+	// (Policy.AppendEncoded).
+	Encoding Encoding
 	Logger   *slog.Logger
 	// Observe, when set, is told about loads, applied changes and fallbacks (metrics).
 	Observe Observer
@@ -241,7 +241,7 @@ func (c *Cache) load(ctx context.Context) (*Snapshot, time.Time, error) {
 	if err != nil {
 		return nil, started, fmt.Errorf("loading policies: %w", err)
 	}
-	snap := build(version, all, c.opts.Encoders, c.seed)
+	snap := build(version, all, c.opts.Encoding, c.seed)
 	took := time.Since(started)
 	if c.opts.Observe != nil {
 		c.opts.Observe.Rebuilt(version, snap.Len(), took)

@@ -30,7 +30,7 @@ func keys(ps []*policycache.Policy) []string {
 	out := make([]string, len(ps))
 	for i, p := range ps {
 		out[i] = string(encodeKey(nil, p))
-		if enc := string(p.Encoded(0)); enc != out[i] {
+		if enc := string(p.AppendEncoded(nil, 0)); enc != out[i] {
 			out[i] += " ENCODED AS " + enc
 		}
 	}
@@ -118,7 +118,7 @@ func TestSnapshotMatchesStore(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	c := policycache.New(st, policycache.Options{Encoders: []policycache.Encoder{encodeKey}})
+	c := policycache.New(st, policycache.Options{Encoding: policycache.Separately(encodeKey)})
 	if err := c.Refresh(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +138,7 @@ func TestChangesAreApplied(t *testing.T) {
 		t.Fatal(err)
 	}
 	obs := &countingObserver{}
-	c := policycache.New(st, policycache.Options{MaxAge: time.Hour, Encoders: []policycache.Encoder{encodeKey}, Observe: obs})
+	c := policycache.New(st, policycache.Options{MaxAge: time.Hour, Encoding: policycache.Separately(encodeKey), Observe: obs})
 	if err := c.Refresh(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -223,7 +223,7 @@ func TestGapAndMisfitReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	obs := &countingObserver{}
-	c := policycache.New(st, policycache.Options{MaxAge: time.Hour, Encoders: []policycache.Encoder{encodeKey}, Observe: obs})
+	c := policycache.New(st, policycache.Options{MaxAge: time.Hour, Encoding: policycache.Separately(encodeKey), Observe: obs})
 	if err := c.Refresh(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -260,7 +260,7 @@ func TestFullCheckRepairs(t *testing.T) {
 	if err := st.Create(ctx, []models.Policy{apitest.Policy("a", "b", "tcp", 1, 1), apitest.Policy("b", "c", "tcp", 1, 1)}); err != nil {
 		t.Fatal(err)
 	}
-	c := policycache.New(st, policycache.Options{MaxAge: time.Hour, Encoders: []policycache.Encoder{encodeKey}})
+	c := policycache.New(st, policycache.Options{MaxAge: time.Hour, Encoding: policycache.Separately(encodeKey)})
 	if err := c.Refresh(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -56,14 +56,23 @@ func prefixOf(id string) uint64 {
 	return binary.BigEndian.Uint64(b[:])
 }
 
-// Encoded is the policy as encoder i of Options.Encoders wrote it.
-func (p *Policy) Encoded(i int) []byte { return form(p.encoded, i) }
+// AppendEncoded appends the policy's wire form i (see Encoding) to b.
+func (p *Policy) AppendEncoded(b []byte, i int) []byte { return appendForm(b, p.encoded, i) }
 
-// form is form i of a run of encoded forms (see encodeAll).
-func form(run []byte, i int) []byte {
-	start := binary.LittleEndian.Uint32(run[4*i:])
-	end := binary.LittleEndian.Uint32(run[4*i+4:])
-	return run[start:end:end]
+// EncodedLen is the length of the policy's wire form i.
+func (p *Policy) EncodedLen(i int) int { return formLen(p.encoded, i) }
+
+// appendForm appends form i of a run of encoded forms (see encodeAll) to b.
+func appendForm(b, run []byte, i int) []byte {
+	h := run[16*i : 16*i+16]
+	b = append(b, run[binary.LittleEndian.Uint32(h):binary.LittleEndian.Uint32(h[4:])]...)
+	return append(b, run[binary.LittleEndian.Uint32(h[8:]):binary.LittleEndian.Uint32(h[12:])]...)
+}
+
+// formLen is the length of form i of a run.
+func formLen(run []byte, i int) int {
+	h := run[16*i : 16*i+16]
+	return int(binary.LittleEndian.Uint32(h[4:]) - binary.LittleEndian.Uint32(h) + binary.LittleEndian.Uint32(h[12:]) - binary.LittleEndian.Uint32(h[8:]))
 }
 
 // Hit is one policy of a lookup's answer, with its encoded forms at hand: reading them
@@ -77,12 +86,38 @@ type Hit struct {
 // Policy is the policy.
 func (h Hit) Policy() *Policy { return h.p }
 
-// Encoded is h.Policy().Encoded(i).
-func (h Hit) Encoded(i int) []byte { return form(h.forms, i) }
+// AppendEncoded is h.Policy().AppendEncoded(b, i).
+func (h Hit) AppendEncoded(b []byte, i int) []byte { return appendForm(b, h.forms, i) }
 
-// Encoder appends one policy's wire form to b. The cache runs every encoder once per
+// EncodedLen is the length of form i.
+func (h Hit) EncodedLen(i int) int { return formLen(h.forms, i) }
+
+// Encoding is how a cache writes each policy's wire forms (Options.Encoding), once per
 // policy, when the policy enters a snapshot, so that answering a poll is copying bytes.
-type Encoder func(b []byte, p *Policy) []byte
+// Encode appends to b the bytes the policy's Forms forms are made of and sets forms[i]
+// to the spans of them form i is: forms that share most of their bytes (as the internal
+// API's v0 and v1 shapes do) keep them once.
+type Encoding struct {
+	Forms  int
+	Encode func(b []byte, p *Policy, forms []Form) []byte
+}
+
+// Form is one wire form of a policy: the bytes of its first span, then those of its
+// second (which may be empty). Offsets count from the first byte Encode appended.
+type Form [2]struct{ Start, End int }
+
+// Separately is the Encoding of independent forms, one written by each of encoders.
+func Separately(encoders ...func(b []byte, p *Policy) []byte) Encoding {
+	return Encoding{Forms: len(encoders), Encode: func(b []byte, p *Policy, forms []Form) []byte {
+		base := len(b)
+		for i, enc := range encoders {
+			start := len(b) - base
+			b = enc(b, p)
+			forms[i] = Form{{start, len(b) - base}}
+		}
+		return b
+	}}
+}
 
 // Key returns p's place in the policy order (models.PolicyKey).
 func (p *Policy) Key() models.PolicyKey {
@@ -132,7 +167,7 @@ type Snapshot struct {
 	chunks   []*chunk // the policies in order, split into runs of at most chunkMax
 	shards   *[nShards]shard
 	seed     maphash.Seed
-	encoders []Encoder
+	encoding Encoding
 
 	bodies []lazyBody
 	// scratch holds lookups' sort buffers; every snapshot of a cache shares it.
@@ -466,20 +501,20 @@ func (s *Snapshot) entry(id string) *entry {
 	return nil
 }
 
-func newSnapshot(version int64, encoders []Encoder, seed maphash.Seed) *Snapshot {
+func newSnapshot(version int64, encoding Encoding, seed maphash.Seed) *Snapshot {
 	return &Snapshot{
 		Version:  version,
 		shards:   new([nShards]shard),
 		seed:     seed,
-		encoders: encoders,
-		bodies:   make([]lazyBody, len(encoders)),
+		encoding: encoding,
+		bodies:   make([]lazyBody, encoding.Forms),
 		scratch:  new(sync.Pool),
 	}
 }
 
 // build makes a snapshot of all, which need not be sorted.
-func build(version int64, all []models.Policy, encoders []Encoder, seed maphash.Seed) *Snapshot {
-	s := newSnapshot(version, encoders, seed)
+func build(version int64, all []models.Policy, encoding Encoding, seed maphash.Seed) *Snapshot {
+	s := newSnapshot(version, encoding, seed)
 	s.Floor = version
 	groups := make(map[string]*Group)
 	group := func(id, tag string) *Group {
@@ -509,7 +544,7 @@ func build(version int64, all []models.Policy, encoders []Encoder, seed maphash.
 		slices.SortStableFunc(ps, Compare)
 	}
 	ps = slices.CompactFunc(ps, func(a, b *Policy) bool { return Compare(a, b) == 0 })
-	encodeAll(ps, encoders)
+	encodeAll(ps, encoding)
 	for i := 0; i < len(ps); i += chunkMax / 2 {
 		s.chunks = append(s.chunks, &chunk{ps: slices.Clip(ps[i:min(i+chunkMax/2, len(ps))])})
 	}
@@ -538,28 +573,36 @@ func build(version int64, all []models.Policy, encoders []Encoder, seed maphash.
 	return s
 }
 
-// encodeAll writes each policy's encoded forms, for k encoders, as one run of bytes: k+1
-// little-endian uint32 offsets into the run (where form 0 starts, then where each form
-// ends), then the forms. Reading a form is then one step from the policy, with the
-// offsets in the same cache line as the form's first bytes; a slice per form would add
-// a step, and a cache miss per policy a poll copies.
-func encodeAll(ps []*Policy, encoders []Encoder) {
-	if len(encoders) == 0 {
+// encodeAll writes each policy's encoded forms as one run of bytes: for each of the k
+// forms four little-endian uint32 offsets into the run (where its two spans start and
+// end), then the bytes. Reading a form is then one step from the policy, with the
+// offsets in the same cache line as the form's first bytes.
+func encodeAll(ps []*Policy, encoding Encoding) {
+	if encoding.Forms == 0 {
 		return
 	}
-	header := 4 * (len(encoders) + 1)
+	header := 16 * encoding.Forms
+	forms := make([]Form, encoding.Forms)
 	var buf []byte
 	for i, p := range ps {
-		if cap(buf)-len(buf) < header+len(encoders)*512 {
+		if cap(buf)-len(buf) < header+1024 {
 			// Big buffers for a full load, a small one for a single change.
-			buf = make([]byte, 0, min(256<<10, header+(len(ps)-i)*len(encoders)*512))
+			buf = make([]byte, 0, min(256<<10, (len(ps)-i)*(header+1024)))
 		}
 		start := len(buf)
 		buf = append(buf, make([]byte, header)...)
-		binary.LittleEndian.PutUint32(buf[start:], uint32(header))
-		for j, enc := range encoders {
-			buf = enc(buf, p)
-			binary.LittleEndian.PutUint32(buf[start+4*(j+1):], uint32(len(buf)-start))
+		buf = encoding.Encode(buf, p, forms)
+		for j, f := range forms {
+			h := buf[start+16*j:]
+			for k, sp := range f {
+				if sp.End > sp.Start {
+					sp.Start, sp.End = sp.Start+header, sp.End+header
+				} else {
+					sp.Start, sp.End = header, header
+				}
+				binary.LittleEndian.PutUint32(h[8*k:], uint32(sp.Start))
+				binary.LittleEndian.PutUint32(h[8*k+4:], uint32(sp.End))
+			}
 		}
 		p.encoded = buf[start:len(buf):len(buf)]
 	}
@@ -574,7 +617,7 @@ var errInconsistent = errors.New("change does not fit the snapshot")
 // last one being version) produce from s. s is not modified. Cost: O(changes), see
 // chunkMax and nShards.
 func (s *Snapshot) apply(version int64, changes []models.Change) (*Snapshot, error) {
-	next := newSnapshot(version, s.encoders, s.seed)
+	next := newSnapshot(version, s.encoding, s.seed)
 	next.Floor, next.n, next.groups, next.tombs = s.Floor, s.n, s.groups, s.tombs
 	next.scratch = s.scratch
 	next.chunks = slices.Clone(s.chunks)
@@ -715,7 +758,7 @@ func (a *applier) add(m models.Policy) error {
 		return fmt.Errorf("%w: group %q with two tags", errInconsistent, m.Source.ID)
 	}
 	p := newPolicy(src.g, dst.g, m.Destination.Protocol, m.Destination.Ports.Start, m.Destination.Ports.End)
-	encodeAll([]*Policy{p}, a.s.encoders)
+	encodeAll([]*Policy{p}, a.s.encoding)
 	if len(a.s.chunks) == 0 {
 		c := &chunk{ps: []*Policy{p}}
 		a.s.chunks, a.chunks[c] = []*chunk{c}, true

@@ -14,7 +14,7 @@ import (
 func TestRemovedGroupsAreForgotten(t *testing.T) {
 	t.Parallel()
 	all, ids := benchPolicies(200)
-	snap := build(1, all, nil, maphash.MakeSeed())
+	snap := build(1, all, Encoding{}, maphash.MakeSeed())
 	size := snap.Len()
 	p := func(i int) models.Policy {
 		id := fmt.Sprintf("gone-%d", i)
@@ -72,10 +72,10 @@ func policyBetween(src, dst string) models.Policy {
 func TestAddGrowingTheSourcesTable(t *testing.T) {
 	t.Parallel()
 	seed := maphash.MakeSeed()
-	ids := idsInOneShard(build(1, nil, nil, seed), 41)
+	ids := idsInOneShard(build(1, nil, Encoding{}, seed), 41)
 	// One group to start with, then each change adds two entries, source first: the
 	// table grows when its 5th, 9th, 17th and 33rd entry is added, each a destination.
-	snap := build(1, []models.Policy{policyBetween(ids[0], ids[0])}, nil, seed)
+	snap := build(1, []models.Policy{policyBetween(ids[0], ids[0])}, Encoding{}, seed)
 	v := snap.Version
 	for i := 1; i+1 < len(ids); i += 2 {
 		v++
@@ -104,7 +104,7 @@ func TestLookupPastAHashCollision(t *testing.T) {
 	t.Parallel()
 	ids := []string{"app-a", "app-b", "app-c"}
 	all := []models.Policy{policyBetween(ids[0], ids[1]), policyBetween(ids[2], ids[1])}
-	snap := build(1, all, nil, maphash.MakeSeed())
+	snap := build(1, all, Encoding{}, maphash.MakeSeed())
 	// Rebuild app-a's shard with an impostor holding app-a's hash inserted first.
 	h := snap.hash(ids[0])
 	sh := &snap.shards[h&(nShards-1)]

@@ -84,7 +84,7 @@ func Members(d Deps) (grouper.Members, error) {
 
 	cache := policycache.New(d.Store, policycache.Options{
 		QueryTimeout: c.RequestTimeout(),
-		Encoders:     internalapi.Encoders(),
+		Encoding:     internalapi.Encoding(),
 		Logger:       d.Logger.With("component", "policy-cache"),
 		Observe:      cacheMetrics,
 	})

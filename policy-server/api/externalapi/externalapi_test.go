@@ -494,7 +494,7 @@ func TestInternalV1(t *testing.T) {
 	}
 	r := do(t, http.MethodGet, internal+"policies?id=dst", "", "")
 	mustStatus(t, r, 200)
-	want := fmt.Sprintf(`{"total_policies":1,"policies":[{"source":{"id":"src","tag":%q},"destination":{"id":"dst","tag":%q,"protocol":"tcp","ports":{"start":8080,"end":8090}}}]}`, tags["src"], tags["dst"])
+	want := fmt.Sprintf(`{"total_policies":1,"policies":[{"destination":{"id":"dst","ports":{"start":8080,"end":8090},"protocol":"tcp","tag":%q},"source":{"id":"src","tag":%q}}]}`, tags["dst"], tags["src"])
 	if r.body != want {
 		t.Fatalf("internal v1:\n got %s\nwant %s", r.body, want)
 	}

@@ -27,7 +27,7 @@ func benchHandler(b *testing.B) (http.Handler, []string) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	cache := policycache.New(st, policycache.Options{MaxAge: time.Hour, Encoders: internalapi.Encoders()})
+	cache := policycache.New(st, policycache.Options{MaxAge: time.Hour, Encoding: internalapi.Encoding()})
 	if err := cache.Refresh(apitest.Ctx(b)); err != nil {
 		b.Fatal(err)
 	}
@@ -125,7 +125,7 @@ func BenchmarkSnapshotRebuildAt100k(b *testing.B) {
 	b.ResetTimer()
 	for b.Loop() {
 		// A new cache each time: Refresh then loads and indexes everything.
-		if err := policycache.New(st, policycache.Options{Encoders: internalapi.Encoders()}).Refresh(apitest.Ctx(b)); err != nil {
+		if err := policycache.New(st, policycache.Options{Encoding: internalapi.Encoding()}).Refresh(apitest.Ctx(b)); err != nil {
 			b.Fatal(err)
 		}
 	}

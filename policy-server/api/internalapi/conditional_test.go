@@ -30,7 +30,7 @@ func newEnv(t *testing.T) *env {
 	apitest.Create(t, st,
 		apitest.Policy("app-a", "app-b", "tcp", 8080, 8080),
 		apitest.Policy("app-c", "app-d", "tcp", 9000, 9010))
-	cache := policycache.New(st, policycache.Options{MaxAge: time.Hour, Encoders: internalapi.Encoders()})
+	cache := policycache.New(st, policycache.Options{MaxAge: time.Hour, Encoding: internalapi.Encoding()})
 	e := &env{t: t, st: st, cache: cache}
 	e.refresh()
 	e.h, _, _ = mux(t, cache, 100)

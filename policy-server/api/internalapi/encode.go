@@ -9,34 +9,45 @@ import (
 )
 
 // Each policy's wire forms are written once, when it enters the policy snapshot (see
-// Encoders), in the shapes of apiwire.InternalPolicyV0 and apiwire.InternalPolicyV1, so
+// Encoding), in the shapes of apiwire.InternalPolicyV0 and apiwire.InternalPolicyV1, so
 // that answering a poll is copying bytes.
 
-// Indexes of the encoded forms in policycache.Policy.Encoded.
+// Indexes of the forms in policycache.Encoding.
 const (
 	encV0 = iota
 	encV1
 )
 
-// Encoders are the policy cache's encoders (policycache.Options.Encoders) the handlers
-// of this package read.
-func Encoders() []policycache.Encoder {
-	return []policycache.Encoder{encV0: appendPolicyV0, encV1: appendPolicyV1}
+// Encoding is the policy cache's encoding (policycache.Options.Encoding) the handlers of
+// this package read. The v0 and v1 forms differ only in how they state the ports, so
+// each policy's bytes are written once, with both statements of the ports:
+//
+//	{"destination":{"id":D,  "port":N,  "ports":{"start":N,"end":M},  "protocol":P,"tag":T},"source":{...}}
+//	|---------- a ---------| |-- p0 --| |--------- p1 -------------| |------------ rest ------------------|
+//
+// v0 is a p0 rest (a p0 p1 rest for a range), v1 is a p1 rest: each is at most two
+// spans, and the snapshot holds about half the bytes two separate forms would take.
+func Encoding() policycache.Encoding {
+	return policycache.Encoding{Forms: 2, Encode: appendPolicy}
 }
 
-func appendPolicyV0(b []byte, p *policycache.Policy) []byte {
+func appendPolicy(b []byte, p *policycache.Policy, forms []policycache.Form) []byte {
+	base := len(b)
 	b = append(b, `{"destination":{"id":`...)
 	b = httpapi.AppendString(b, p.Destination.ID)
-	b = append(b, `,"port":`...)
+	b = append(b, ',')
+	a := len(b) - base
+	b = append(b, `"port":`...)
 	b = strconv.AppendInt(b, int64(p.Start), 10)
-	if p.End != p.Start {
-		b = append(b, `,"ports":{"start":`...)
-		b = strconv.AppendInt(b, int64(p.Start), 10)
-		b = append(b, `,"end":`...)
-		b = strconv.AppendInt(b, int64(p.End), 10)
-		b = append(b, '}')
-	}
-	b = append(b, `,"protocol":`...)
+	b = append(b, ',')
+	p0 := len(b) - base
+	b = append(b, `"ports":{"start":`...)
+	b = strconv.AppendInt(b, int64(p.Start), 10)
+	b = append(b, `,"end":`...)
+	b = strconv.AppendInt(b, int64(p.End), 10)
+	b = append(b, `},`...)
+	p1 := len(b) - base
+	b = append(b, `"protocol":`...)
 	b = httpapi.AppendString(b, p.Protocol)
 	b = append(b, `,"tag":`...)
 	b = httpapi.AppendString(b, p.Destination.Tag)
@@ -44,25 +55,15 @@ func appendPolicyV0(b []byte, p *policycache.Policy) []byte {
 	b = httpapi.AppendString(b, p.Source.ID)
 	b = append(b, `,"tag":`...)
 	b = httpapi.AppendString(b, p.Source.Tag)
-	return append(b, "}}"...)
-}
-
-func appendPolicyV1(b []byte, p *policycache.Policy) []byte {
-	b = append(b, `{"source":{"id":`...)
-	b = httpapi.AppendString(b, p.Source.ID)
-	b = append(b, `,"tag":`...)
-	b = httpapi.AppendString(b, p.Source.Tag)
-	b = append(b, `},"destination":{"id":`...)
-	b = httpapi.AppendString(b, p.Destination.ID)
-	b = append(b, `,"tag":`...)
-	b = httpapi.AppendString(b, p.Destination.Tag)
-	b = append(b, `,"protocol":`...)
-	b = httpapi.AppendString(b, p.Protocol)
-	b = append(b, `,"ports":{"start":`...)
-	b = strconv.AppendInt(b, int64(p.Start), 10)
-	b = append(b, `,"end":`...)
-	b = strconv.AppendInt(b, int64(p.End), 10)
-	return append(b, "}}}"...)
+	b = append(b, "}}"...)
+	end := len(b) - base
+	if p.End != p.Start {
+		forms[encV0] = policycache.Form{{0, end}}
+	} else {
+		forms[encV0] = policycache.Form{{0, p0}, {p1, end}}
+	}
+	forms[encV1] = policycache.Form{{0, a}, {p0, end}}
+	return b
 }
 
 // appendList appends a list body around the encoded forms enc of the hits: v0 is
@@ -73,7 +74,7 @@ func appendList(b []byte, enc int, hits []policycache.Hit) []byte {
 	// waiting for each in turn.
 	size := len(b) + 48 + len(hits)
 	for _, h := range hits {
-		size += len(h.Encoded(enc))
+		size += h.EncodedLen(enc)
 	}
 	b = slices.Grow(b, size-len(b))
 	b = appendListStart(b, enc, len(hits))
@@ -81,7 +82,7 @@ func appendList(b []byte, enc int, hits []policycache.Hit) []byte {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = append(b, h.Encoded(enc)...)
+		b = h.AppendEncoded(b, enc)
 	}
 	return append(b, "]}"...)
 }
@@ -100,7 +101,7 @@ func encodeSnapshot(enc int) func(*policycache.Snapshot) []byte {
 	return func(s *policycache.Snapshot) []byte {
 		size := 32
 		for p := range s.All() {
-			size += len(p.Encoded(enc)) + 1
+			size += p.EncodedLen(enc) + 1
 		}
 		b := appendListStart(make([]byte, 0, size), enc, s.Len())
 		first := true
@@ -109,7 +110,7 @@ func encodeSnapshot(enc int) func(*policycache.Snapshot) []byte {
 				b = append(b, ',')
 			}
 			first = false
-			b = append(b, p.Encoded(enc)...)
+			b = p.AppendEncoded(b, enc)
 		}
 		return append(b, "]}"...)
 	}

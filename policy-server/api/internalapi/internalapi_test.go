@@ -37,7 +37,7 @@ func fixture(t *testing.T, maxIDs int) (http.Handler, *bytes.Buffer, *prometheus
 		apitest.Policy("app-c", "app-c", "tcp", 5555, 5555),
 		apitest.Policy("app-d", "app-b", "tcp", 8080, 8080),
 	)
-	cache := policycache.New(st, policycache.Options{MaxAge: time.Hour, Encoders: internalapi.Encoders()})
+	cache := policycache.New(st, policycache.Options{MaxAge: time.Hour, Encoding: internalapi.Encoding()})
 	if err := cache.Refresh(apitest.Ctx(t)); err != nil {
 		t.Fatal(err)
 	}
@@ -226,7 +226,7 @@ func TestDatabaseDown(t *testing.T) {
 	fs := &failingStore{Store: st}
 	const staleLimit = 2 * time.Second
 	const maxAge = 100 * time.Millisecond
-	cache := policycache.New(fs, policycache.Options{MaxAge: maxAge, StaleLimit: staleLimit, Encoders: internalapi.Encoders()})
+	cache := policycache.New(fs, policycache.Options{MaxAge: maxAge, StaleLimit: staleLimit, Encoding: internalapi.Encoding()})
 	if err := cache.Refresh(apitest.Ctx(t)); err != nil {
 		t.Fatal(err)
 	}
@@ -259,7 +259,7 @@ func TestDatabaseDown(t *testing.T) {
 		}
 	}
 	unavailable(h)
-	never := policycache.New(fs, policycache.Options{FallbackWait: 10 * time.Millisecond, Encoders: internalapi.Encoders()})
+	never := policycache.New(fs, policycache.Options{FallbackWait: 10 * time.Millisecond, Encoding: internalapi.Encoding()})
 	h2, _, _ := mux(t, never, 10)
 	unavailable(h2)
 	fs.broken.Store(false)
@@ -331,7 +331,7 @@ func gathered(t *testing.T, reg *prometheus.Registry) string {
 func TestFullListFollowsChanges(t *testing.T) {
 	st, _, _ := apitest.NewStore(t)
 	apitest.Create(t, st, apitest.Policy("app-a", "app-b", "tcp", 8080, 8080))
-	cache := policycache.New(st, policycache.Options{MaxAge: time.Hour, Encoders: internalapi.Encoders()})
+	cache := policycache.New(st, policycache.Options{MaxAge: time.Hour, Encoding: internalapi.Encoding()})
 	h, _, _ := mux(t, cache, 10)
 	want := []string{"app-a>app-b/tcp:8080"}
 	for step := range 3 {

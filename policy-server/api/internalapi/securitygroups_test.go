@@ -102,7 +102,7 @@ func serve(t *testing.T, groups []store.SecurityGroup) string {
 	if _, err := st.ReplaceSecurityGroups(context.Background(), groups); err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(httpapi.NewMux(httpapi.Middleware{Server: "internal", Logger: slog.New(slog.DiscardHandler)}, internalapi.V1Routes(policycache.New(st, policycache.Options{Encoders: internalapi.Encoders()}), st, 100)))
+	srv := httptest.NewServer(httpapi.NewMux(httpapi.Middleware{Server: "internal", Logger: slog.New(slog.DiscardHandler)}, internalapi.V1Routes(policycache.New(st, policycache.Options{Encoding: internalapi.Encoding()}), st, 100)))
 	t.Cleanup(srv.Close)
 	return srv.URL
 }

@@ -77,7 +77,7 @@ func New(t testing.TB, opts Options) *Server {
 	t.Cleanup(s.External.Close)
 	// MaxAge 1ns: every internal read confirms the snapshot first, so it sees every
 	// write the test made before it.
-	cache := policycache.New(st, policycache.Options{MaxAge: time.Nanosecond, Encoders: internalapi.Encoders()})
+	cache := policycache.New(st, policycache.Options{MaxAge: time.Nanosecond, Encoding: internalapi.Encoding()})
 	s.Internal = httptest.NewServer(httpapi.NewMux(httpapi.Middleware{Server: "internal", Logger: logger}, internalapi.V1Routes(cache, st, 0)))
 	t.Cleanup(s.Internal.Close)
 	return s
