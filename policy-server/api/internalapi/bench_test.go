@@ -67,7 +67,7 @@ func benchMux(routes []httpapi.Route) http.Handler {
 // is the internal API's own cost per poll (the target: at most 1.5x).
 func BenchmarkPoll100IDs(b *testing.B) {
 	h, groups := benchHandler(b)
-	targets := pollTargets(groups)
+	targets := poll100Targets(groups)
 	pre, err := preEncodedRoute(h, internalapi.PoliciesPath, targets)
 	if err != nil {
 		b.Fatal(err)
@@ -90,14 +90,17 @@ func BenchmarkPoll100IDs(b *testing.B) {
 	}
 }
 
-// pollTargets are the 100-id polls of BenchmarkPoll100IDs and
-// BenchmarkPoll100IDsServerCPU: 256 request targets naming 100 of groups each, drawn
-// from a fixed seed so every run asks the same.
-func pollTargets(groups []string) []string {
-	rng := rand.New(rand.NewPCG(3, 3))
-	targets := make([]string, 256)
+// poll100Targets are the 100-id polls of BenchmarkPoll100IDs and
+// BenchmarkPoll100IDsServerCPU.
+func poll100Targets(groups []string) []string { return pollTargets(groups, 256, 100, 3) }
+
+// pollTargets are n request targets naming perPoll random ids of groups each, drawn
+// from seed so every run asks the same.
+func pollTargets(groups []string, n, perPoll int, seed uint64) []string {
+	rng := rand.New(rand.NewPCG(seed, seed))
+	targets := make([]string, n)
 	for i := range targets {
-		ids := make([]string, 100)
+		ids := make([]string, perPoll)
 		for j := range ids {
 			ids[j] = groups[rng.IntN(len(groups))]
 		}
@@ -129,15 +132,7 @@ func preEncodedRoute(h http.Handler, path string, targets []string) (httpapi.Rou
 
 func BenchmarkInternalPolicies10IDsAt100k(b *testing.B) {
 	h, groups := benchHandler(b)
-	rng := rand.New(rand.NewPCG(2, 2))
-	targets := make([]string, 1024)
-	for i := range targets {
-		ids := make([]string, 10)
-		for j := range ids {
-			ids[j] = groups[rng.IntN(len(groups))]
-		}
-		targets[i] = internalapi.PoliciesPath + "?id=" + strings.Join(ids, ",")
-	}
+	targets := pollTargets(groups, 1024, 10, 2)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; b.Loop(); i++ {

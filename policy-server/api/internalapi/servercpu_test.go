@@ -51,6 +51,7 @@ const (
 	cpuClients       = 4
 )
 
+// TestMain runs the tests, or is the server of BenchmarkPoll100IDsServerCPU.
 func TestMain(m *testing.M) {
 	if path := os.Getenv(serverCPUEnv); path != "" {
 		os.Exit(serveForCPU(path))
@@ -72,10 +73,10 @@ type serverCPUConfig struct {
 // time, read from /proc, is the server's alone and not the clients'. It serves over the
 // internal API's mutual TLS on one listener both the v0 route over a snapshot of
 // 100,000 policies and, behind the same mux and middleware, a handler writing the exact
-// bytes that route answers (preEncodedRoute). Four keep-alive clients send each round's
-// requests; rounds alternate ABBA, and each handler's figure is the median of its rounds,
-// the ratio the median of the ratios of adjacent rounds, so a neighbour's load on the
-// machine weighs on both sides alike.
+// bytes that route answers (preEncodedRoute), for the polls of poll100Targets. Four
+// keep-alive clients send each round's requests; rounds alternate ABBA, and each
+// handler's figure is the median of its rounds, the ratio the median of the ratios of
+// adjacent rounds, so a neighbour's load on the machine weighs on both sides alike.
 //
 // It runs its rounds once whatever b.N is (seeding and starting take most of a
 // minute): run it with -benchtime 1x:
@@ -83,7 +84,7 @@ type serverCPUConfig struct {
 //	scripts/with-postgres go test -run '^$' -bench Poll100IDsServerCPU -benchtime 1x ./policy-server/api/internalapi/
 func BenchmarkPoll100IDsServerCPU(b *testing.B) {
 	_, groups, dsn := seededStore(b)
-	targets := pollTargets(groups)
+	targets := poll100Targets(groups)
 	dir := b.TempDir()
 	certs, _ := mutualtlstest.WriteFiles(b, dir)
 	srv := startCPUServer(b, dir, serverCPUConfig{DSN: dsn, Certs: certs, Targets: targets})
