@@ -1,6 +1,8 @@
 package internalapi_test
 
 import (
+	"context"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
@@ -22,16 +24,35 @@ import (
 // policies (no TLS, no network: that is what policy-load measures).
 func benchHandler(b *testing.B) (http.Handler, []string) {
 	b.Helper()
-	st, db, _ := apitest.NewStore(b)
+	st, groups, _ := seededStore(b)
+	routes, err := snapshotRoutes(apitest.Ctx(b), st)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return benchMux(routes), groups
+}
+
+// seededStore is a store of 100,000 policies seeded with store.Seed, the ids of the
+// groups they name and the DSN of its database.
+func seededStore(b *testing.B) (*store.Store, []string, string) {
+	b.Helper()
+	st, db, dsn := apitest.NewStore(b)
 	groups, err := store.Seed(apitest.Ctx(b), db, 100000, rand.New(rand.NewPCG(1, 1)))
 	if err != nil {
 		b.Fatal(err)
 	}
+	return st, groups, dsn
+}
+
+// snapshotRoutes are the v0 routes over a snapshot of everything st holds. The cache
+// is loaded once and never checked again (MaxAge of an hour), so a benchmark measures
+// the answers, not the reads.
+func snapshotRoutes(ctx context.Context, st policycache.Store) ([]httpapi.Route, error) {
 	cache := policycache.New(st, policycache.Options{MaxAge: time.Hour, Encoding: internalapi.Encoding()})
-	if err := cache.Refresh(apitest.Ctx(b)); err != nil {
-		b.Fatal(err)
+	if err := cache.Refresh(ctx); err != nil {
+		return nil, fmt.Errorf("loading the snapshot: %w", err)
 	}
-	return benchMux(internalapi.V0Routes(cache, 10000)), groups
+	return internalapi.V0Routes(cache, 10000), nil
 }
 
 // benchMux serves routes the way the server does: through the mux and the middleware
@@ -46,23 +67,12 @@ func benchMux(routes []httpapi.Route) http.Handler {
 // is the internal API's own cost per poll (the target: at most 1.5x).
 func BenchmarkPoll100IDs(b *testing.B) {
 	h, groups := benchHandler(b)
-	rng := rand.New(rand.NewPCG(3, 3))
-	targets := make([]string, 256)
-	bodies := map[string][]byte{}
-	for i := range targets {
-		ids := make([]string, 100)
-		for j := range ids {
-			ids[j] = groups[rng.IntN(len(groups))]
-		}
-		targets[i] = internalapi.PoliciesPath + "?id=" + strings.Join(ids, ",")
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, targets[i], nil))
-		bodies[targets[i]] = rec.Body.Bytes()
+	targets := poll100Targets(groups)
+	pre, err := preEncodedRoute(h, internalapi.PoliciesPath, targets)
+	if err != nil {
+		b.Fatal(err)
 	}
-	preEncoded := benchMux([]httpapi.Route{{Name: "policies_v0", Method: http.MethodGet, Path: internalapi.PoliciesPath,
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			httpapi.WriteJSON(w, http.StatusOK, bodies[r.URL.Path+"?"+r.URL.RawQuery])
-		}), Query: []string{"id"}}})
+	preEncoded := benchMux([]httpapi.Route{pre})
 	for _, c := range []struct {
 		name string
 		h    http.Handler
@@ -80,17 +90,49 @@ func BenchmarkPoll100IDs(b *testing.B) {
 	}
 }
 
-func BenchmarkInternalPolicies10IDsAt100k(b *testing.B) {
-	h, groups := benchHandler(b)
-	rng := rand.New(rand.NewPCG(2, 2))
-	targets := make([]string, 1024)
+// poll100Targets are the 100-id polls of BenchmarkPoll100IDs and
+// BenchmarkPoll100IDsServerCPU.
+func poll100Targets(groups []string) []string { return pollTargets(groups, 256, 100, 3) }
+
+// pollTargets are n request targets naming perPoll random ids of groups each, drawn
+// from seed so every run asks the same.
+func pollTargets(groups []string, n, perPoll int, seed uint64) []string {
+	rng := rand.New(rand.NewPCG(seed, seed))
+	targets := make([]string, n)
 	for i := range targets {
-		ids := make([]string, 10)
+		ids := make([]string, perPoll)
 		for j := range ids {
 			ids[j] = groups[rng.IntN(len(groups))]
 		}
 		targets[i] = internalapi.PoliciesPath + "?id=" + strings.Join(ids, ",")
 	}
+	return targets
+}
+
+// preEncodedRoute is the baseline of the 100-id poll benchmarks: a GET route at path
+// that answers each of targets' queries with the bytes h answers that target with,
+// encoded here once, so it costs only writing them. It picks the answer by the query
+// alone, so it may serve at another path than the targets name.
+func preEncodedRoute(h http.Handler, path string, targets []string) (httpapi.Route, error) {
+	bodies := make(map[string][]byte, len(targets))
+	for _, target := range targets {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, target, nil))
+		if rec.Code != http.StatusOK {
+			return httpapi.Route{}, fmt.Errorf("encoding the answers beforehand: a poll got status %d: %s", rec.Code, rec.Body)
+		}
+		_, query, _ := strings.Cut(target, "?")
+		bodies[query] = rec.Body.Bytes()
+	}
+	return httpapi.Route{Name: "policies_v0", Method: http.MethodGet, Path: path,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			httpapi.WriteJSON(w, http.StatusOK, bodies[r.URL.RawQuery])
+		}), Query: []string{"id"}}, nil
+}
+
+func BenchmarkInternalPolicies10IDsAt100k(b *testing.B) {
+	h, groups := benchHandler(b)
+	targets := pollTargets(groups, 1024, 10, 2)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; b.Loop(); i++ {
