@@ -67,15 +67,12 @@ func appendPolicy(b []byte, p *policycache.Policy, forms []policycache.Form) []b
 }
 
 // appendList appends a list body around the encoded forms enc of the hits: v0 is
-// {"policies":[...]}, v1 {"total_policies":N,"policies":[...]}.
-func appendList(b []byte, enc int, hits []policycache.Hit) []byte {
-	// First only the sizes: the forms are scattered over the heap, and with no copy in
-	// between, the CPU fetches the first line of many of them at once instead of
-	// waiting for each in turn.
-	size := len(b) + 48 + len(hits)
-	for _, h := range hits {
-		size += h.EncodedLen(enc)
-	}
+// {"policies":[...]}, v1 {"total_policies":N,"policies":[...]}. bufSink keeps
+// FetchForms' sink.
+func appendList(b []byte, enc int, hits []policycache.Hit, bufSink *byte) []byte {
+	n, sink := policycache.FetchForms(hits, enc)
+	*bufSink = sink
+	size := len(b) + 48 + len(hits) + n
 	b = slices.Grow(b, size-len(b))
 	b = appendListStart(b, enc, len(hits))
 	for i, h := range hits {

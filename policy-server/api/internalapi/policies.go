@@ -51,6 +51,7 @@ type reader struct {
 type buffers struct {
 	found []policycache.Hit
 	body  []byte
+	sink  byte // see appendList
 }
 
 func newList(source PolicySource, maxIDs, enc int) *reader {
@@ -157,7 +158,7 @@ func (h *reader) writeBody(w http.ResponseWriter, snap *policycache.Snapshot, fo
 		// Every agent asking for everything gets the same bytes: made once per snapshot.
 		httpapi.WriteJSON(w, http.StatusOK, snap.Body(h.enc, encodeSnapshot(h.enc)))
 	default:
-		bufs.body = appendList(bufs.body[:0], h.enc, found)
+		bufs.body = appendList(bufs.body[:0], h.enc, found, &bufs.sink)
 		httpapi.WriteJSON(w, http.StatusOK, bufs.body)
 	}
 }
