@@ -232,8 +232,9 @@ func changedPolicies(changes []models.Change) int {
 	return n
 }
 
-// load reads every policy into a new snapshot.
-func (c *Cache) load(ctx context.Context) (*Snapshot, time.Time, error) {
+// load reads every policy into a new snapshot, with the policies' forms written by
+// encoding.
+func (c *Cache) load(ctx context.Context, encoding Encoding) (*Snapshot, time.Time, error) {
 	started := time.Now()
 	qctx, cancel := context.WithTimeout(ctx, c.opts.LoadTimeout)
 	all, version, err := c.store.Snapshot(qctx)
@@ -241,7 +242,7 @@ func (c *Cache) load(ctx context.Context) (*Snapshot, time.Time, error) {
 	if err != nil {
 		return nil, started, fmt.Errorf("loading policies: %w", err)
 	}
-	snap := build(version, all, c.opts.Encoding, c.seed)
+	snap := build(version, all, encoding, c.seed)
 	took := time.Since(started)
 	if c.opts.Observe != nil {
 		c.opts.Observe.Rebuilt(version, snap.Len(), took)
@@ -252,7 +253,7 @@ func (c *Cache) load(ctx context.Context) (*Snapshot, time.Time, error) {
 
 func (c *Cache) rebuild(ctx context.Context, why string) error {
 	c.opts.Logger.Info("loading all policies", "reason", why)
-	snap, started, err := c.load(ctx)
+	snap, started, err := c.load(ctx, c.opts.Encoding)
 	if err != nil {
 		return err
 	}
@@ -337,7 +338,9 @@ func (c *Cache) Run(ctx context.Context) error {
 // bypasses the triggers, such as TRUNCATE, can cause). It reports whether it replaced
 // the snapshot.
 func (c *Cache) FullCheck(ctx context.Context) error {
-	loaded, _, err := c.load(ctx)
+	// Without the forms, which are most of a snapshot's memory: the comparison does not
+	// need them, and the snapshot it builds is almost always thrown away.
+	loaded, _, err := c.load(ctx, Encoding{})
 	if err != nil {
 		return err
 	}
@@ -362,6 +365,7 @@ func (c *Cache) FullCheck(ctx context.Context) error {
 	}
 	if !equal(cur.snap, loaded) {
 		c.opts.Logger.Error("the policy snapshot differed from the database; replaced it", "version", loaded.Version)
+		loaded.encode(c.opts.Encoding)
 		c.mu.Lock()
 		if now := c.state.Load(); now == cur {
 			c.state.Store(&state{snap: loaded, confirmed: cur.confirmed})

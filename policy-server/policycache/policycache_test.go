@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -276,6 +277,27 @@ func TestFullCheckRepairs(t *testing.T) {
 	}
 	if n := serve(t, c).Len(); n != 0 {
 		t.Fatalf("after the full check the snapshot holds %d policies, want 0", n)
+	}
+	// Once more with a policy to serve: the replacement (compared without its forms)
+	// is served with them.
+	pgtest.MustExec(t, db, `TRUNCATE policies`)
+	if err := st.Create(ctx, []models.Policy{apitest.Policy("x", "y", "tcp", 1, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.FullCheck(ctx); err != nil {
+		t.Fatal(err)
+	}
+	snap := serve(t, c)
+	want := keys(snap.Lookup([]string{"x"}))
+	if len(want) != 1 || strings.Contains(want[0], "ENCODED AS") || snap.Len() != 1 {
+		t.Fatalf("after the second full check: %d policies, lookup of x %q", snap.Len(), want)
+	}
+	hits, _ := snap.AppendLookup(nil, []string{"x", "y"})
+	if len(hits) != 1 || string(hits[0].AppendEncoded(nil, 0)) != want[0] {
+		t.Fatalf("after the second full check: hits %v", hits)
 	}
 }
 

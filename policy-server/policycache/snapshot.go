@@ -570,7 +570,23 @@ func build(version int64, all []models.Policy, encoding Encoding, seed maphash.S
 		s.chunks = append(s.chunks, &chunk{ps: slices.Clip(ps[i:min(i+chunkMax/2, len(ps))])})
 	}
 	s.n = len(ps)
-	lists := make(map[*Group][]sortKey, len(groups))
+	// Every group's list is cut from one array of exactly the keys needed (a change
+	// copies the lists it touches, so the array is never written again).
+	sizes := make(map[*Group]int, len(groups))
+	total := 0
+	for _, p := range ps {
+		sizes[p.Source]++
+		total++
+		if p.Destination != p.Source {
+			sizes[p.Destination]++
+			total++
+		}
+	}
+	keys := make([]sortKey, total)
+	lists := make(map[*Group][]sortKey, len(sizes))
+	for g, n := range sizes {
+		lists[g], keys = keys[:0:n], keys[n:]
+	}
 	for _, p := range ps {
 		// Policies come in order, so each list is sorted.
 		lists[p.Source] = append(lists[p.Source], p.key())
@@ -592,6 +608,21 @@ func build(version int64, all []models.Policy, encoding Encoding, seed maphash.S
 	}
 	s.groups = len(lists)
 	return s
+}
+
+// encode writes the forms of a snapshot built without them (to be compared), so that it
+// can be served. Only for a snapshot no one has seen: it writes to its policies and keys.
+func (s *Snapshot) encode(encoding Encoding) {
+	s.encoding, s.bodies = encoding, make([]lazyBody, encoding.Forms)
+	encodeAll(slices.Collect(s.All()), encoding)
+	for i := range s.shards {
+		for j := range s.shards[i].slots {
+			for k := range s.shards[i].slots[j].ps {
+				key := &s.shards[i].slots[j].ps[k]
+				key.forms = key.p.encoded
+			}
+		}
+	}
 }
 
 // encodeAll writes each policy's encoded forms as one run of bytes: for each of the k
