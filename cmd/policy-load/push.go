@@ -72,15 +72,21 @@ func externalWriter(base, token string, tlsConfig *tls.Config) writeFunc {
 	}
 }
 
-// writeLog maps each store version the writer produced to when its write returned.
+// writeLog maps each store version the writer produced to when its write was sent and
+// when it returned: the commit happened between the two, so a delay from each brackets
+// the delay from the commit.
 type writeLog struct {
-	mu       sync.Mutex
-	returned map[int64]time.Time
+	mu             sync.Mutex
+	sent, returned map[int64]time.Time
 }
 
-func (l *writeLog) at(v int64) (time.Time, bool) {
+func (l *writeLog) at(v int64, fromSent bool) (time.Time, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if fromSent {
+		t, ok := l.sent[v]
+		return t, ok
+	}
 	t, ok := l.returned[v]
 	return t, ok
 }
@@ -114,6 +120,7 @@ func writer(ctx context.Context, db *sql.DB, write writeFunc, groups []string, i
 			case <-t.C:
 			}
 			var err error
+			sent := time.Now()
 			if pending != nil {
 				err = write(ctx, false, *pending)
 				pending = nil
@@ -137,7 +144,7 @@ func writer(ctx context.Context, db *sql.DB, write writeFunc, groups []string, i
 			now := version()
 			log.mu.Lock()
 			for v := last + 1; v <= now; v++ {
-				log.returned[v] = returned
+				log.sent[v], log.returned[v] = sent, returned
 			}
 			log.mu.Unlock()
 			last = now
@@ -153,11 +160,12 @@ type sighting struct {
 }
 
 // latencies turns sightings into write-returned → seen delays (0 when the client saw
-// the change before the write's answer reached the writer).
-func latencies(log *writeLog, seen []sighting) []time.Duration {
+// the change before the write's answer reached the writer), or with fromSent
+// write-sent → seen delays.
+func latencies(log *writeLog, seen []sighting, fromSent bool) []time.Duration {
 	var out []time.Duration
 	for _, s := range seen {
-		if w, ok := log.at(s.v); ok {
+		if w, ok := log.at(s.v, fromSent); ok {
 			out = append(out, max(0, s.t.Sub(w)))
 		}
 	}
