@@ -49,8 +49,8 @@ With -churn, each filtered scenario runs twice, first without writes, then with 
 policy created or deleted every interval (through the first replica's external API
 with -external-url and -token, else straight into the store), and prints the ratio.
 During the writes, a client on every replica long-polls policies_last_updated and the
-tool reports write returned -> answer and write sent -> answer, per replica (the commit
-is between the two, so they bracket commit -> answer). With -agents N as well, N simulated
+tool reports write committed -> answer (when Postgres has track_commit_timestamp on),
+write returned -> answer and write sent -> answer, per replica. With -agents N as well, N simulated
 agents (own connection, own 10-50 app ids each) long-poll the v0 list across the
 replicas for -duration with the writer, after the filtered scenarios; the tool reports their errors and how long after a write
 returned an agent whose answer it changed got the new answer. With -metrics-url (the
@@ -251,7 +251,7 @@ func load(ctx context.Context, o options, bases []*url.URL, tlsConfig *tls.Confi
 		}
 		// The same scenario with the writer, long-polling watchers on every replica
 		// and, once, the simulated agents.
-		log := &writeLog{sent: map[int64]time.Time{}, returned: map[int64]time.Time{}}
+		log := newWriteLog()
 		before, ferr := fallbacks(o.metricsURLs)
 		wctx, stopWatch := context.WithCancel(ctx)
 		var watchErrs atomic.Int64
@@ -274,14 +274,20 @@ func load(ctx context.Context, o options, bases []*url.URL, tlsConfig *tls.Confi
 			if i == 0 && o.externalURL != "" {
 				took = "took the writes"
 			}
-			summarize(fmt.Sprintf("  write returned -> long poll answer, replica %d (%s)", i+1, took), latencies(log, s, false), watchErrs.Load()).print(o.jsonOut)
-			summarize(fmt.Sprintf("  write sent -> long poll answer, replica %d (%s)", i+1, took), latencies(log, s, true), watchErrs.Load()).print(o.jsonOut)
+			for _, from := range []struct {
+				since
+				name string
+			}{{sinceCommitted, "committed"}, {sinceReturned, "returned"}, {sinceSent, "sent"}} {
+				if ds := latencies(log, s, from.since); len(ds) > 0 {
+					summarize(fmt.Sprintf("  write %s -> long poll answer, replica %d (%s)", from.name, i+1, took), ds, watchErrs.Load()).print(o.jsonOut)
+				}
+			}
 		}
 	}
 	if write != nil && o.agents > 0 {
 		// The simulated agents, on their own, with the writer: how long after a write
 		// an agent whose answer it changed has the new answer.
-		log := &writeLog{sent: map[int64]time.Time{}, returned: map[int64]time.Time{}}
+		log := newWriteLog()
 		actx, stopAgents := context.WithCancel(ctx)
 		warm, done := agents(actx, o.agents, bases, groups, tlsConfig, o.seed)
 		start := time.Now()
@@ -297,8 +303,10 @@ func load(ctx context.Context, o options, bases []*url.URL, tlsConfig *tls.Confi
 			// handshakes queue on the server at once.
 			fmt.Fprintf(os.Stderr, "policy-load: %d agent requests failed while the agents connected (retried)\n", connecting)
 		}
-		summarize(fmt.Sprintf("%d long-polling agents, %s, %d changes: write returned -> new answer", o.agents, replicas, n), latencies(log, seen, false), errs).print(o.jsonOut)
-		summarize(fmt.Sprintf("%d long-polling agents, %s, %d changes: write sent -> new answer", o.agents, replicas, n), latencies(log, seen, true), errs).print(o.jsonOut)
+		if ds := latencies(log, seen, sinceCommitted); len(ds) > 0 {
+			summarize(fmt.Sprintf("%d long-polling agents, %s, %d changes: write committed -> new answer", o.agents, replicas, n), ds, errs).print(o.jsonOut)
+		}
+		summarize(fmt.Sprintf("%d long-polling agents, %s, %d changes: write returned -> new answer", o.agents, replicas, n), latencies(log, seen, sinceReturned), errs).print(o.jsonOut)
 		if errs > 0 {
 			return fmt.Errorf("%d long-polling agents' requests failed after they connected", errs)
 		}

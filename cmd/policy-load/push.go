@@ -72,22 +72,30 @@ func externalWriter(base, token string, tlsConfig *tls.Config) writeFunc {
 	}
 }
 
-// writeLog maps each store version the writer produced to when its write was sent and
-// when it returned: the commit happened between the two, so a delay from each brackets
-// the delay from the commit.
+// writeLog maps each store version the writer produced to when its write was sent,
+// when it was committed (when Postgres tracks commit timestamps) and when it returned.
 type writeLog struct {
-	mu             sync.Mutex
-	sent, returned map[int64]time.Time
+	mu    sync.Mutex
+	times map[since]map[int64]time.Time
 }
 
-func (l *writeLog) at(v int64, fromSent bool) (time.Time, bool) {
+// since names the moment of a write a delay is counted from.
+type since int
+
+const (
+	sinceReturned since = iota
+	sinceSent
+	sinceCommitted
+)
+
+func newWriteLog() *writeLog {
+	return &writeLog{times: map[since]map[int64]time.Time{sinceReturned: {}, sinceSent: {}, sinceCommitted: {}}}
+}
+
+func (l *writeLog) at(v int64, from since) (time.Time, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if fromSent {
-		t, ok := l.sent[v]
-		return t, ok
-	}
-	t, ok := l.returned[v]
+	t, ok := l.times[from][v]
 	return t, ok
 }
 
@@ -98,16 +106,23 @@ func (l *writeLog) at(v int64, fromSent bool) (time.Time, bool) {
 func writer(ctx context.Context, db *sql.DB, write writeFunc, groups []string, interval time.Duration, log *writeLog) (stop func() int) {
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan int, 1)
-	version := func() int64 {
+	// The version, and when the transaction that last wrote it committed: the row is
+	// written by the trigger of every change, and Postgres knows the commit time of a
+	// row's transaction when track_commit_timestamp is on (scripts/with-postgres turns
+	// it on; elsewhere the commit time is unknown).
+	version := func() (int64, time.Time) {
 		var v int64
-		_ = db.QueryRowContext(context.Background(), `SELECT version FROM store_meta`).Scan(&v)
-		return v
+		var committed sql.NullTime
+		if err := db.QueryRowContext(context.Background(), `SELECT version, pg_xact_commit_timestamp(xmin) FROM store_meta`).Scan(&v, &committed); err != nil {
+			_ = db.QueryRowContext(context.Background(), `SELECT version FROM store_meta`).Scan(&v)
+		}
+		return v, committed.Time
 	}
 	go func() {
 		t := time.NewTicker(interval)
 		defer t.Stop()
 		n := 0
-		last := version()
+		last, _ := version()
 		var pending *models.Policy
 		for {
 			select {
@@ -141,10 +156,13 @@ func writer(ctx context.Context, db *sql.DB, write writeFunc, groups []string, i
 				continue
 			}
 			n++
-			now := version()
+			now, committed := version()
 			log.mu.Lock()
 			for v := last + 1; v <= now; v++ {
-				log.sent[v], log.returned[v] = sent, returned
+				log.times[sinceSent][v], log.times[sinceReturned][v] = sent, returned
+				if !committed.IsZero() && v == now {
+					log.times[sinceCommitted][v] = committed
+				}
 			}
 			log.mu.Unlock()
 			last = now
@@ -159,13 +177,12 @@ type sighting struct {
 	t time.Time
 }
 
-// latencies turns sightings into write-returned → seen delays (0 when the client saw
-// the change before the write's answer reached the writer), or with fromSent
-// write-sent → seen delays.
-func latencies(log *writeLog, seen []sighting, fromSent bool) []time.Duration {
+// latencies turns sightings into delays from the moment from of the write (0 when the
+// client saw the change before, as it can before the write's answer reached the writer).
+func latencies(log *writeLog, seen []sighting, from since) []time.Duration {
 	var out []time.Duration
 	for _, s := range seen {
-		if w, ok := log.at(s.v, fromSent); ok {
+		if w, ok := log.at(s.v, from); ok {
 			out = append(out, max(0, s.t.Sub(w)))
 		}
 	}
