@@ -22,34 +22,25 @@ type Group struct {
 
 // Policy is the compact form of models.Policy, with its encoded forms (see Encoder).
 // It is never modified once in a snapshot.
+// It is 64 bytes, one cache line, with what a poll reads of it (encoded) first.
 type Policy struct {
-	// prefix is the first 8 bytes of Source.ID, big-endian and zero-padded: comparing
-	// it orders two policies whenever it differs (as it does for almost any two GUIDs),
-	// which makes sorting a poll's answer cheap. dprefix is the same of Destination.ID,
-	// which orders two policies of one source. These, Source and encoded, which a
-	// poll reads, come first so that they share a cache line.
-	prefix, dprefix uint64
-	Source          *Group
-	encoded         []byte // see encodeAll
-	Destination     *Group
-	Protocol        string
-	Start, End      int32
+	encoded     []byte // see encodeAll
+	Source      *Group
+	Destination *Group
+	Protocol    string
+	Start, End  int32
 }
 
 func newPolicy(src, dst *Group, proto string, start, end int) *Policy {
-	p := &Policy{Source: src, Destination: dst, Protocol: models.InternProtocol(proto), Start: int32(start), End: int32(end)}
-	p.setPrefix()
-	return p
+	return &Policy{Source: src, Destination: dst, Protocol: models.InternProtocol(proto), Start: int32(start), End: int32(end)}
 }
 
 func (p *Policy) key() sortKey {
-	return sortKey{src: p.prefix, dst: p.dprefix, g: p.Source, p: p, forms: p.encoded}
+	return sortKey{src: prefixOf(p.Source.ID), dst: prefixOf(p.Destination.ID), g: p.Source, p: p}
 }
 
-func (p *Policy) setPrefix() {
-	p.prefix, p.dprefix = prefixOf(p.Source.ID), prefixOf(p.Destination.ID)
-}
-
+// prefixOf is the first 8 bytes of id, big-endian and zero-padded: comparing them
+// orders two ids whenever they differ (as they do for almost any two GUIDs).
 func prefixOf(id string) uint64 {
 	var b [8]byte
 	copy(b[:], id)
@@ -151,12 +142,6 @@ func Compare(a, b *Policy) int {
 	if a == b {
 		return 0
 	}
-	if a.prefix != b.prefix {
-		if a.prefix < b.prefix {
-			return -1
-		}
-		return 1
-	}
 	return a.Key().Compare(b.Key())
 }
 
@@ -201,7 +186,7 @@ type chunk struct{ ps []*Policy }
 // dependent ones. Entries are never removed one by one (see forgetRemoved), so a probe
 // ends at the first empty slot.
 type shard struct {
-	slots []entry // a power of two long, at most half full; nil when the shard is empty
+	slots []entry // at most 3/5 full (see tableSize); nil when the shard is empty
 	used  int
 }
 
@@ -222,39 +207,54 @@ func (sh *shard) find(h uint64, id string) int {
 	if sh.used == 0 {
 		return -1
 	}
-	mask := uint64(len(sh.slots) - 1)
-	for i := (h >> shardBits) & mask; ; i = (i + 1) & mask {
+	for i := home(h, len(sh.slots)); ; i = sh.next(i) {
 		e := &sh.slots[i]
 		if e.g == nil {
 			return -1
 		}
 		if e.hash == h && e.id == id {
-			return int(i)
+			return i
 		}
 	}
 }
 
-// tableSize is the table length for n entries: at most half full.
-func tableSize(n int) int { return max(8, 1<<bits.Len(uint(2*n-1))) }
+// tableSize is the table length for n entries: at most 3/5 full, where a lookup reads
+// 1.75 slots on average (linear probing), and any length, not a power of two, so that
+// the tables of 50k groups take 5 MB rather than up to twice that.
+func tableSize(n int) int { return max(8, n*5/3+1) }
+
+// home is where hash h's probe sequence starts in a table of n slots: the high bits of
+// h scaled to n (the low ones chose the shard).
+func home(h uint64, n int) int {
+	hi, _ := bits.Mul64(h, uint64(n))
+	return int(hi)
+}
+
+// next is the slot after i.
+func (sh *shard) next(i int) int {
+	if i++; i == len(sh.slots) {
+		return 0
+	}
+	return i
+}
 
 // insert adds e, whose group the shard does not hold, and returns its index. It may
 // move every entry (pointers into slots do not survive it).
 func (sh *shard) insert(e entry) int {
-	if 2*(sh.used+1) > len(sh.slots) {
+	if 5*(sh.used+1) > 3*len(sh.slots) {
 		old := sh.slots
-		sh.slots, sh.used = make([]entry, max(8, 2*len(old))), 0
+		sh.slots, sh.used = make([]entry, tableSize(2*(sh.used+1))), 0
 		for _, o := range old {
 			if o.g != nil {
 				sh.insert(o)
 			}
 		}
 	}
-	mask := uint64(len(sh.slots) - 1)
-	for i := (e.hash >> shardBits) & mask; ; i = (i + 1) & mask {
+	for i := home(e.hash, len(sh.slots)); ; i = sh.next(i) {
 		if sh.slots[i].g == nil {
 			sh.slots[i] = e
 			sh.used++
-			return int(i)
+			return i
 		}
 	}
 }
@@ -320,7 +320,7 @@ func (s *Snapshot) AppendLookup(dst []Hit, ids []string) ([]Hit, int64) {
 	if len(ids) == 1 {
 		if e := s.entry(ids[0]); e != nil {
 			for _, k := range e.ps {
-				dst = append(dst, Hit{p: k.p, forms: k.forms})
+				dst = append(dst, Hit{p: k.p, forms: k.p.encoded})
 			}
 			return dst, max(changed, e.modified)
 		}
@@ -365,7 +365,7 @@ func (s *Snapshot) AppendLookup(dst []Hit, ids []string) ([]Hit, int64) {
 		// A policy between two requested groups is in both lists, and so twice here,
 		// side by side.
 		if i == 0 || it.k.p != keys[i-1].k.p {
-			dst = append(dst, Hit{p: it.k.p, forms: it.k.forms})
+			dst = append(dst, Hit{p: it.k.p, forms: it.k.p.encoded})
 		}
 	}
 	if cap(keys) <= 1<<16 && cap(spare) <= 1<<16 {
@@ -387,8 +387,7 @@ func (s *Snapshot) candidate(h uint64) *entry {
 	if sh.used == 0 {
 		return nil
 	}
-	mask := uint64(len(sh.slots) - 1)
-	for i := (h >> shardBits) & mask; ; i = (i + 1) & mask {
+	for i := home(h, len(sh.slots)); ; i = sh.next(i) {
 		e := &sh.slots[i]
 		if e.g == nil {
 			return nil
@@ -473,13 +472,12 @@ type item struct {
 }
 
 // sortKey is a policy as a group's list holds it: with the first 8 bytes of its source
-// and destination ids (Policy.prefix) and its source group, which order it against
-// almost any other policy without reading either, and its encoded forms.
+// and destination ids (prefixOf) and its source group, which order it against almost
+// any other policy without reading it.
 type sortKey struct {
 	src, dst uint64
 	g        *Group
 	p        *Policy
-	forms    []byte
 }
 
 type lookupScratch struct {
@@ -557,7 +555,6 @@ func build(version int64, all []models.Policy, encoding Encoding, seed maphash.S
 			Start:       int32(m.Destination.Ports.Start),
 			End:         int32(m.Destination.Ports.End),
 		}
-		backing[i].setPrefix()
 		ps[i] = &backing[i]
 	}
 	// The store returns this order already; checking is cheaper than sorting.
@@ -611,18 +608,10 @@ func build(version int64, all []models.Policy, encoding Encoding, seed maphash.S
 }
 
 // encode writes the forms of a snapshot built without them (to be compared), so that it
-// can be served. Only for a snapshot no one has seen: it writes to its policies and keys.
+// can be served. Only for a snapshot no one has seen: it writes to its policies.
 func (s *Snapshot) encode(encoding Encoding) {
 	s.encoding, s.bodies = encoding, make([]lazyBody, encoding.Forms)
 	encodeAll(slices.Collect(s.All()), encoding)
-	for i := range s.shards {
-		for j := range s.shards[i].slots {
-			for k := range s.shards[i].slots[j].ps {
-				key := &s.shards[i].slots[j].ps[k]
-				key.forms = key.p.encoded
-			}
-		}
-	}
 }
 
 // encodeAll writes each policy's encoded forms as one run of bytes: for each of the k

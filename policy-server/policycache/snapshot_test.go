@@ -74,7 +74,7 @@ func TestAddGrowingTheSourcesTable(t *testing.T) {
 	seed := maphash.MakeSeed()
 	ids := idsInOneShard(build(1, nil, Encoding{}, seed), 41)
 	// One group to start with, then each change adds two entries, source first: the
-	// table grows when its 5th, 9th, 17th and 33rd entry is added, each a destination.
+	// table grows when its 5th, 11th and 23rd entry is added, each a destination.
 	snap := build(1, []models.Policy{policyBetween(ids[0], ids[0])}, Encoding{}, seed)
 	v := snap.Version
 	for i := 1; i+1 < len(ids); i += 2 {
