@@ -45,9 +45,11 @@ then runs each scenario for -duration and prints one line per scenario:
 -url may name several replicas (comma-separated) on one database; pollers spread
 over them.
 
-With -churn, each filtered scenario runs twice, first without writes, then with a
-policy created or deleted every interval (through the first replica's external API
-with -external-url and -token, else straight into the store), and prints the ratio.
+With -churn, each filtered scenario runs without writes for half of -duration, then
+for -duration with a policy created or deleted every interval (through the first
+replica's external API with -external-url and -token, else straight into the store),
+then without writes again for half of -duration, and prints the ratio of the writes'
+throughput to the mean of the two without.
 During the writes, a client on every replica long-polls policies_last_updated and the
 tool reports write committed -> answer (when Postgres has track_commit_timestamp on),
 write returned -> answer and write sent -> answer, per replica. With -agents N as well, N simulated
@@ -243,12 +245,19 @@ func load(ctx context.Context, o options, bases []*url.URL, tlsConfig *tls.Confi
 			}
 			return policiesURL(rng) + "?id=" + strings.Join(ids, ",")
 		}
-		quiet := runScenario(ctx, o, tlsConfig, fmt.Sprintf("filtered ids=%d, %s", o.ids, replicas), c, o.duration, filtered)
-		results = append(results, quiet)
-		quiet.print(o.jsonOut)
+		name := fmt.Sprintf("filtered ids=%d, %s", o.ids, replicas)
 		if write == nil {
+			quiet := runScenario(ctx, o, tlsConfig, name, c, o.duration, filtered)
+			results = append(results, quiet)
+			quiet.print(o.jsonOut)
 			continue
 		}
+		// Without writes for half the time before the writes and half after (A B A),
+		// so that a drift of the machine's speed counts alike on both sides of the
+		// ratio.
+		quiet := runScenario(ctx, o, tlsConfig, name+" (before the writes)", c, o.duration/2, filtered)
+		results = append(results, quiet)
+		quiet.print(o.jsonOut)
 		// The same scenario with the writer, long-polling watchers on every replica
 		// and, once, the simulated agents.
 		log := newWriteLog()
@@ -264,7 +273,11 @@ func load(ctx context.Context, o options, bases []*url.URL, tlsConfig *tls.Confi
 		after, ferr2 := fallbacks(o.metricsURLs)
 		results = append(results, busy)
 		busy.print(o.jsonOut)
-		fmt.Printf("  with/without writes: throughput %.2fx, p99 %.2fx; %d changes committed", busy.RequestsPerS/quiet.RequestsPerS, busy.P99ms/quiet.P99ms, n)
+		quiet2 := runScenario(ctx, o, tlsConfig, name+" (after the writes)", c, o.duration/2, filtered)
+		results = append(results, quiet2)
+		quiet2.print(o.jsonOut)
+		quietRate, quietP99 := (quiet.RequestsPerS+quiet2.RequestsPerS)/2, (quiet.P99ms+quiet2.P99ms)/2
+		fmt.Printf("  with/without writes: throughput %.2fx, p99 %.2fx; %d changes committed", busy.RequestsPerS/quietRate, busy.P99ms/quietP99, n)
 		if ferr == nil && ferr2 == nil && len(o.metricsURLs) > 0 {
 			fmt.Printf("; cache fallbacks during the writes: %.0f", after-before)
 		}
