@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -37,6 +38,10 @@ import (
 // serverCPUEnv names the configuration file of the server BenchmarkPoll100IDsServerCPU
 // starts: set, this test binary is that server instead of running tests.
 const serverCPUEnv = "NETMAN_BENCH_SERVER_CPU_CONFIG"
+
+// serverCPUProfileEnv, when set to a file name, has that server write a CPU profile of
+// its rounds there.
+const serverCPUProfileEnv = "NETMAN_BENCH_SERVER_CPUPROFILE"
 
 // preEncodedPath is where the benchmark's server serves the pre-encoded answers, beside
 // the real route on the same listener, mux and middleware.
@@ -411,6 +416,19 @@ func runCPUServer(path string) error {
 	tlsConfig, err := mutualtls.ServerConfig(cfg.Certs.ServerCert, cfg.Certs.ServerKey, cfg.Certs.CACert)
 	if err != nil {
 		return err
+	}
+	if path := os.Getenv(serverCPUProfileEnv); path != "" {
+		// Where the server's CPU goes, both handlers together (go tool pprof -focus
+		// tells them apart).
+		f, err := os.Create(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
