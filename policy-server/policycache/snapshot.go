@@ -355,7 +355,7 @@ func (s *Snapshot) AppendLookup(dst []Hit, ids []string) ([]Hit, int64) {
 			// Reading src here, in a loop of independent reads, brings each key into
 			// the cache for the merge, whose comparisons depend on one another.
 			k := &e.ps[j]
-			runs = append(runs, item{k.src, k.dst, k.g, k})
+			runs = append(runs, item{k.src, k})
 		}
 	}
 	// The items hold what orders almost any two policies, so sorting them reads no
@@ -453,22 +453,19 @@ func sortItems(items, tmp []item) (sorted, spare []item) {
 	return items, tmp
 }
 
-// less is compareKeys(a.k, b.k) < 0, reading the keys only for the rare ties.
+// less is compareKeys(a.k, b.k) < 0, reading the keys (in the cache since the items
+// were gathered) only when src ties.
 func less(a, b item) bool {
-	switch {
-	case a.src != b.src:
+	if a.src != b.src {
 		return a.src < b.src
-	case a.g == b.g && a.dst != b.dst:
-		return a.dst < b.dst
 	}
 	return compareKeys(a.k, b.k) < 0
 }
 
-// item is a key as a lookup merges it: what orders it at hand, the rest a step away.
+// item is a key as a lookup sorts it: 16 bytes, its first field at hand.
 type item struct {
-	src, dst uint64
-	g        *Group
-	k        *sortKey
+	src uint64
+	k   *sortKey
 }
 
 // sortKey is a policy as a group's list holds it: with the first 8 bytes of its source
