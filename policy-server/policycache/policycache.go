@@ -363,14 +363,23 @@ func (c *Cache) FullCheck(ctx context.Context) error {
 	if cur == nil || cur.snap.Version != loaded.Version {
 		return nil // moved again meanwhile; the next check compares
 	}
-	if !equal(cur.snap, loaded) {
+	if equal(cur.snap, loaded) {
+		return nil
+	}
+	loaded.encode(c.opts.Encoding)
+	c.mu.Lock()
+	// Checks confirm the snapshot all the time (a new state each): replace it unless
+	// another snapshot took its place meanwhile, keeping the latest confirmation.
+	now := c.state.Load()
+	replaced := now.snap == cur.snap
+	if replaced {
+		c.state.Store(&state{snap: loaded, confirmed: now.confirmed})
+	}
+	c.mu.Unlock()
+	if replaced {
 		c.opts.Logger.Error("the policy snapshot differed from the database; replaced it", "version", loaded.Version)
-		loaded.encode(c.opts.Encoding)
-		c.mu.Lock()
-		if now := c.state.Load(); now == cur {
-			c.state.Store(&state{snap: loaded, confirmed: cur.confirmed})
-		}
-		c.mu.Unlock()
+	} else {
+		c.opts.Logger.Warn("the policy snapshot differed from the database and moved on meanwhile; the next full check compares again", "version", loaded.Version)
 	}
 	return nil
 }

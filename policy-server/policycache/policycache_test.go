@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -253,7 +252,8 @@ func TestGapAndMisfitReload(t *testing.T) {
 }
 
 // TestFullCheckRepairs: a change that bypassed the triggers (TRUNCATE) is found by the
-// periodic full check, which replaces the snapshot.
+// periodic full check, which replaces the snapshot, also when a routine check confirms
+// the snapshot while the full check encodes its replacement.
 func TestFullCheckRepairs(t *testing.T) {
 	t.Parallel()
 	st, db, _ := apitest.NewStore(t)
@@ -261,7 +261,21 @@ func TestFullCheckRepairs(t *testing.T) {
 	if err := st.Create(ctx, []models.Policy{apitest.Policy("a", "b", "tcp", 1, 1), apitest.Policy("b", "c", "tcp", 1, 1)}); err != nil {
 		t.Fatal(err)
 	}
-	c := policycache.New(st, policycache.Options{MaxAge: time.Hour, Encoding: policycache.Separately(encodeKey)})
+	// The encoding runs a routine check (which confirms the snapshot: a new state) the
+	// first time it is called once armed: in the second full check below, between the
+	// comparison and the replacement, as checks every 200 ms can.
+	var c *policycache.Cache
+	var armed atomic.Bool
+	enc := policycache.Separately(encodeKey)
+	confirmMeanwhile := policycache.Encoding{Forms: enc.Forms, Encode: func(b []byte, p *policycache.Policy, forms []policycache.Form) []byte {
+		if armed.CompareAndSwap(true, false) {
+			if err := c.Refresh(ctx); err != nil {
+				t.Error(err)
+			}
+		}
+		return enc.Encode(b, p, forms)
+	}}
+	c = policycache.New(st, policycache.Options{MaxAge: time.Hour, Encoding: confirmMeanwhile})
 	if err := c.Refresh(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -278,26 +292,47 @@ func TestFullCheckRepairs(t *testing.T) {
 	if n := serve(t, c).Len(); n != 0 {
 		t.Fatalf("after the full check the snapshot holds %d policies, want 0", n)
 	}
-	// Once more with a policy to serve: the replacement (compared without its forms)
-	// is served with them.
-	pgtest.MustExec(t, db, `TRUNCATE policies`)
+	// Once more with a policy to serve: the snapshot holds x -> y and p -> q, the
+	// database only p -> q. The replacement (compared without its forms) is served with
+	// them, and future changes are encoded too.
 	if err := st.Create(ctx, []models.Policy{apitest.Policy("x", "y", "tcp", 1, 1)}); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.Refresh(ctx); err != nil {
 		t.Fatal(err)
 	}
+	pgtest.MustExec(t, db, `TRUNCATE policies`)
+	if err := st.Create(ctx, []models.Policy{apitest.Policy("p", "q", "tcp", 1, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if serve(t, c).Len() != 2 {
+		t.Fatal("the second TRUNCATE was seen without a full check; this test proves nothing")
+	}
+	armed.Store(true)
 	if err := c.FullCheck(ctx); err != nil {
 		t.Fatal(err)
 	}
-	snap := serve(t, c)
-	want := keys(snap.Lookup([]string{"x"}))
-	if len(want) != 1 || strings.Contains(want[0], "ENCODED AS") || snap.Len() != 1 {
-		t.Fatalf("after the second full check: %d policies, lookup of x %q", snap.Len(), want)
+	if armed.Load() {
+		t.Fatal("the full check never encoded its snapshot; this test proves nothing")
 	}
-	hits, _ := snap.AppendLookup(nil, []string{"x", "y"})
-	if len(hits) != 1 || string(hits[0].AppendEncoded(nil, 0)) != want[0] {
-		t.Fatalf("after the second full check: hits %v", hits)
+	if err := st.Create(ctx, []models.Policy{apitest.Policy("p", "r", "tcp", 1, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	snap := serve(t, c)
+	got := keys(snap.Lookup([]string{"p", "x"}))
+	want := []string{"p(0006)>q(0007)/tcp:1-1", "p(0006)>r(0008)/tcp:1-1"}
+	if !slices.Equal(got, want) || snap.Len() != 2 {
+		t.Fatalf("after the second full check and a change: %d policies, lookup of p and x %q, want %q", snap.Len(), got, want)
+	}
+	hits, _ := snap.AppendLookup(nil, []string{"p", "q", "r"})
+	if len(hits) != 2 || string(hits[0].AppendEncoded(nil, 0)) != want[0] || string(hits[1].AppendEncoded(nil, 0)) != want[1] {
+		t.Fatalf("after the second full check and a change: hits %v", hits)
 	}
 }
 

@@ -621,17 +621,17 @@ func encodeAll(ps []*Policy, encoding Encoding) {
 	}
 	header := 16 * encoding.Forms
 	forms := make([]Form, encoding.Forms)
-	var buf []byte
-	for i, p := range ps {
-		if cap(buf)-len(buf) < header+1024 {
-			// Big buffers for a full load, a small one for a single change.
-			buf = make([]byte, 0, min(256<<10, (len(ps)-i)*(header+1024)))
-		}
-		start := len(buf)
-		buf = append(buf, make([]byte, header)...)
-		buf = encoding.Encode(buf, p, forms)
+	var run, buf []byte
+	for _, p := range ps {
+		// Each run is written apart first, then copied where it stays: into big shared
+		// buffers for a full load, into one of its own size for a change (a buffer
+		// sized for the worst case would waste four fifths of it, for every policy a
+		// change adds, for as long as the policy lives).
+		clear(forms)
+		run = append(run[:0], make([]byte, header)...)
+		run = encoding.Encode(run, p, forms)
 		for j, f := range forms {
-			h := buf[start+16*j:]
+			h := run[16*j:]
 			for k, sp := range f {
 				if sp.End > sp.Start {
 					sp.Start, sp.End = sp.Start+header, sp.End+header
@@ -642,6 +642,15 @@ func encodeAll(ps []*Policy, encoding Encoding) {
 				binary.LittleEndian.PutUint32(h[8*k+4:], uint32(sp.End))
 			}
 		}
+		if len(ps) < 64 {
+			p.encoded = slices.Clone(run)
+			continue
+		}
+		if cap(buf)-len(buf) < len(run) {
+			buf = make([]byte, 0, max(256<<10, len(run)))
+		}
+		start := len(buf)
+		buf = append(buf, run...)
 		p.encoded = buf[start:len(buf):len(buf)]
 	}
 }

@@ -168,7 +168,7 @@ func (h *reader) putBuffers(b *buffers) {
 	if cap(b.body) > 1<<20 || cap(b.found) > 1<<14 {
 		return
 	}
-	clear(b.found) // keep no snapshot alive through the pool
+	clear(b.found[:cap(b.found)]) // keep no snapshot alive through the pool (a long poll's earlier, longer answer included)
 	b.found = b.found[:0]
 	h.bufs.Put(b)
 }
