@@ -41,6 +41,9 @@ type Store interface {
 	// Changes returns the current version and the changes after since, read together;
 	// complete is false when they do not reach back to since.
 	Changes(ctx context.Context, since int64) (version int64, changes []models.Change, complete bool, err error)
+	// Invalidate moves the version on without a change, so every replica loads
+	// everything again (FullCheck, when the log missed a write).
+	Invalidate(ctx context.Context) error
 }
 
 // ErrUnavailable is returned when no snapshot can be served: none was ever loaded, or
@@ -379,7 +382,15 @@ func (c *Cache) FullCheck(ctx context.Context) error {
 	if replaced {
 		c.opts.Logger.Error("the policy snapshot differed from the database; replaced it", "version", loaded.Version)
 	} else {
-		c.opts.Logger.Warn("the policy snapshot differed from the database and moved on meanwhile; the next full check compares again", "version", loaded.Version)
+		c.opts.Logger.Warn("the policy snapshot differed from the database and moved on meanwhile", "version", loaded.Version)
+	}
+	// The other replicas' snapshots are wrong alike, and clients holding this version's
+	// answers would get 304s: a new version without a logged change makes every replica
+	// load everything and every client's answer change.
+	qctx, cancel := context.WithTimeout(ctx, c.opts.QueryTimeout)
+	defer cancel()
+	if err := c.store.Invalidate(qctx); err != nil {
+		return fmt.Errorf("the snapshot differed from the database: %w", err)
 	}
 	return nil
 }

@@ -301,6 +301,11 @@ func TestFullCheckRepairs(t *testing.T) {
 	if err := c.Refresh(ctx); err != nil {
 		t.Fatal(err)
 	}
+	// Another replica, which runs no full check of its own.
+	other := policycache.New(st, policycache.Options{MaxAge: time.Hour, Encoding: enc})
+	if err := other.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
 	pgtest.MustExec(t, db, `TRUNCATE policies`)
 	if err := st.Create(ctx, []models.Policy{apitest.Policy("p", "q", "tcp", 1, 1)}); err != nil {
 		t.Fatal(err)
@@ -311,12 +316,33 @@ func TestFullCheckRepairs(t *testing.T) {
 	if serve(t, c).Len() != 2 {
 		t.Fatal("the second TRUNCATE was seen without a full check; this test proves nothing")
 	}
+	if err := other.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if serve(t, other).Len() != 2 {
+		t.Fatal("the other replica saw the second TRUNCATE; this test proves nothing")
+	}
+	before := serve(t, c)
 	armed.Store(true)
 	if err := c.FullCheck(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if armed.Load() {
 		t.Fatal("the full check never encoded its snapshot; this test proves nothing")
+	}
+	// The version moved on without a logged change: every replica loads everything,
+	// and a client holding an answer of the old version gets a new one.
+	if err := other.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if snap := serve(t, other); snap.Len() != 1 || snap.Version <= before.Version {
+		t.Fatalf("the other replica after the full check: %d policies at version %d, want 1 after version %d", snap.Len(), snap.Version, before.Version)
+	}
+	if err := c.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, changed := serve(t, c).LookupChanged([]string{"p"}); changed <= before.Version {
+		t.Fatalf("after the full check the answer for p changed at %d, not after %d: a client holding it gets 304", changed, before.Version)
 	}
 	if err := st.Create(ctx, []models.Policy{apitest.Policy("p", "r", "tcp", 1, 1)}); err != nil {
 		t.Fatal(err)
@@ -521,3 +547,4 @@ func (failing) Snapshot(context.Context) ([]models.Policy, int64, error) {
 func (failing) Changes(context.Context, int64) (int64, []models.Change, bool, error) {
 	return 0, nil, false, errors.New("down")
 }
+func (failing) Invalidate(context.Context) error { return errors.New("down") }

@@ -99,3 +99,22 @@ func (s *Store) changes(ctx context.Context, since int64) (int64, []models.Chang
 	}
 	return version, changes, true, nil
 }
+
+// Invalidate moves the version on without logging a change: every replica then finds a
+// gap in the change log and loads everything again, and every ETag a client holds is
+// older than the new version. The policy cache's full check calls it when its snapshot
+// differed from the database, which only a write that bypassed the triggers (TRUNCATE,
+// a restored backup) can cause: then every replica's snapshot is wrong alike, and agents
+// holding answers of the current version would otherwise be told nothing changed.
+func (s *Store) Invalidate(ctx context.Context) error {
+	err := boundedErr(ctx, func() error {
+		_, err := s.db.ExecContext(ctx, `
+			WITH bumped AS (UPDATE store_meta SET version = version + 1 RETURNING version)
+			SELECT pg_notify('netman_policies', version::text) FROM bumped`)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("moving the policy version on: %w", err)
+	}
+	return nil
+}
