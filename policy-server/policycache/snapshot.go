@@ -331,7 +331,7 @@ func (s *Snapshot) AppendLookup(dst []Hit, ids []string) ([]Hit, int64) {
 		sc = new(lookupScratch)
 	}
 	// The reads a lookup makes are cache misses (a poll's groups are scattered over a
-	// snapshot of a hundred megabytes), so they go in stages, each a short loop of reads
+	// snapshot of tens of megabytes), so they go in stages, each a short loop of reads
 	// that do not depend on one another, which the CPU then makes many at a time instead
 	// of one after the other: the slots, then the ids in them and the lists.
 	found := sc.found[:0]
@@ -353,7 +353,7 @@ func (s *Snapshot) AppendLookup(dst []Hit, ids []string) ([]Hit, int64) {
 		changed = max(changed, e.modified)
 		for j := range e.ps {
 			// Reading src here, in a loop of independent reads, brings each key into
-			// the cache for the merge, whose comparisons depend on one another.
+			// the cache for the sort.
 			k := &e.ps[j]
 			runs = append(runs, item{k.src, k})
 		}
