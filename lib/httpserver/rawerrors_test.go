@@ -3,7 +3,6 @@ package httpserver_test
 import (
 	"bufio"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -25,13 +24,8 @@ import (
 // Over TLS too (HTTP/1.1; HTTP/2 has its own framing).
 func TestRequestsNetHTTPRefusesGetJSONErrors(t *testing.T) {
 	ca := mutualtlstest.NewAuthority(t, "test CA")
-	certPEM, keyPEM := ca.Issue(t, mutualtlstest.ServerLeaf())
-	cert, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(ca.CertPEM)
+	cert := ca.IssueTLS(t, mutualtlstest.ServerLeaf())
+	pool := ca.Pool()
 	t.Run("plain", func(t *testing.T) { testNetHTTPErrors(t, nil, net.Dial) })
 	t.Run("TLS", func(t *testing.T) {
 		testNetHTTPErrors(t, &tls.Config{Certificates: []tls.Certificate{cert}}, func(network, addr string) (net.Conn, error) {

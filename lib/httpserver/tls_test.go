@@ -2,7 +2,6 @@ package httpserver_test
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"io"
 	"log/slog"
 	"net"
@@ -27,11 +26,7 @@ import (
 // race detector fails the test where an assertion could not.
 func TestRunnerLeavesTheCallersTLSConfigAlone(t *testing.T) {
 	ca := mutualtlstest.NewAuthority(t, "test CA")
-	certPEM, keyPEM := ca.Issue(t, mutualtlstest.ServerLeaf())
-	cert, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cert := ca.IssueTLS(t, mutualtlstest.ServerLeaf())
 	shared := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 
 	for _, tc := range []struct {
@@ -67,10 +62,8 @@ func TestRunnerLeavesTheCallersTLSConfigAlone(t *testing.T) {
 
 			scheme, client := "http", &http.Client{Timeout: 10 * time.Second}
 			if tc.tls != nil {
-				pool := x509.NewCertPool()
-				pool.AppendCertsFromPEM(ca.CertPEM)
 				scheme = "https"
-				client.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true}
+				client.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool()}, ForceAttemptHTTP2: true}
 			}
 			resp, err := client.Get(scheme + "://" + ln.Addr().String() + "/")
 			if err != nil {
@@ -103,13 +96,8 @@ func TestRunnerLeavesTheCallersTLSConfigAlone(t *testing.T) {
 // neither holds up others nor the shutdown.
 func TestStalledHandshakeBlocksNobody(t *testing.T) {
 	ca := mutualtlstest.NewAuthority(t, "test CA")
-	certPEM, keyPEM := ca.Issue(t, mutualtlstest.ServerLeaf())
-	cert, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(ca.CertPEM)
+	cert := ca.IssueTLS(t, mutualtlstest.ServerLeaf())
+	pool := ca.Pool()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

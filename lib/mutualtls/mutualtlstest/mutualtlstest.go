@@ -5,6 +5,7 @@ package mutualtlstest
 import (
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -58,6 +59,25 @@ func NewAuthority(t testing.TB, name string) *Authority {
 		t.Fatal(err)
 	}
 	return &Authority{Cert: cert, Key: key, CertPEM: encodeCert(der)}
+}
+
+// Pool is a certificate pool holding only a's certificate: what a client that trusts a
+// verifies servers with.
+func (a *Authority) Pool() *x509.CertPool {
+	pool := x509.NewCertPool()
+	pool.AddCert(a.Cert)
+	return pool
+}
+
+// IssueTLS is Issue, ready for a tls.Config.
+func (a *Authority) IssueTLS(t testing.TB, l Leaf) tls.Certificate {
+	t.Helper()
+	certPEM, keyPEM := a.Issue(t, l)
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert
 }
 
 // Issue signs a certificate as described by l and returns it and its key as PEM.
