@@ -94,9 +94,18 @@ func check(t *testing.T, what string, snap *Snapshot, held map[models.PolicyKey]
 		for _, h := range found[len(reused):] {
 			got = append(got, h.Policy().Key())
 			for i := range snap.encoding.Forms {
-				if got, want := h.AppendEncoded(nil, i), h.Policy().AppendEncoded(nil, i); !bytes.Equal(got, want) || len(got) != h.EncodedLen(i) {
-					t.Fatalf("%s: hit %v: form %d is %q (length %d), the policy's %q", what, h.Policy().Key(), i, got, h.EncodedLen(i), want)
+				if got, want := h.AppendEncoded(nil, i), h.Policy().AppendEncoded(nil, i); !bytes.Equal(got, want) || len(got) != h.Policy().EncodedLen(i) {
+					t.Fatalf("%s: hit %v: form %d is %q (length %d), the policy's %q", what, h.Policy().Key(), i, got, h.Policy().EncodedLen(i), want)
 				}
+			}
+		}
+		for i := range snap.encoding.Forms {
+			sum := 0
+			for _, h := range found[len(reused):] {
+				sum += len(h.AppendEncoded(nil, i))
+			}
+			if n, _ := FetchForms(found[len(reused):], i); n != sum {
+				t.Fatalf("%s: FetchForms says form %d of the answer is %d bytes, it is %d", what, i, n, sum)
 			}
 		}
 		if len(ids) == 0 {

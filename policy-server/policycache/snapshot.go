@@ -80,9 +80,6 @@ func (h Hit) Policy() *Policy { return h.p }
 // AppendEncoded is h.Policy().AppendEncoded(b, i).
 func (h Hit) AppendEncoded(b []byte, i int) []byte { return appendForm(b, h.forms, i) }
 
-// EncodedLen is the length of form i.
-func (h Hit) EncodedLen(i int) int { return formLen(h.forms, i) }
-
 // FetchForms returns the total length of form i of hits, after reading a byte of every
 // cache line of their encoded forms; sink is the xor of those bytes, which the caller
 // must store somewhere (so that the reads are made). Run it before copying the forms:
@@ -95,8 +92,6 @@ func FetchForms(hits []Hit, i int) (length int, sink byte) {
 			sink ^= h.forms[o]
 		}
 		sink ^= h.forms[len(h.forms)-1]
-	}
-	for _, h := range hits {
 		length += formLen(h.forms, i)
 	}
 	return length, sink
