@@ -99,9 +99,11 @@ type Middleware struct {
 func (m Middleware) Wrap(route string, h http.Handler) http.Handler {
 	var requests *prometheus.CounterVec
 	var duration prometheus.Observer
+	var unlogged prometheus.Counter // requests left out of the access log
 	if m.Metrics != nil {
 		requests = m.Metrics.requests.MustCurryWith(prometheus.Labels{"server": m.Server, "route": route})
 		duration = m.Metrics.duration.WithLabelValues(m.Server, route)
+		unlogged = m.Metrics.suppressed.WithLabelValues(m.Server, "request")
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
@@ -139,8 +141,8 @@ func (m Middleware) Wrap(route string, h http.Handler) http.Handler {
 			ok, suppressed = m.Access.allow(route, caller, rec.status, time.Now())
 		}
 		if !ok {
-			if m.Metrics != nil {
-				m.Metrics.suppressed.WithLabelValues(m.Server, "request").Inc()
+			if unlogged != nil {
+				unlogged.Inc()
 			}
 			return
 		}

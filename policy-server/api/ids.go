@@ -39,15 +39,15 @@ func idParam(q url.Values, name string, max int) (ids []string, present bool, er
 		for id := range strings.SplitSeq(v, ",") {
 			if !plain(id) {
 				id = strings.TrimSpace(id)
+				if !utf8.ValidString(id) || strings.ContainsFunc(id, unicode.IsControl) {
+					// No policy can name such an id (the store refuses it), so the answer
+					// would be empty; refusing it answers the same whether the request is
+					// served from the snapshot or the database.
+					return nil, true, fmt.Errorf("%s %q is not valid: ids are UTF-8 text without control characters", name, id)
+				}
 			}
 			if id == "" {
 				continue
-			}
-			if !plain(id) && (!utf8.ValidString(id) || strings.ContainsFunc(id, unicode.IsControl)) {
-				// No policy can name such an id (the store refuses it), so the answer
-				// would be empty; refusing it answers the same whether the request is
-				// served from the snapshot or the database.
-				return nil, true, fmt.Errorf("%s %q is not valid: ids are UTF-8 text without control characters", name, id)
 			}
 			if !seen.add(id, ids) {
 				continue

@@ -1,6 +1,5 @@
 // Package api holds what the policy server's internal and external APIs share: the
-// mapping of store failures to HTTP answers, the id filter, group id checks and the
-// policy list handler.
+// mapping of store failures to HTTP answers, the id filter and group id checks.
 package api
 
 import (

@@ -466,6 +466,3 @@ func (c *Cache) Moved(version int64) <-chan struct{} {
 	}
 	return c.moved
 }
-
-// Options returns the options in force (with defaults filled in).
-func (c *Cache) Options() Options { return c.opts }

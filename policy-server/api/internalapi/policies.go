@@ -39,11 +39,10 @@ type PolicySource interface {
 type reader struct {
 	source PolicySource
 	maxIDs int
-	// filtered: the route takes ?id=; enc: which encoded form its list uses, or -1
-	// for policies_last_updated.
-	filtered bool
-	enc      int
-	bufs     sync.Pool // of *buffers
+	// enc: which encoded form its list uses, which takes ?id=, or -1 for
+	// policies_last_updated.
+	enc  int
+	bufs sync.Pool // of *buffers
 }
 
 // buffers are one filtered answer's: reused, because a poll's answer is rebuilt on
@@ -55,7 +54,7 @@ type buffers struct {
 }
 
 func newList(source PolicySource, maxIDs, enc int) *reader {
-	return &reader{source: source, maxIDs: maxIDs, filtered: true, enc: enc}
+	return &reader{source: source, maxIDs: maxIDs, enc: enc}
 }
 
 func newLastUpdated(source PolicySource) *reader {
@@ -70,14 +69,12 @@ func (h *reader) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	var ids []string
 	all := true
-	if h.filtered {
+	if h.enc >= 0 {
+		// ?id= with nothing in it names no group (all is false): the empty answer, not
+		// everything.
 		if ids, all, err = api.ParseIDs(q, h.maxIDs); err != nil {
 			httpapi.WriteError(w, r, http.StatusBadRequest, err.Error())
 			return
-		}
-		if !all && len(ids) == 0 {
-			// ?id= with nothing in it names no group: the empty answer, not everything.
-			ids = []string{}
 		}
 	}
 	wait, err := parseWait(q)

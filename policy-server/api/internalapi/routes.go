@@ -21,7 +21,12 @@ type Store interface {
 // policy cache, which must have been built with Encoders), the tags route on store. A
 // request may name at most maxIDs ids (api.DefaultMaxIDs if 0).
 func Routes(source PolicySource, store Store, maxIDs int) []httpapi.Route {
-	return withV0LastUpdated(append(V0Routes(source, maxIDs), V1Routes(source, store, maxIDs)...))
+	// The v0 policies_last_updated is Cloud Foundry's spelling, which its agents may
+	// call; it answers as the v1 route does, from the same snapshot, so both always give
+	// the same version.
+	lastUpdatedV0 := httpapi.Route{Name: "internal_v0_policies_last_updated", Method: http.MethodGet,
+		Path: apiwire.InternalLastUpdatedV0Path, Handler: newLastUpdated(source), Query: []string{apiwire.WaitParam}}
+	return append(append(V0Routes(source, maxIDs), V1Routes(source, store, maxIDs)...), lastUpdatedV0)
 }
 
 // V0Routes is the v0 route of the spec (Routes adds the v0 policies_last_updated).

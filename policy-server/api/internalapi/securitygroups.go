@@ -29,7 +29,12 @@ type SecurityGroupStore interface {
 // sent (0: none left). That is what silk's vxlan-policy-agent pages through.
 func securityGroups(st SecurityGroupStore, maxSpaces int) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		spaces, from, limit, err := parseSecurityGroupsQuery(r.URL.RawQuery, maxSpaces)
+		q, err := httpapi.Query(r)
+		if err != nil {
+			httpapi.WriteError(w, r, http.StatusBadRequest, fmt.Sprintf("invalid query string: %v", err))
+			return
+		}
+		spaces, from, limit, err := parseSecurityGroupsQuery(q, maxSpaces)
 		if err != nil {
 			httpapi.WriteError(w, r, http.StatusBadRequest, err.Error())
 			return
@@ -54,11 +59,7 @@ func securityGroups(st SecurityGroupStore, maxSpaces int) http.Handler {
 // parseSecurityGroupsQuery reads per_page (a positive integer; above
 // MaxSecurityGroupsPerPage it is lowered to it, absent it is that), from (an id, 0 or
 // more) and space_guids (comma-separated, at most maxSpaces).
-func parseSecurityGroupsQuery(rawQuery string, maxSpaces int) (spaces []string, from int64, limit int, err error) {
-	q, err := url.ParseQuery(rawQuery)
-	if err != nil {
-		return nil, 0, 0, fmt.Errorf("invalid query string: %v", err)
-	}
+func parseSecurityGroupsQuery(q url.Values, maxSpaces int) (spaces []string, from int64, limit int, err error) {
 	limit = MaxSecurityGroupsPerPage
 	if s := q.Get("per_page"); s != "" {
 		n, err := strconv.Atoi(s)
