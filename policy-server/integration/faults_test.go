@@ -16,7 +16,8 @@ import (
 // Postgres stops forwarding, which is what a SIGSTOPped Postgres or a dead link looks
 // like to the server), every request is answered within request_timeout_seconds: the
 // internal API from the last snapshot, marked unconfirmed once the snapshot is older
-// than its maximum age; /health with 503 and Retry-After. Once the database answers
+// than its maximum age; the security groups (read from the database) and /health with
+// 503 and Retry-After. Once the database answers
 // again, everything is confirmed and healthy again.
 func TestHungDatabase(t *testing.T) {
 	st, _, dsn := apitest.NewStore(t)
@@ -63,7 +64,16 @@ func TestHungDatabase(t *testing.T) {
 				sawUnconfirmed = true
 			}
 		}
-		resp, took := get(http.DefaultClient, health)
+		// The security groups are read from the database on every request: a 503 with
+		// Retry-After on time, not an answer after the driver gives up.
+		resp, took := get(s.client, internal(apiwire.InternalSecurityGroupsV1Path))
+		if took > timeout+500*time.Millisecond {
+			t.Errorf("GET %s took %s with the database hanging (request timeout %s)", apiwire.InternalSecurityGroupsV1Path, took, timeout)
+		}
+		if time.Since(frozen) > timeout && (resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "") {
+			t.Errorf("GET %s with the database hanging: %d, Retry-After %q; want 503 with Retry-After", apiwire.InternalSecurityGroupsV1Path, resp.StatusCode, resp.Header.Get("Retry-After"))
+		}
+		resp, took = get(http.DefaultClient, health)
 		if took > timeout+500*time.Millisecond {
 			t.Errorf("/health took %s with the database hanging", took)
 		}

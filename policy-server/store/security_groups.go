@@ -32,6 +32,10 @@ type SecurityGroup struct {
 // deleted), in one transaction and one statement per kind of change. When groups are
 // what the last call stored (same digest), nothing is written and changed is false.
 func (s *Store) ReplaceSecurityGroups(ctx context.Context, groups []SecurityGroup) (changed bool, err error) {
+	return bounded(ctx, func() (bool, error) { return s.replaceSecurityGroups(ctx, groups) })
+}
+
+func (s *Store) replaceSecurityGroups(ctx context.Context, groups []SecurityGroup) (changed bool, err error) {
 	groups = append([]SecurityGroup{}, groups...) // never nil: "null" is not a recordset
 	for i := range groups {
 		groups[i].StagingSpaces = sortedSet(groups[i].StagingSpaces)
@@ -111,6 +115,10 @@ type SecurityGroupsPage struct {
 // policy server answers, and with no spaces only the global groups. Pages are in id
 // order starting at id from (0: the start), limit groups each (0: no limit).
 func (s *Store) SecurityGroupsForSpaces(ctx context.Context, spaces []string, from int64, limit int) (SecurityGroupsPage, error) {
+	return bounded(ctx, func() (SecurityGroupsPage, error) { return s.securityGroupsForSpaces(ctx, spaces, from, limit) })
+}
+
+func (s *Store) securityGroupsForSpaces(ctx context.Context, spaces []string, from int64, limit int) (SecurityGroupsPage, error) {
 	if spaces == nil {
 		spaces = []string{}
 	}
@@ -152,11 +160,19 @@ func (s *Store) SecurityGroupsForSpaces(ctx context.Context, spaces []string, fr
 
 // SecurityGroupsVersion moves with every change ReplaceSecurityGroups writes.
 func (s *Store) SecurityGroupsVersion(ctx context.Context) (version int64, synced sql.NullTime, err error) {
-	err = s.db.QueryRowContext(ctx, `SELECT version, synced_at FROM security_groups_meta`).Scan(&version, &synced)
+	type row struct {
+		version int64
+		synced  sql.NullTime
+	}
+	r, err := bounded(ctx, func() (row, error) {
+		var r row
+		err := s.db.QueryRowContext(ctx, `SELECT version, synced_at FROM security_groups_meta`).Scan(&r.version, &r.synced)
+		return r, err
+	})
 	if err != nil {
 		return 0, sql.NullTime{}, fmt.Errorf("reading the security groups version: %w", err)
 	}
-	return version, synced, nil
+	return r.version, r.synced, nil
 }
 
 func sortedSet(ids []string) []string {
