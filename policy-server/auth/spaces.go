@@ -129,17 +129,17 @@ func (g *SpaceGuard) checkQuota(ctx context.Context, policies []models.Policy) e
 	if err != nil {
 		return fmt.Errorf("counting the apps' policies: %w", err)
 	}
-	have := map[string]bool{}
+	have := map[models.PolicyKey]bool{}
 	count := map[string]int{}
 	for _, p := range existing {
-		k := policyKey(p)
+		k := p.Key()
 		if !have[k] && slices.Contains(sources, p.Source.ID) {
 			count[p.Source.ID]++
 		}
 		have[k] = true
 	}
 	for _, p := range policies {
-		if k := policyKey(p); !have[k] {
+		if k := p.Key(); !have[k] {
 			have[k] = true
 			count[p.Source.ID]++
 		}
@@ -184,10 +184,6 @@ func Visible(policies []models.Policy, apps map[string]bool) []models.Policy {
 		}
 	}
 	return out
-}
-
-func policyKey(p models.Policy) string {
-	return fmt.Sprintf("%s\x00%s\x00%s\x00%d\x00%d", p.Source.ID, p.Destination.ID, p.Destination.Protocol, p.Destination.Ports.Start, p.Destination.Ports.End)
 }
 
 // list names at most ten ids, so a 403 for a large request stays readable.
