@@ -136,8 +136,7 @@ func serve(cfg *config.Config, tlsConfig *tls.Config, migrateOnly bool, info bui
 	var ccParts externalapi.CloudController
 	var extra grouper.Members
 	if cc != nil {
-		ccParts = externalapi.CloudController{Guard: cc.Guard, SelfService: cc.SelfService, Cleaner: cc.Cleaner}
-		extra = cc.Members
+		ccParts, extra = cc.API, cc.Members
 	}
 	routes, err := externalapi.Configure(ctx, cfg, st, ccParts, logger)
 	if err != nil {

@@ -1,15 +1,13 @@
 package server
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
-	"os"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/tedsuo/ifrit"
 	"github.com/tedsuo/ifrit/grouper"
 
+	"netman/policy-server/api/externalapi"
 	"netman/policy-server/asgsync"
 	"netman/policy-server/auth"
 	"netman/policy-server/ccclient"
@@ -18,15 +16,13 @@ import (
 	"netman/policy-server/store"
 )
 
-// CloudController is what the Cloud Controller integration adds to the server: the
-// guard the external API asks about space developers, the cleaner behind the cleanup
-// route, and the periodic members (security group sync, stale-policy cleanup), which
-// go into Deps.Extra.
+// CloudController is what the Cloud Controller integration adds to the server: what
+// the external API gets (the guard it asks about space developers, the cleaner behind
+// the cleanup route), and the periodic members (security group sync, stale-policy
+// cleanup), which go into Deps.Extra.
 type CloudController struct {
-	Guard       *auth.SpaceGuard
-	SelfService bool
-	Cleaner     *cleanup.Cleaner
-	Members     grouper.Members
+	API     externalapi.CloudController
+	Members grouper.Members
 }
 
 // NewCloudController builds the integration from the cc_* fields; nil without cc_url.
@@ -52,13 +48,14 @@ func NewCloudController(cfg *config.Config, st *store.Store, reg prometheus.Regi
 	if st == nil { // -validate-config: files checked, nothing to run
 		return &CloudController{}, nil
 	}
-	cc := &CloudController{
+	cleaner := &cleanup.Cleaner{CC: cli, Store: st, Interval: c.CleanupInterval(),
+		Logger: logger.With("component", "policy-cleanup"), Registerer: reg}
+	cc := &CloudController{API: externalapi.CloudController{
 		Guard:       &auth.SpaceGuard{CC: cli, Policies: st, MaxPoliciesPerSource: c.MaxPoliciesPerAppSource},
 		SelfService: c.EnableSpaceDeveloperSelfService,
-		Cleaner: &cleanup.Cleaner{CC: cli, Store: st, Interval: c.CleanupInterval(),
-			Logger: logger.With("component", "policy-cleanup"), Registerer: reg},
-	}
-	cc.Members = append(cc.Members, grouper.Member{Name: "policy-cleanup", Runner: contextRunner(cc.Cleaner.Run)})
+		Cleaner:     cleaner,
+	}}
+	cc.Members = append(cc.Members, grouper.Member{Name: "policy-cleanup", Runner: contextRunner(cleaner.Run)})
 	if c.SyncsASGs() {
 		syncer := &asgsync.Syncer{CC: cli, Store: st, Interval: c.ASGPollInterval(),
 			Logger: logger.With("component", "asg-sync"), Registerer: reg}
@@ -67,22 +64,4 @@ func NewCloudController(cfg *config.Config, st *store.Store, reg prometheus.Regi
 		logger.Warn("security group sync disabled (asg_sync_enabled is false): /networking/v1/internal/security_groups serves what the database holds")
 	}
 	return cc, nil
-}
-
-// contextRunner runs a loop that stops when its context ends as an ifrit member.
-func contextRunner(run func(ctx context.Context) error) ifrit.Runner {
-	return ifrit.RunFunc(func(signals <-chan os.Signal, ready chan<- struct{}) error {
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		done := make(chan error, 1)
-		go func() { done <- run(ctx) }()
-		close(ready)
-		select {
-		case <-signals:
-			cancel()
-			return <-done
-		case err := <-done:
-			return err
-		}
-	})
 }

@@ -181,25 +181,14 @@ func SetTimeouts(s *http.Server, requestTimeout time.Duration) {
 // starts with policies to serve.
 func cacheRunner(cache *policycache.Cache, logger *slog.Logger) ifrit.Runner {
 	return ifrit.RunFunc(func(signals <-chan os.Signal, ready chan<- struct{}) error {
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		if err := cache.Refresh(ctx); err != nil {
+		if err := cache.Refresh(context.Background()); err != nil {
 			logger.Error("loading the first policy snapshot; the internal API answers 503 until it loads", "error", err)
 		}
 		// The first load leaves garbage as large as half the snapshot (the rows as
 		// read), which the runtime would return to the system only bit by bit: return
 		// it now, so the resident size starts at what serving needs.
 		debug.FreeOSMemory()
-		close(ready)
-		done := make(chan error, 1)
-		go func() { done <- cache.Run(ctx) }()
-		select {
-		case <-signals:
-			cancel()
-			return <-done
-		case err := <-done:
-			return err
-		}
+		return contextRunner(cache.Run).Run(signals, ready)
 	})
 }
 
@@ -207,34 +196,42 @@ func cacheRunner(cache *policycache.Cache, logger *slog.Logger) ifrit.Runner {
 // The cache polls too, so a broken feed delays nothing beyond the cache's check
 // interval.
 func watchRunner(store Store, dsn string, cache *policycache.Cache, logger *slog.Logger) ifrit.Runner {
+	return contextRunner(func(ctx context.Context) error {
+		backoff := 100 * time.Millisecond
+		for {
+			err := store.Watch(ctx, dsn, time.Second, cache.Changed)
+			if ctx.Err() != nil {
+				return nil
+			}
+			if err == nil {
+				err = errors.New("watch ended")
+			}
+			logger.Warn("policy change feed interrupted; retrying", "error", err, logattr.Millis("retry_in_ms", backoff))
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 10*time.Second)
+		}
+	})
+}
+
+// contextRunner runs a loop that stops when its context ends as an ifrit member: the
+// context ends at the member's signal, and the member ends when the loop returns.
+func contextRunner(run func(ctx context.Context) error) ifrit.Runner {
 	return ifrit.RunFunc(func(signals <-chan os.Signal, ready chan<- struct{}) error {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			backoff := 100 * time.Millisecond
-			for ctx.Err() == nil {
-				err := store.Watch(ctx, dsn, time.Second, cache.Changed)
-				if ctx.Err() != nil {
-					return
-				}
-				if err == nil {
-					err = errors.New("watch ended")
-				}
-				logger.Warn("policy change feed interrupted; retrying", "error", err, logattr.Millis("retry_in_ms", backoff))
-				select {
-				case <-ctx.Done():
-					return
-				case <-time.After(backoff):
-				}
-				backoff = min(2*backoff, 10*time.Second)
-			}
-		}()
+		done := make(chan error, 1)
+		go func() { done <- run(ctx) }()
 		close(ready)
-		<-signals
-		cancel()
-		<-done
-		return nil
+		select {
+		case <-signals:
+			cancel()
+			return <-done
+		case err := <-done:
+			return err
+		}
 	})
 }
