@@ -28,7 +28,7 @@ import (
 // CC is what a sync needs from Cloud Controller.
 type CC interface {
 	LatestSecurityGroupUpdate(ctx context.Context) (time.Time, error)
-	SecurityGroups(ctx context.Context) ([]ccclient.SecurityGroup, time.Time, error)
+	SecurityGroups(ctx context.Context, before time.Time) ([]ccclient.SecurityGroup, time.Time, error)
 }
 
 // Store is what a sync needs from the policy store.
@@ -73,7 +73,7 @@ func (s *Syncer) SyncOnce(ctx context.Context) (Result, error) {
 		if !latest.IsZero() && state == stamp(latest) {
 			return state, nil
 		}
-		groups, consistentAt, err := s.CC.SecurityGroups(ctx)
+		groups, consistentAt, err := s.CC.SecurityGroups(ctx, latest)
 		if err != nil {
 			return "", err
 		}

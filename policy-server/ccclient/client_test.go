@@ -72,7 +72,7 @@ func TestSecurityGroupsPaginatesAndReportsLastUpdate(t *testing.T) {
 	}
 	cc.SetSecurityGroups(groups)
 	c, _ := newClient(t, cc, nil)
-	got, lastUpdate, err := c.SecurityGroups(context.Background())
+	got, lastUpdate, err := c.SecurityGroups(context.Background(), latest(t, c))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,17 +91,27 @@ func TestSecurityGroupsPaginatesAndReportsLastUpdate(t *testing.T) {
 	}
 }
 
+// latest is CC's last_update now, as a sync reads it before listing.
+func latest(t *testing.T, c *ccclient.Client) time.Time {
+	t.Helper()
+	at, err := c.LatestSecurityGroupUpdate(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return at
+}
+
 func TestSecurityGroupsRelistsWhileCCChanges(t *testing.T) {
 	cc := ccstub.New(t)
 	cc.SetSecurityGroup(ccstub.SecurityGroup{GUID: "sg-1", Name: "one"})
 	c, _ := newClient(t, cc, nil)
 
 	cc.ChurnDuringListing(1)
-	if got, _, err := c.SecurityGroups(context.Background()); err != nil || len(got) != 1 {
+	if got, _, err := c.SecurityGroups(context.Background(), latest(t, c)); err != nil || len(got) != 1 {
 		t.Fatalf("one change during the listing: %v, %v; want a consistent second listing", got, err)
 	}
 	cc.ChurnDuringListing(10)
-	if _, _, err := c.SecurityGroups(context.Background()); !errors.Is(err, ccclient.ErrUnstable) {
+	if _, _, err := c.SecurityGroups(context.Background(), latest(t, c)); !errors.Is(err, ccclient.ErrUnstable) {
 		t.Fatalf("constant churn: err = %v, want ErrUnstable", err)
 	}
 }

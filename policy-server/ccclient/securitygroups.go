@@ -55,17 +55,15 @@ func (c *Client) LatestSecurityGroupUpdate(ctx context.Context) (time.Time, erro
 }
 
 // SecurityGroups lists every security group (GET /v3/security_groups, 5,000 a page)
-// and returns them with the last_update they are consistent with. The listing is
-// repeated (up to Attempts times) while last_update moves during it; then the error
-// wraps ErrUnstable.
-func (c *Client) SecurityGroups(ctx context.Context) ([]SecurityGroup, time.Time, error) {
+// and returns them with the last_update they are consistent with. before is CC's
+// last_update as the caller read it just now (LatestSecurityGroupUpdate), which a sync
+// has read anyway to decide whether to list. The listing is repeated (up to Attempts
+// times) while last_update moves during it; then the error wraps ErrUnstable.
+func (c *Client) SecurityGroups(ctx context.Context, before time.Time) ([]SecurityGroup, time.Time, error) {
 	var err error
 	for range c.opts.Attempts {
 		var groups []SecurityGroup
-		var before, after time.Time
-		if before, err = c.LatestSecurityGroupUpdate(ctx); err != nil {
-			return nil, time.Time{}, err
-		}
+		var after time.Time
 		if groups, err = c.listSecurityGroups(ctx); err != nil {
 			return nil, time.Time{}, err
 		}
@@ -77,6 +75,7 @@ func (c *Client) SecurityGroups(ctx context.Context) ([]SecurityGroup, time.Time
 		}
 		err = fmt.Errorf("%w: last_update moved from %s to %s", ErrUnstable, before.Format(time.RFC3339), after.Format(time.RFC3339))
 		c.log.Info("security groups changed during the listing; listing again", "error", err)
+		before = after // the next listing starts from what CC said at the end of this one
 	}
 	return nil, time.Time{}, err
 }
