@@ -4,17 +4,16 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 
 	"netman/lib/apiwire"
+	"netman/lib/mutualtls"
 )
 
 // maxResponse bounds what the CLI reads from the server: 100,000 policies are ~15 MB.
@@ -45,13 +44,9 @@ func newClient(c common) (*client, error) {
 	}
 	transport := http.DefaultTransport.(*http.Transport).Clone()
 	if c.ca != "" {
-		pem, err := os.ReadFile(c.ca)
+		pool, err := mutualtls.CAPool(c.ca)
 		if err != nil {
-			return nil, fmt.Errorf("reading --ca: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("--ca %s holds no PEM certificate", c.ca)
+			return nil, fmt.Errorf("--ca: %w", err)
 		}
 		transport.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool}
 	}

@@ -2,7 +2,8 @@
 // internal API use. The settings are pinned, not negotiated: TLS 1.2 only, one cipher
 // suite, and client certificates required and verified against one CA. TLS 1.3 is
 // excluded on purpose: Go does not let a caller choose TLS 1.3 cipher suites, so allowing
-// it would silently bypass the cipher pin.
+// it would silently bypass the cipher pin. CAPool is what the other clients (of UAA,
+// Cloud Controller, the external API), which only verify the server, share with them.
 package mutualtls
 
 import (
@@ -107,3 +108,16 @@ func parse(certPEM, keyPEM, caPEM []byte, certName, keyName, caName string) (tls
 }
 
 var errNoCerts = errors.New("no PEM certificate found")
+
+// CAPool reads the PEM certificates in caFile into a pool to verify servers against.
+func CAPool(caFile string) (*x509.CertPool, error) {
+	caPEM, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("reading CA certificate: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, fmt.Errorf("loading CA certificate %s: %w", caFile, errNoCerts)
+	}
+	return pool, nil
+}

@@ -195,3 +195,26 @@ func TestPinnedSettings(t *testing.T) {
 		t.Errorf("server does not require and verify client certificates")
 	}
 }
+
+// TestCAPool: the pool verifies what the CA signed; a missing file or one without a
+// certificate is an error naming the file.
+func TestCAPool(t *testing.T) {
+	dir := t.TempDir()
+	f, ca := mutualtlstest.WriteFiles(t, dir)
+	pool, err := mutualtls.CAPool(f.CACert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !pool.Equal(ca.Pool()) {
+		t.Error("the pool does not hold exactly the CA's certificate")
+	}
+	notPEM := filepath.Join(dir, "garbage.pem")
+	if err := os.WriteFile(notPEM, []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, file := range []string{filepath.Join(dir, "missing.pem"), notPEM} {
+		if _, err := mutualtls.CAPool(file); err == nil || !strings.Contains(err.Error(), file) {
+			t.Errorf("CAPool(%s): error %v does not name the file", file, err)
+		}
+	}
+}

@@ -10,7 +10,6 @@ import (
 	"context"
 	"crypto/rsa"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -26,6 +25,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"netman/lib/mutualtls"
 	"netman/lib/uaatoken"
 )
 
@@ -130,13 +130,9 @@ func uaaClient(caFile string, timeout time.Duration) (*http.Client, error) {
 	}
 	tlsConfig := &tls.Config{MinVersion: tls.VersionTLS12}
 	if caFile != "" {
-		caPEM, err := os.ReadFile(caFile)
+		pool, err := mutualtls.CAPool(caFile)
 		if err != nil {
-			return nil, fmt.Errorf("reading uaa_ca_cert_file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(caPEM) {
-			return nil, fmt.Errorf("uaa_ca_cert_file %s holds no PEM certificate", caFile)
+			return nil, fmt.Errorf("uaa_ca_cert_file: %w", err)
 		}
 		tlsConfig.RootCAs = pool
 	}

@@ -18,7 +18,6 @@ package ccclient
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,7 +26,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -35,6 +33,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"netman/lib/logattr"
+	"netman/lib/mutualtls"
 )
 
 // ErrUnavailable is wrapped by every error that means Cloud Controller (or UAA) did
@@ -149,13 +148,9 @@ func New(opts Options) (*Client, error) {
 func httpClient(caFile, certFile, keyFile string) (*http.Client, error) {
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
 	if caFile != "" {
-		pemBytes, err := os.ReadFile(caFile)
+		pool, err := mutualtls.CAPool(caFile)
 		if err != nil {
 			return nil, err
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pemBytes) {
-			return nil, fmt.Errorf("%s holds no PEM certificate", caFile)
 		}
 		cfg.RootCAs = pool
 	}
