@@ -146,7 +146,7 @@ func changePolicy(verb string) func(fs *flag.FlagSet, c *common, env Env) runFun
 			if verb == "remove" {
 				path, done = v1+"/policies/delete", "Removed"
 			}
-			data, err := cl.do(ctx, method, path, "", map[string][]apiwire.PolicyV1{"policies": {p}})
+			data, err := cl.do(ctx, method, path, "", apiwire.PoliciesRequestV1{Policies: []apiwire.PolicyV1{p}})
 			if err != nil {
 				return err
 			}

@@ -41,14 +41,7 @@ func storeWriter(st *store.Store) writeFunc {
 func externalWriter(base, token string, tlsConfig *tls.Config) writeFunc {
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: tlsConfig.Clone()}, Timeout: 30 * time.Second}
 	return func(ctx context.Context, create bool, p models.Policy) error {
-		// The request body is {"policies":[...]} (the server refuses total_policies in it).
-		body, _ := json.Marshal(struct {
-			Policies []apiwire.PolicyV1 `json:"policies"`
-		}{Policies: []apiwire.PolicyV1{{
-			Source: apiwire.Source{ID: p.Source.ID},
-			Destination: apiwire.DestinationV1{ID: p.Destination.ID, Protocol: p.Destination.Protocol,
-				Ports: apiwire.Ports{Start: p.Destination.Ports.Start, End: p.Destination.Ports.End}},
-		}}})
+		body, _ := json.Marshal(apiwire.PoliciesRequestV1{Policies: []apiwire.PolicyV1{apiwire.PolicyV1Of(p)}})
 		u := strings.TrimSuffix(base, "/") + "/networking/v1/external/policies"
 		if !create {
 			u += "/delete"

@@ -4,6 +4,8 @@
 // decoded with the server's own stricter types.
 package apiwire
 
+import "netman/lib/models"
+
 // Paths of the internal API that clients poll.
 const (
 	InternalPoliciesV0Path    = "/networking/v0/internal/policies"
@@ -101,17 +103,32 @@ type DestinationV0 struct {
 	Ports    *Ports `json:"ports,omitempty"`
 }
 
-// PoliciesV1 is the body of GET /networking/v1/external/policies, and of the create and
-// delete requests.
+// PoliciesV1 is the body of GET /networking/v1/external/policies.
 type PoliciesV1 struct {
 	TotalPolicies int        `json:"total_policies"`
 	Policies      []PolicyV1 `json:"policies"`
+}
+
+// PoliciesRequestV1 is the body of the v1 create and delete requests (POST
+// /networking/v1/external/policies and .../policies/delete): the server refuses
+// total_policies in them.
+type PoliciesRequestV1 struct {
+	Policies []PolicyV1 `json:"policies"`
 }
 
 // PolicyV1 is a policy as the v1 external API shows it.
 type PolicyV1 struct {
 	Source      Source        `json:"source"`
 	Destination DestinationV1 `json:"destination"`
+}
+
+// PolicyV1Of is p as the v1 external API shows it.
+func PolicyV1Of(p models.Policy) PolicyV1 {
+	return PolicyV1{
+		Source: Source{ID: p.Source.ID},
+		Destination: DestinationV1{ID: p.Destination.ID, Protocol: p.Destination.Protocol,
+			Ports: Ports{Start: p.Destination.Ports.Start, End: p.Destination.Ports.End}},
+	}
 }
 
 // DestinationV1 is the destination of a v1 external policy.

@@ -54,13 +54,7 @@ func (p policyV1In) model(field string) (models.Policy, error) {
 func policiesV1(ps []models.Policy) apiwire.PoliciesV1 {
 	out := apiwire.PoliciesV1{TotalPolicies: len(ps), Policies: make([]apiwire.PolicyV1, len(ps))}
 	for i, p := range ps {
-		out.Policies[i] = apiwire.PolicyV1{
-			Source: apiwire.Source{ID: p.Source.ID},
-			Destination: apiwire.DestinationV1{
-				ID: p.Destination.ID, Protocol: p.Destination.Protocol,
-				Ports: apiwire.Ports{Start: p.Destination.Ports.Start, End: p.Destination.Ports.End},
-			},
-		}
+		out.Policies[i] = apiwire.PolicyV1Of(p)
 	}
 	return out
 }
