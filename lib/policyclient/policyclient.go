@@ -1,12 +1,10 @@
 // Package policyclient asks the policy server's internal API, over mutual TLS, which
-// policies concern a set of policy groups, and whether anything changed since it last asked.
+// policies concern a set of policy groups.
 //
 // Policies come from the v0 endpoint the spec documents for third-party enforcement
 // (GET /networking/v0/internal/policies?id=...), reading the "ports" range a netman server
-// adds for port-range policies. The change signal is the v1 policies_last_updated counter;
-// a server without it answers 404 and LastUpdated returns ErrNoChangeSignal, in which case
-// an agent simply fetches the policies every cycle. SecurityGroups reads the application
-// security groups the server syncs from Cloud Controller (all pages).
+// adds for port-range policies. SecurityGroups reads the application security groups the
+// server syncs from Cloud Controller (all pages).
 //
 // Poll is what an agent polls with: against a netman server it sends the ETag of its
 // last answer, so an unchanged answer costs a 304, and a wait, so the server holds the
@@ -35,16 +33,12 @@ import (
 
 // Paths of the internal API.
 const (
-	PoliciesPath    = apiwire.InternalPoliciesV0Path
-	PoliciesV1Path  = apiwire.InternalPoliciesV1Path
-	LastUpdatedPath = apiwire.InternalLastUpdatedV1Path
+	PoliciesPath   = apiwire.InternalPoliciesV0Path
+	PoliciesV1Path = apiwire.InternalPoliciesV1Path
 )
 
 // maxBody bounds what one answer may be: 10,000 policies are about 2 MB.
 const maxBody = 256 << 20
-
-// ErrNoChangeSignal means the server does not offer policies_last_updated.
-var ErrNoChangeSignal = errors.New("policy server offers no change signal")
 
 // Client talks to one policy server. It is safe for concurrent use and keeps
 // connections alive between polls.
@@ -116,16 +110,6 @@ func New(baseURL string, tlsConfig *tls.Config, timeout time.Duration, opts ...O
 		o(c)
 	}
 	return c, nil
-}
-
-// Policies returns every policy whose source or destination is one of ids. No ids means
-// no policies, without asking the server.
-func (c *Client) Policies(ctx context.Context, ids []string) ([]models.Policy, error) {
-	if len(ids) == 0 {
-		return []models.Policy{}, nil
-	}
-	ps, _, err := c.List(ctx, Query{IDs: ids})
-	return ps, err
 }
 
 // Query says which policies List asks for.
@@ -203,8 +187,6 @@ type Answer struct {
 	// ETag stands for this answer, to give to the next Poll for the same ids; "" when
 	// the server sends none (it then answers in full every time).
 	ETag string
-	// Version is the server's policy version (apiwire.VersionHeader), 0 if not sent.
-	Version int64
 	// Unconfirmed: the server could not confirm its policies with its database
 	// (apiwire.UnconfirmedHeader); they may be behind.
 	Unconfirmed bool
@@ -235,7 +217,6 @@ func (c *Client) Poll(ctx context.Context, ids []string, etag string, wait time.
 		return Answer{}, err
 	}
 	a := Answer{ETag: resp.Header.Get("ETag"), Unconfirmed: resp.Header.Get(apiwire.UnconfirmedHeader) != ""}
-	a.Version, _ = strconv.ParseInt(resp.Header.Get(apiwire.VersionHeader), 10, 64)
 	switch resp.StatusCode {
 	case http.StatusNotModified:
 		if etag == "" {
@@ -253,19 +234,6 @@ func (c *Client) Poll(ctx context.Context, ids []string, etag string, wait time.
 	return Answer{}, statusError(PoliciesPath, resp.StatusCode, bytes.NewReader(data))
 }
 
-// LastUpdated returns the server's policy version, which grows with every change.
-func (c *Client) LastUpdated(ctx context.Context) (int64, error) {
-	data, err := c.get(ctx, LastUpdatedPath, "")
-	if err != nil {
-		return 0, err
-	}
-	var v int64
-	if err := json.Unmarshal(data, &v); err != nil {
-		return 0, fmt.Errorf("GET %s: decoding answer: %w", LastUpdatedPath, err)
-	}
-	return v, nil
-}
-
 // get returns the body of a 200 answer to GET path?rawQuery.
 func (c *Client) get(ctx context.Context, path, rawQuery string) ([]byte, error) {
 	resp, data, err := c.do(ctx, path, rawQuery, nil, c.timeout)
@@ -273,9 +241,6 @@ func (c *Client) get(ctx context.Context, path, rawQuery string) ([]byte, error)
 		return nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		if resp.StatusCode == http.StatusNotFound && path == LastUpdatedPath {
-			return nil, ErrNoChangeSignal
-		}
 		return nil, statusError(path, resp.StatusCode, bytes.NewReader(data))
 	}
 	return data, nil

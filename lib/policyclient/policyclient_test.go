@@ -3,7 +3,6 @@ package policyclient_test
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -45,19 +44,12 @@ func twoPolicies() (ab, cd models.Policy) {
 	return ab, cd
 }
 
-func TestPoliciesAndChangeSignal(t *testing.T) {
+// Poll selects by id, reads a port range as a range and asks nothing for no ids.
+func TestPollSelectsByID(t *testing.T) {
 	srv := policyclienttest.NewServer(t)
 	c := client(t, srv.URL, srv.Files, 2*time.Second)
 	ab, cd := twoPolicies()
-	v1, err := c.LastUpdated(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
 	srv.Set([]models.Policy{ab, cd})
-	v2, err := c.LastUpdated(t.Context())
-	if err != nil || v2 <= v1 {
-		t.Fatalf("LastUpdated after a change = %d, %v; want more than %d", v2, err, v1)
-	}
 
 	tests := []struct {
 		ids  []string
@@ -69,21 +61,16 @@ func TestPoliciesAndChangeSignal(t *testing.T) {
 		{[]string{"nobody"}, []models.Policy{}},
 	}
 	for _, tt := range tests {
-		got, err := c.Policies(t.Context(), tt.ids)
+		a, err := c.Poll(t.Context(), tt.ids, "", 0)
 		if err != nil {
-			t.Fatalf("Policies(%v): %v", tt.ids, err)
+			t.Fatalf("Poll(%v): %v", tt.ids, err)
 		}
-		if !slices.Equal(got, tt.want) {
-			t.Errorf("Policies(%v) = %+v, want %+v", tt.ids, got, tt.want)
+		if got := a.Policies; !slices.Equal(got, tt.want) {
+			t.Errorf("Poll(%v) = %+v, want %+v", tt.ids, got, tt.want)
 		}
 	}
 	if n := srv.PolicyRequests.Load(); n != 3 {
 		t.Errorf("server saw %d policy requests, want 3 (none for an empty id list)", n)
-	}
-
-	srv.WithoutChangeSignal()
-	if _, err := c.LastUpdated(t.Context()); !errors.Is(err, policyclient.ErrNoChangeSignal) {
-		t.Errorf("LastUpdated on a server without it = %v, want ErrNoChangeSignal", err)
 	}
 }
 
@@ -127,9 +114,9 @@ func TestErrorsAreReported(t *testing.T) {
 	srv := policyclienttest.NewServer(t)
 	c := client(t, srv.URL, srv.Files, 2*time.Second)
 	srv.SetDown(true)
-	_, err := c.Policies(t.Context(), []string{"a"})
+	_, err := c.Poll(t.Context(), []string{"a"}, "", 0)
 	if err == nil || !strings.Contains(err.Error(), "503") || !strings.Contains(err.Error(), "database unavailable") {
-		t.Errorf("Policies from a failing server = %v, want the status and the server's message", err)
+		t.Errorf("Poll from a failing server = %v, want the status and the server's message", err)
 	}
 }
 
@@ -167,15 +154,15 @@ func TestEveryCallHasATimeout(t *testing.T) {
 	for _, url := range []string{hs.URL, "https://" + silent.Addr().String()} {
 		c := client(t, url, files, 300*time.Millisecond)
 		start := time.Now()
-		_, err := c.Policies(context.Background(), []string{"a"})
+		_, err := c.Poll(context.Background(), []string{"a"}, "", 0)
 		if err == nil {
 			t.Fatalf("%s: a server that never answers gave no error", url)
 		}
 		if took := time.Since(start); took > 2*time.Second {
 			t.Errorf("%s: call took %v with a 300ms timeout", url, took)
 		}
-		if _, err := c.LastUpdated(context.Background()); err == nil {
-			t.Errorf("%s: LastUpdated from a server that never answers gave no error", url)
+		if _, _, err := c.List(context.Background(), policyclient.Query{All: true}); err == nil {
+			t.Errorf("%s: List from a server that never answers gave no error", url)
 		}
 	}
 }
@@ -190,12 +177,12 @@ func TestTLSPinIsRespected(t *testing.T) {
 		t.Fatal(err)
 	}
 	c, _ := policyclient.New(srv.URL, cfg, 2*time.Second)
-	if _, err := c.Policies(t.Context(), []string{"a"}); err == nil {
+	if _, err := c.Poll(t.Context(), []string{"a"}, "", 0); err == nil {
 		t.Error("a client certificate from another CA was accepted")
 	}
 	// A server certificate from another CA: the client refuses it.
 	c = client(t, srv.URL, mutualtlstest.Files{ClientCert: srv.Files.ClientCert, ClientKey: srv.Files.ClientKey, CACert: other.CACert}, 2*time.Second)
-	if _, err := c.Policies(t.Context(), []string{"a"}); err == nil {
+	if _, err := c.Poll(t.Context(), []string{"a"}, "", 0); err == nil {
 		t.Error("a server certificate from another CA was trusted")
 	}
 	// A server that offers only TLS 1.3 (which would bypass the cipher pin) is refused.
@@ -209,7 +196,7 @@ func TestTLSPinIsRespected(t *testing.T) {
 	hs.StartTLS()
 	defer hs.Close()
 	c = client(t, hs.URL, srv.Files, 2*time.Second)
-	if _, err := c.LastUpdated(t.Context()); err == nil || !strings.Contains(err.Error(), "version") {
+	if _, err := c.Poll(t.Context(), []string{"a"}, "", 0); err == nil || !strings.Contains(err.Error(), "version") {
 		t.Errorf("a TLS 1.3-only server: %v, want a protocol version failure", err)
 	}
 	// The connection that works is TLS 1.2 with the pinned suite.
@@ -220,7 +207,7 @@ func TestTLSPinIsRespected(t *testing.T) {
 	var state tls.ConnectionState
 	good.VerifyConnection = func(cs tls.ConnectionState) error { state = cs; return nil }
 	c, _ = policyclient.New(srv.URL, good, 2*time.Second)
-	if _, err := c.Policies(t.Context(), []string{"a"}); err != nil {
+	if _, err := c.Poll(t.Context(), []string{"a"}, "", 0); err != nil {
 		t.Fatal(err)
 	}
 	if state.Version != tls.VersionTLS12 || state.CipherSuite != tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 {

@@ -2,13 +2,15 @@
 // containers from the wrapper's datastore, asks the policy server for the policies of their
 // groups, and has the rules package enforce them.
 //
-// A cycle that finds nothing changed costs two small reads: the datastore's version file
-// and the server's policies_last_updated counter. Only when either moved does it fetch
-// policies, and only when the computed rules differ from the applied ones does it call
-// iptables. Every Resync interval (5 minutes) it rewrites the whole set regardless, so rules
-// another program removed come back. When anything fails the rules in the kernel stay as they are, the cycle is
-// retried with capped exponential backoff, and the failure is logged when it starts and
-// when it ends, not on every attempt.
+// Each cycle reads the datastore's version file (the containers only when it moved) and
+// polls the server with the ETag of its last answer: while the containers are unchanged
+// the request is a long poll that the server answers as soon as one of their groups'
+// policies changes, and an unchanged answer is a 304 that costs nothing more. Only when
+// the computed rules differ from the applied ones does it call iptables. Every Resync
+// interval (5 minutes) it rewrites the whole set regardless, so rules another program
+// removed come back. When anything fails the rules in the kernel stay as they are, the
+// cycle is retried with capped exponential backoff, and the failure is logged when it
+// starts and when it ends, not on every attempt.
 package agent
 
 import (

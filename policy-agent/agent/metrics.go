@@ -83,13 +83,12 @@ func NewMetrics() *Metrics {
 		}, []string{"route", "outcome"}),
 	}
 	reg.MustRegister(ruleAge{m})
-	// Every route and outcome is exported from the start, so a scrape sees 0 rather
-	// than no series and error ratios are defined before the first error.
-	for _, route := range []string{policyclient.LastUpdatedPath, policyclient.PoliciesPath} {
-		for _, o := range []string{policyclient.OutcomeSuccess, policyclient.OutcomeClientError,
-			policyclient.OutcomeServerError, policyclient.OutcomeTimeout, policyclient.OutcomeNetwork} {
-			m.serverRequests.WithLabelValues(route, o)
-		}
+	// Every outcome of the policies route the agent polls is exported from the start, so
+	// a scrape sees 0 rather than no series and error ratios are defined before the
+	// first error.
+	for _, o := range []string{policyclient.OutcomeSuccess, policyclient.OutcomeClientError,
+		policyclient.OutcomeServerError, policyclient.OutcomeTimeout, policyclient.OutcomeNetwork} {
+		m.serverRequests.WithLabelValues(policyclient.PoliciesPath, o)
 	}
 	return m
 }

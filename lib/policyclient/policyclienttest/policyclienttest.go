@@ -20,8 +20,8 @@ import (
 	"netman/lib/mutualtls/mutualtlstest"
 )
 
-// Server answers GET /networking/v0/internal/policies and
-// /networking/v1/internal/policies_last_updated from an in-memory list. Like the policy
+// Server answers GET /networking/v0/internal/policies and /networking/v1/internal/policies
+// from an in-memory list. Like the policy
 // server, the lists carry an ETag (here the version of the whole list), answer 304 to a
 // current If-None-Match and hold a request with a wait parameter until Set; unlike it,
 // any Set changes every answer's ETag.
@@ -33,13 +33,11 @@ type Server struct {
 	policies []models.Policy
 	version  int64
 	down     bool
-	noSignal bool
 	noETags  bool
 	changed  chan struct{} // closed by Set
 
-	PolicyRequests      atomic.Int64 // answered with policies (200)
-	NotModified         atomic.Int64 // answered 304
-	LastUpdatedRequests atomic.Int64
+	PolicyRequests atomic.Int64 // answered with policies (200)
+	NotModified    atomic.Int64 // answered 304
 }
 
 // NewServer starts a server with certificates written into a temp dir; it stops when the
@@ -85,16 +83,9 @@ func (s *Server) SetDown(down bool) {
 	s.down = down
 }
 
-// WithoutChangeSignal makes policies_last_updated answer 404, as a server without it would.
-func (s *Server) WithoutChangeSignal() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.noSignal = true
-}
-
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
-	ps, version, down, noSignal, noETags, changed := s.policies, s.version, s.down, s.noSignal, s.noETags, s.changed
+	ps, version, down, noETags, changed := s.policies, s.version, s.down, s.noETags, s.changed
 	s.mu.Unlock()
 	w.Header().Set("Content-Type", "application/json")
 	if down {
@@ -103,13 +94,6 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	switch r.URL.Path {
-	case "/networking/v1/internal/policies_last_updated":
-		s.LastUpdatedRequests.Add(1)
-		if noSignal {
-			http.NotFound(w, r)
-			return
-		}
-		_ = json.NewEncoder(w).Encode(version)
 	case "/networking/v0/internal/policies", "/networking/v1/internal/policies":
 		etag := `"` + strconv.FormatInt(version, 10) + `"`
 		if !noETags && r.Header.Get("If-None-Match") == etag {
