@@ -134,8 +134,10 @@ func New(opts Options) (*Agent, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	opts.Metrics.clock = opts.Now
-	return &Agent{opts: opts, force: make(chan forceRequest), interrupt: make(chan struct{}, 1)}, nil
+	a := &Agent{opts: opts, force: make(chan forceRequest), interrupt: make(chan struct{}, 1)}
+	// The rule age is the status's last success, so it needs no copy of its own.
+	opts.Metrics.confirmed = func() (time.Time, time.Time) { return a.Status().LastSuccess, a.opts.Now() }
+	return a, nil
 }
 
 // Outcome says what a cycle did.
@@ -154,11 +156,7 @@ func (a *Agent) Cycle(ctx context.Context) (Outcome, rules.Result, error) {
 	start := time.Now()
 	out, res, err := a.cycle(ctx)
 	a.opts.Metrics.observeCycle(out, time.Since(start))
-	now := a.opts.Now()
-	a.status.record(now, out, err)
-	if err == nil {
-		a.opts.Metrics.synced(now)
-	}
+	a.status.record(a.opts.Now(), out, err)
 	return out, res, err
 }
 

@@ -2,7 +2,6 @@ package agent
 
 import (
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -33,10 +32,9 @@ type Metrics struct {
 	serverRequests  *prometheus.CounterVec
 	serverDuration  *prometheus.HistogramVec
 
-	// When the rules were last confirmed to be the server's, on the agent's clock.
-	mu       sync.Mutex
-	clock    func() time.Time
-	lastSync time.Time
+	// confirmed returns when the rules were last confirmed to be the server's and the
+	// time now, both on the agent's clock (agent.New sets it; nil before).
+	confirmed func() (last, now time.Time)
 }
 
 // NewMetrics creates the series and registers them, with the Go and process collectors.
@@ -52,7 +50,6 @@ func NewMetrics() *Metrics {
 	}
 	m := &Metrics{
 		Registry: reg,
-		clock:    time.Now,
 		cycle: auto.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "netman_agent_cycle_duration_seconds",
 			Help:    "Duration of enforcement cycles by outcome (skipped, unchanged, applied, failed).",
@@ -110,13 +107,6 @@ func (m *Metrics) applied(res rules.Result) {
 	m.lastApplied.SetToCurrentTime()
 }
 
-// synced records that the rules in the kernel were confirmed to be the server's at now.
-func (m *Metrics) synced(now time.Time) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.lastSync = now
-}
-
 // ruleAge exports netman_agent_rules_age_seconds at scrape time: how long ago the
 // enforced rules were last confirmed to match the server's policies. It grows while the
 // server is unreachable or cycles fail, so it is the one series to alert on for
@@ -129,9 +119,10 @@ var ruleAgeDesc = prometheus.NewDesc("netman_agent_rules_age_seconds",
 func (r ruleAge) Describe(ch chan<- *prometheus.Desc) { ch <- ruleAgeDesc }
 
 func (r ruleAge) Collect(ch chan<- prometheus.Metric) {
-	r.m.mu.Lock()
-	last, now := r.m.lastSync, r.m.clock()
-	r.m.mu.Unlock()
+	if r.m.confirmed == nil {
+		return
+	}
+	last, now := r.m.confirmed()
 	if last.IsZero() {
 		return
 	}
