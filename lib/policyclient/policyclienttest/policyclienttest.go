@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"netman/lib/apiwire"
 	"netman/lib/models"
 	"netman/lib/mutualtls"
 	"netman/lib/mutualtls/mutualtlstest"
@@ -94,10 +95,10 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	switch r.URL.Path {
-	case "/networking/v0/internal/policies", "/networking/v1/internal/policies":
+	case apiwire.InternalPoliciesV0Path, apiwire.InternalPoliciesV1Path:
 		etag := `"` + strconv.FormatInt(version, 10) + `"`
 		if !noETags && r.Header.Get("If-None-Match") == etag {
-			if wait, err := strconv.ParseFloat(r.URL.Query().Get("wait"), 64); err == nil && wait > 0 {
+			if wait, err := strconv.ParseFloat(r.URL.Query().Get(apiwire.WaitParam), 64); err == nil && wait > 0 {
 				t := time.NewTimer(time.Duration(wait * float64(time.Second)))
 				select {
 				case <-changed:
@@ -131,7 +132,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 				selected = append(selected, p)
 			}
 		}
-		_ = json.NewEncoder(w).Encode(encode(selected, strings.HasPrefix(r.URL.Path, "/networking/v1/")))
+		_ = json.NewEncoder(w).Encode(encode(selected, r.URL.Path == apiwire.InternalPoliciesV1Path))
 	default:
 		http.NotFound(w, r)
 	}
@@ -140,40 +141,28 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 // encode writes ps in the v0 shape (port, plus ports for a range) or the v1 shape
 // (ports always, and total_policies).
 func encode(ps []models.Policy, v1 bool) any {
-	type ports struct {
-		Start int `json:"start"`
-		End   int `json:"end"`
-	}
-	type dst struct {
-		ID       string `json:"id"`
-		Port     int    `json:"port,omitempty"`
-		Ports    *ports `json:"ports,omitempty"`
-		Protocol string `json:"protocol"`
-		Tag      string `json:"tag"`
-	}
-	type src struct {
-		ID  string `json:"id"`
-		Tag string `json:"tag"`
-	}
-	type policy struct {
-		Destination dst `json:"destination"`
-		Source      src `json:"source"`
-	}
-	out := []policy{}
-	for _, p := range ps {
-		d := dst{ID: p.Destination.ID, Protocol: p.Destination.Protocol, Tag: p.Destination.Tag}
-		pr := &ports{Start: p.Destination.Ports.Start, End: p.Destination.Ports.End}
-		if !v1 {
-			d.Port = pr.Start
-			if pr.End == pr.Start {
-				pr = nil
+	if v1 {
+		out := apiwire.InternalPoliciesV1{TotalPolicies: len(ps), Policies: make([]apiwire.InternalPolicyV1, len(ps))}
+		for i, p := range ps {
+			out.Policies[i] = apiwire.InternalPolicyV1{
+				Destination: apiwire.InternalDestinationV1{
+					ID: p.Destination.ID, Protocol: p.Destination.Protocol, Tag: p.Destination.Tag,
+					Ports: apiwire.Ports{Start: p.Destination.Ports.Start, End: p.Destination.Ports.End},
+				},
+				Source: apiwire.InternalSource{ID: p.Source.ID, Tag: p.Source.Tag},
 			}
 		}
-		d.Ports = pr
-		out = append(out, policy{Destination: d, Source: src{ID: p.Source.ID, Tag: p.Source.Tag}})
+		return out
 	}
-	if v1 {
-		return map[string]any{"total_policies": len(out), "policies": out}
+	out := apiwire.InternalPoliciesV0{Policies: make([]apiwire.InternalPolicyV0, len(ps))}
+	for i, p := range ps {
+		d := apiwire.InternalDestinationV0{
+			ID: p.Destination.ID, Port: p.Destination.Ports.Start, Protocol: p.Destination.Protocol, Tag: p.Destination.Tag,
+		}
+		if p.Destination.Ports.End != p.Destination.Ports.Start {
+			d.Ports = &apiwire.Ports{Start: p.Destination.Ports.Start, End: p.Destination.Ports.End}
+		}
+		out.Policies[i] = apiwire.InternalPolicyV0{Destination: d, Source: apiwire.InternalSource{ID: p.Source.ID, Tag: p.Source.Tag}}
 	}
-	return map[string]any{"policies": out}
+	return out
 }
