@@ -86,7 +86,7 @@ func BenchmarkCrossCellDataPath(b *testing.B) {
 		b.Fatal(err)
 	}
 	to := bb.IP + ":8080"
-	waitReach(b, nsA, to, true, 2*time.Minute)
+	rulestest.Until(b, nsA, "tcp", to, true, 2*time.Minute)
 	// The policies arrive in two requests; wait for cell 2 to enforce all of them.
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
@@ -201,20 +201,6 @@ func connectTimes(b *testing.B, from ns.NetNS, addr string, n int) []time.Durati
 		b.Fatal(err)
 	}
 	return ds
-}
-
-func waitReach(b *testing.B, from ns.NetNS, addr string, want bool, limit time.Duration) {
-	b.Helper()
-	deadline := time.Now().Add(limit)
-	for {
-		if ok, _ := rulestest.Reach(from, "tcp", addr, time.Second); ok == want {
-			return
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("%s: reachable did not become %v within %v", addr, want, limit)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 func median(xs []float64) float64 {
