@@ -12,7 +12,6 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 
-	"netman/internal/testsupport/freeport"
 	"netman/lib/datastore"
 	"netman/lib/rules/rulestest"
 )
@@ -31,8 +30,9 @@ func TestNudgedAgentInstallsRulesAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	forward(t, bins["netprobe"], cell, "127.0.0.1:"+strconv.Itoa(srv.internalPort), dir)
-	ports := freeport.Take(t, 3)
-	health, debug, forcePort := ports[0], ports[1], ports[2]
+	// The agent's ports (the defaults) are in the cell, a network namespace of this
+	// test's own: nothing else can hold them.
+	health, debug, forcePort := 4005, 22223, 8722
 	agentConfig := filepath.Join(dir, "policy-agent.json")
 	writeJSON(t, agentConfig, agentSettings(srv, store, dir, map[string]any{
 		"poll_interval_seconds":        60,

@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"netman/internal/testsupport/freeport"
 	"netman/lib/datastore"
 	"netman/lib/rules/rulestest"
 )
@@ -148,13 +147,16 @@ func TestMetricsMatchDocsAndDashboard(t *testing.T) {
 		Metadata: map[string]any{"policy_group_id": appA, "app_id": appA}}); err != nil {
 		t.Fatal(err)
 	}
-	ports := freeport.Take(t, 2)
+	// The agent's ports are in the cell, a network namespace of this test's own: nothing
+	// else can hold them.
+	health, debug := 4005, 22223
 	config := filepath.Join(dir, "policy-agent.json")
 	writeJSON(t, config, agentSettings(srv, store, dir, map[string]any{
-		"poll_interval_seconds": 1, "health_check_port": ports[0], "debug_server_port": ports[1],
+		"poll_interval_seconds": 1, "health_check_port": health, "debug_server_port": debug,
 	}))
 	start(t, cell, "policy-agent", filepath.Join(dir, "policy-agent.log"), bins["policy-agent"], "-config-file", config)
-	waitHTTP(t, cell, "http://127.0.0.1:"+strconv.Itoa(ports[0])+"/health", 30*time.Second)
+	waitHTTP(t, cell, "http://127.0.0.1:"+strconv.Itoa(health)+"/health", 30*time.Second)
+	agentMetrics := "http://127.0.0.1:" + strconv.Itoa(debug) + "/metrics"
 
 	srv.policy(t, "add", appA, appB, "tcp", 8080)
 	// A client without a certificate: a failed handshake on the internal listener.
@@ -162,8 +164,14 @@ func TestMetricsMatchDocsAndDashboard(t *testing.T) {
 		_, _ = c.Read(make([]byte, 1)) // the server's alert arrives after the handshake on the client's side
 		c.Close()
 	}
-	// Let the agent poll and apply the new policy, so every cycle outcome has a series.
-	time.Sleep(3 * time.Second)
+	// Wait for the agent to fetch and apply the new policy, so every cycle outcome has a series.
+	fetched := regexp.MustCompile(`(?m)^netman_agent_policies 1$`)
+	for deadline := time.Now().Add(20 * time.Second); !fetched.MatchString(getBody(t, cell, agentMetrics)); {
+		if time.Now().After(deadline) {
+			t.Fatal("the agent's netman_agent_policies did not reach 1 within 20s of the policy's creation")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 
 	// Both log their build first and export it; the same version --version prints.
 	for _, p := range []struct{ name, log string }{{"policy-server", srv.log}, {"policy-agent", filepath.Join(dir, "policy-agent.log")}} {
@@ -181,7 +189,7 @@ func TestMetricsMatchDocsAndDashboard(t *testing.T) {
 		t.Errorf("no netman_server_build_info with the version")
 	}
 	live := scrape(t, serverMetrics)
-	for name, f := range scrape(t, getBody(t, cell, "http://127.0.0.1:"+strconv.Itoa(ports[1])+"/metrics")) {
+	for name, f := range scrape(t, getBody(t, cell, agentMetrics)) {
 		live[name] = f
 	}
 	docs := documented(t)
