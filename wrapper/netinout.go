@@ -12,14 +12,12 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 
 	"netman/lib/containerrules"
+	"netman/lib/xtables"
 )
 
 // ErrNetRules: the container's port mapping or egress rules could not be installed or
 // removed (iptables refused them, or the iptables lock could not be had).
 const ErrNetRules uint = 110
-
-// DefaultIPTablesLockFile is garden-external-networker's iptables_lock_file on a cell.
-const DefaultIPTablesLockFile = "/var/vcap/data/garden-cni/iptables.lock"
 
 // CellRules are the settings of the per-container iptables rules (lib/containerrules):
 // port mappings (netin), the egress firewall (netout) and what containers may reach on
@@ -69,7 +67,7 @@ func (r *CellRules) lockFile() string {
 	if r.IPTablesLockFile != "" {
 		return r.IPTablesLockFile
 	}
-	return DefaultIPTablesLockFile
+	return xtables.DefaultLockFile
 }
 
 // portMapping accepts both garden-external-networker's form (host_port,

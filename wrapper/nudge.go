@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"time"
+
+	"netman/lib/apiwire"
 )
 
 // NudgeTimeout bounds the wrapper's request to the policy agent after ADD and DEL. The
@@ -13,16 +15,13 @@ import (
 // when ADD returns; an agent that is slow or away costs the runtime at most this long.
 const NudgeTimeout = time.Second
 
-// ForcePollPath is the route silk's vxlan-policy-agent and netman's policy-agent serve.
-const ForcePollPath = "/force-policy-poll-cycle"
-
 // nudgeAgent asks the policy agent at addr (host:port) to run a cycle now, as silk's
 // wrapper does. It is best effort: the agent polls anyway, so a failure is logged by the
 // caller and never fails the command.
 func nudgeAgent(ctx context.Context, addr string) error {
 	ctx, cancel := context.WithTimeout(ctx, NudgeTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+ForcePollPath, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+apiwire.ForcePollPath, nil)
 	if err != nil {
 		return err
 	}

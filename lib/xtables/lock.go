@@ -13,6 +13,10 @@ import (
 	"syscall"
 )
 
+// DefaultLockFile is garden-external-networker's iptables_lock_file on a cell: the lock
+// the wrapper and the policy agent take unless configured otherwise.
+const DefaultLockFile = "/var/vcap/data/garden-cni/iptables.lock"
+
 // Lock takes an exclusive flock on path, waiting until ctx ends, and returns the function
 // that releases it. The file is created when missing and never removed: other holders may
 // have it open. A symbolic link at path is refused: a root process must not create or

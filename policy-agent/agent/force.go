@@ -4,12 +4,9 @@ import (
 	"context"
 	"net/http"
 
+	"netman/lib/apiwire"
 	"netman/lib/httpapi"
 )
-
-// ForcePollPath is the route of ForcePollHandler: the one silk's vxlan-policy-agent
-// serves and CNI wrappers (netman's and silk's) call after every ADD and DEL.
-const ForcePollPath = "/force-policy-poll-cycle"
 
 type forceRequest struct {
 	done chan forceResult // buffered: Run never waits for the requester
@@ -60,7 +57,7 @@ func (a *Agent) drainForced(reqs []forceRequest) []forceRequest {
 func (a *Agent) ForcePollHandler() http.Handler {
 	mw := httpapi.Middleware{Server: "force-poll", Logger: a.opts.Logger, Timeout: a.opts.CycleTimeout}
 	return httpapi.NewMux(mw, []httpapi.Route{{
-		Name: "force_policy_poll_cycle", Method: http.MethodGet, Path: ForcePollPath,
+		Name: "force_policy_poll_cycle", Method: http.MethodGet, Path: apiwire.ForcePollPath,
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			out, err := a.ForceCycle(r.Context())
 			if err != nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 
+	"netman/lib/apiwire"
 	"netman/lib/models"
 	"netman/policy-agent/agent"
 )
@@ -35,10 +36,10 @@ func runAgent(t *testing.T, f *fixture) {
 func force(t *testing.T, h http.Handler, method string) (int, map[string]string) {
 	t.Helper()
 	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, httptest.NewRequest(method, agent.ForcePollPath, nil))
+	h.ServeHTTP(rec, httptest.NewRequest(method, apiwire.ForcePollPath, nil))
 	var body map[string]string
 	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil {
-		t.Fatalf("%s %s: %d %q is not JSON: %v", method, agent.ForcePollPath, rec.Code, rec.Body, err)
+		t.Fatalf("%s %s: %d %q is not JSON: %v", method, apiwire.ForcePollPath, rec.Code, rec.Body, err)
 	}
 	return rec.Code, body
 }

@@ -19,6 +19,7 @@ import (
 	"netman/lib/jsonconfig"
 	"netman/lib/mutualtls"
 	"netman/lib/rules"
+	"netman/lib/xtables"
 )
 
 // Config is the whole file.
@@ -79,7 +80,7 @@ type DenyNetworks struct {
 func Default() Config {
 	return Config{
 		PollIntervalSeconds:      5,
-		IPTablesLockFile:         "/var/vcap/data/garden-cni/iptables.lock",
+		IPTablesLockFile:         xtables.DefaultLockFile,
 		HealthCheckPort:          4005,
 		DebugServerPort:          22223,
 		ForcePolicyPollCyclePort: 8722,
