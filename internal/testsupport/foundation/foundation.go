@@ -25,7 +25,6 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
-	"database/sql"
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
@@ -41,7 +40,7 @@ import (
 	"sync"
 	"time"
 
-	_ "github.com/lib/pq" // database/sql driver "postgres"
+	"netman/internal/testsupport/pgtest"
 )
 
 // NamePrefix starts every name a foundation creates.
@@ -91,7 +90,6 @@ type Foundation struct {
 
 	opts     Options
 	etcd     *process
-	dbName   string
 	adminURL string
 	certs    string // directory: ca.crt, server.*, client.*
 
@@ -333,34 +331,22 @@ func (f *Foundation) underlay(ctx context.Context) error {
 	return nil
 }
 
-// database creates the policy servers' database, dropped on Close.
+// database creates the policy servers' database, dropped on Close. Its name is the
+// prefix, like everything else the foundation creates.
 func (f *Foundation) database(ctx context.Context) error {
 	if f.opts.DatabaseURL == "" {
 		return errors.New("foundation: no DatabaseURL")
 	}
-	admin, err := sql.Open("postgres", f.opts.DatabaseURL)
+	dsn, drop, err := pgtest.Create(ctx, f.opts.DatabaseURL, f.Prefix)
 	if err != nil {
-		return fmt.Errorf("opening DatabaseURL: %w", err)
-	}
-	f.dbName = f.Prefix
-	// The name is the prefix: letters and hex digits only, so quoting is enough.
-	if _, err := admin.ExecContext(ctx, `CREATE DATABASE "`+f.dbName+`"`); err != nil {
-		admin.Close()
-		return fmt.Errorf("creating database %s: %w", f.dbName, err)
+		return err
 	}
 	f.onClose(func() error {
-		defer admin.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		_, err := admin.ExecContext(ctx, `DROP DATABASE IF EXISTS "`+f.dbName+`" WITH (FORCE)`)
-		return err
+		return drop(ctx)
 	})
-	u, err := url.Parse(f.opts.DatabaseURL)
-	if err != nil {
-		return err
-	}
-	u.Path = "/" + f.dbName
-	f.adminURL = u.String()
+	f.adminURL = dsn
 	return nil
 }
 

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -27,12 +28,6 @@ func NewDatabase(t testing.TB) string {
 	if base == "" {
 		testenv.Unavailable(t, "needs Postgres: DATABASE_URL is not set")
 	}
-	admin, err := sql.Open("postgres", base)
-	if err != nil {
-		t.Fatalf("opening DATABASE_URL: %v", err)
-	}
-	t.Cleanup(func() { admin.Close() })
-
 	var b [6]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		t.Fatal(err)
@@ -40,24 +35,55 @@ func NewDatabase(t testing.TB) string {
 	name := "netman_test_" + hex.EncodeToString(b[:])
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	// The name is generated here from hex digits, so quoting it is enough.
-	if _, err := admin.ExecContext(ctx, `CREATE DATABASE "`+name+`"`); err != nil {
-		t.Fatalf("creating test database: %v", err)
+	dsn, drop, err := Create(ctx, base, name)
+	if err != nil {
+		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		if _, err := admin.ExecContext(ctx, `DROP DATABASE IF EXISTS "`+name+`" WITH (FORCE)`); err != nil {
-			t.Errorf("dropping test database %s: %v", name, err)
+		if err := drop(ctx); err != nil {
+			t.Error(err)
 		}
 	})
+	return dsn
+}
 
-	u, err := url.Parse(base)
+// Create creates the empty database name on the server baseURL names, as baseURL's
+// user, and returns its connection string and drop, which removes it (disconnecting
+// whoever is still connected) and closes the connection Create opened. Callers outside a
+// test (the foundation, whose Close drops its database) use it directly.
+//
+// name is quoted, not escaped, so only letters, digits and underscores are accepted.
+func Create(ctx context.Context, baseURL, name string) (dsn string, drop func(context.Context) error, err error) {
+	if name == "" || strings.TrimFunc(name, plain) != "" {
+		return "", nil, fmt.Errorf("database name %q: only letters, digits and underscores", name)
+	}
+	u, err := url.Parse(baseURL)
 	if err != nil {
-		t.Fatalf("parsing DATABASE_URL: %v", err)
+		return "", nil, fmt.Errorf("parsing the database URL: %w", err)
 	}
 	u.Path = "/" + name
-	return u.String()
+	admin, err := sql.Open("postgres", baseURL)
+	if err != nil {
+		return "", nil, fmt.Errorf("opening the database URL: %w", err)
+	}
+	if _, err := admin.ExecContext(ctx, `CREATE DATABASE "`+name+`"`); err != nil {
+		admin.Close()
+		return "", nil, fmt.Errorf("creating database %s: %w", name, err)
+	}
+	drop = func(ctx context.Context) error {
+		defer admin.Close()
+		if _, err := admin.ExecContext(ctx, `DROP DATABASE IF EXISTS "`+name+`" WITH (FORCE)`); err != nil {
+			return fmt.Errorf("dropping database %s: %w", name, err)
+		}
+		return nil
+	}
+	return u.String(), drop, nil
+}
+
+func plain(r rune) bool {
+	return r == '_' || '0' <= r && r <= '9' || 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z'
 }
 
 // Open is NewDatabase plus an open *sql.DB that is closed when the test ends.
