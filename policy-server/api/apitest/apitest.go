@@ -8,23 +8,16 @@ import (
 	"testing"
 	"time"
 
-	"netman/internal/testsupport/pgtest"
+	"netman/internal/testsupport/storetest"
 	"netman/lib/models"
 	"netman/policy-server/store"
 )
 
-// NewStore returns an empty, migrated store on a fresh database, its pool and DSN.
+// NewStore returns an empty, migrated store with default options on a fresh database,
+// its pool and DSN (storetest.Open, which tests needing other options call directly).
 func NewStore(t testing.TB) (*store.Store, *sql.DB, string) {
 	t.Helper()
-	db, dsn := pgtest.Open(t)
-	if err := store.Migrate(Ctx(t), db); err != nil {
-		t.Fatalf("migrating: %v", err)
-	}
-	s, err := store.New(db, store.Options{})
-	if err != nil {
-		t.Fatalf("store.New: %v", err)
-	}
-	return s, db, dsn
+	return storetest.Open(t, store.Options{})
 }
 
 // Ctx is a context that ends with the test (or after a minute).
