@@ -17,6 +17,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"netman/lib/apiwire"
 )
 
 const etcdURL = "http://" + EtcdIP + ":2379"
@@ -275,27 +277,15 @@ func (f *Foundation) RemovePolicies(ctx context.Context, ps []Policy) error {
 }
 
 func (f *Foundation) changePolicies(ctx context.Context, suffix string, ps []Policy) error {
-	type ports struct {
-		Start int `json:"start"`
-		End   int `json:"end"`
-	}
-	type dest struct {
-		ID       string `json:"id"`
-		Protocol string `json:"protocol"`
-		Ports    ports  `json:"ports"`
-	}
-	type policy struct {
-		Source      map[string]string `json:"source"`
-		Destination dest              `json:"destination"`
-	}
 	for len(ps) > 0 {
 		n := min(len(ps), 5000)
-		body := struct {
-			Policies []policy `json:"policies"`
-		}{}
+		// The request body is {"policies":[...]} (the server refuses total_policies in it).
+		var body struct {
+			Policies []apiwire.PolicyV1 `json:"policies"`
+		}
 		for _, p := range ps[:n] {
-			body.Policies = append(body.Policies, policy{Source: map[string]string{"id": p.Source},
-				Destination: dest{ID: p.Destination, Protocol: p.Protocol, Ports: ports{p.Port, p.Port}}})
+			body.Policies = append(body.Policies, apiwire.PolicyV1{Source: apiwire.Source{ID: p.Source},
+				Destination: apiwire.DestinationV1{ID: p.Destination, Protocol: p.Protocol, Ports: apiwire.Ports{Start: p.Port, End: p.Port}}})
 		}
 		ps = ps[n:]
 		b, _ := json.Marshal(body)
