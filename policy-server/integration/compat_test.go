@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"netman/lib/apiwire"
 	"netman/policy-server/api/apitest"
 	"netman/policy-server/auth/authtest"
 )
@@ -59,16 +60,41 @@ func TestCloudFoundryCompatibleRoutes(t *testing.T) {
 		}
 	}
 
-	lastUpdated := func(version string) string {
+	// lastUpdated answers a policies_last_updated route's version and ETag. Given an
+	// earlier answer's ETag it is a long poll: the server answers once the version has
+	// moved past it, or 304 after the wait.
+	lastUpdated := func(version, etag string) (string, string) {
 		t.Helper()
-		status, _, body := get(t, s.client, internal+"/networking/"+version+"/internal/policies_last_updated", "")
-		if status != 200 {
-			t.Fatalf("%s policies_last_updated: %d %s", version, status, body)
+		url := internal + "/networking/" + version + "/internal/policies_last_updated"
+		if etag != "" {
+			url += "?" + apiwire.WaitParam + "=5"
 		}
-		return body
+		req, err := http.NewRequest(http.MethodGet, url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if etag != "" {
+			req.Header.Set("If-None-Match", etag)
+		}
+		resp, err := s.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode == http.StatusNotModified {
+			t.Fatalf("%s policies_last_updated: still at %s after a 5 s long poll", version, etag)
+		}
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s policies_last_updated: %d %s", version, resp.StatusCode, body)
+		}
+		return string(body), resp.Header.Get("ETag")
 	}
-	before := lastUpdated("v0")
-	if v1 := lastUpdated("v1"); v1 != before {
+	before, etag := lastUpdated("v0", "")
+	if etag == "" {
+		t.Fatal("policies_last_updated answered without an ETag")
+	}
+	if v1, _ := lastUpdated("v1", ""); v1 != before {
 		t.Fatalf("v0 says %s, v1 says %s", before, v1)
 	}
 
@@ -85,13 +111,11 @@ func TestCloudFoundryCompatibleRoutes(t *testing.T) {
 		t.Fatalf("create with a bare token: %d", resp.StatusCode)
 	}
 	// The version comes from the replica's snapshot, which follows the commit within
-	// milliseconds, not in the same instant.
-	after := lastUpdated("v0")
-	for deadline := time.Now().Add(5 * time.Second); after == before && time.Now().Before(deadline); after = lastUpdated("v0") {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if after == before || lastUpdated("v1") != after {
-		t.Fatalf("after a create: v0 %s (was %s), v1 %s", after, before, lastUpdated("v1"))
+	// milliseconds, not in the same instant: a long poll on the version before the
+	// create answers once it has moved.
+	after, _ := lastUpdated("v0", etag)
+	if v1, _ := lastUpdated("v1", ""); after == before || v1 != after {
+		t.Fatalf("after a create: v0 %s (was %s), v1 %s", after, before, v1)
 	}
 	if status, _, body := get(t, http.DefaultClient, external+"/networking/v0/external/policies?source_id=a", key.AdminToken(t)); status != 200 || !strings.Contains(body, `"total_policies":1`) {
 		t.Fatalf("v0 list by source with a bare token: %d %s", status, body)
