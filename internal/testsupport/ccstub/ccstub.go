@@ -27,7 +27,6 @@ package ccstub
 import (
 	"crypto/subtle"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -106,7 +105,7 @@ func New(t testing.TB) *CC {
 	t.Helper()
 	dir := t.TempDir()
 	ca := mutualtlstest.NewAuthority(t, "ccstub CA")
-	serverCert, serverKey := ca.Issue(t, mutualtlstest.Leaf{
+	cert := ca.IssueTLS(t, mutualtlstest.Leaf{
 		CommonName: "cloud-controller-ng.service.cf.internal",
 		DNSNames:   []string{"localhost"},
 		IPs:        []net.IP{net.IPv4(127, 0, 0, 1)},
@@ -121,12 +120,7 @@ func New(t testing.TB) *CC {
 		tokens:         map[string]bool{},
 		lastUpdate:     time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
 	}
-	cert, err := tls.X509KeyPair(serverCert, serverKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(ca.Cert)
+	pool := ca.Pool()
 
 	start := func(h http.Handler, clientAuth tls.ClientAuthType) string {
 		srv := httptest.NewUnstartedServer(h)
