@@ -279,10 +279,7 @@ func (f *Foundation) RemovePolicies(ctx context.Context, ps []Policy) error {
 func (f *Foundation) changePolicies(ctx context.Context, suffix string, ps []Policy) error {
 	for len(ps) > 0 {
 		n := min(len(ps), 5000)
-		// The request body is {"policies":[...]} (the server refuses total_policies in it).
-		var body struct {
-			Policies []apiwire.PolicyV1 `json:"policies"`
-		}
+		var body apiwire.PoliciesRequestV1
 		for _, p := range ps[:n] {
 			body.Policies = append(body.Policies, apiwire.PolicyV1{Source: apiwire.Source{ID: p.Source},
 				Destination: apiwire.DestinationV1{ID: p.Destination, Protocol: p.Protocol, Ports: apiwire.Ports{Start: p.Port, End: p.Port}}})
